@@ -1,0 +1,11 @@
+# Warning and sanitizer flags for Ferry's own targets (not for the freestanding guest).
+add_library(ferry_options INTERFACE)
+target_compile_options(ferry_options INTERFACE -Wall -Wextra -Wno-unused-parameter)
+if(FERRY_WERROR)
+  target_compile_options(ferry_options INTERFACE -Werror)
+endif()
+if(FERRY_SANITIZE)
+  target_compile_options(ferry_options INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer)
+  target_link_options(ferry_options INTERFACE -fsanitize=address,undefined)
+endif()
+target_include_directories(ferry_options INTERFACE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})

@@ -1,0 +1,51 @@
+/* The contract between the built-in guest and any VMM that runs it (Ferry's microVM, the synthetic
+ * backend, QEMU). Plain C so the freestanding guest and the C++ VMM share one definition. Every
+ * guest-physical address constant lives here. */
+#ifndef FERRY_GUEST_ABI_H
+#define FERRY_GUEST_ABI_H
+
+/* ---- Guest-physical layout ------------------------------------------------------------------ */
+#define FERRY_GPA_MULTIBOOT_INFO 0x00007000ULL /* VMM-written multiboot info struct */
+#define FERRY_GPA_MMAP 0x00007800ULL           /* multiboot memory map entries */
+#define FERRY_GPA_CMDLINE 0x00008000ULL        /* NUL-terminated command line, < 4 KiB */
+#define FERRY_CMDLINE_MAX 4096
+#define FERRY_GPA_IMAGE 0x00100000ULL          /* the guest image is linked and loaded at 1 MiB */
+#define FERRY_GPA_IMAGE_LIMIT 0x00400000ULL    /* the image (incl. bss, page tables, stacks) ends below */
+#define FERRY_GPA_WORKSET 0x00400000ULL        /* generation table, then working-set pages */
+#define FERRY_GUEST_MIN_MEMORY (8ULL << 20)
+#define FERRY_MAX_VCPUS 8
+
+/* ---- Status port: the guest's structured reports to the VMM ------------------------------------
+ * Each report is one 32-bit OUT to one of these ports (value in EAX). */
+#define FERRY_STATUS_PORT_BASE 0x0f00
+#define FERRY_STATUS_HEARTBEAT 0x0f00  /* value: heartbeat count (low 32 bits); ~1/ms, vCPU 0 only */
+#define FERRY_STATUS_CORRUPTION 0x0f04 /* value: working-set page index whose content was wrong */
+#define FERRY_STATUS_BOOTED 0x0f08     /* value: vCPU index that reached its workload loop */
+#define FERRY_STATUS_SHUTDOWN 0x0f0c   /* value: exit code; the vCPU then halts */
+#define FERRY_STATUS_ROUND 0x0f10      /* value: completed verification sweeps (vCPU 0) */
+#define FERRY_STATUS_PORT_END 0x0f14
+
+/* ---- Serial console ----------------------------------------------------------------------------- */
+#define FERRY_COM1_PORT 0x3f8
+
+/* ---- Multiboot ---------------------------------------------------------------------------------- */
+#define FERRY_MULTIBOOT_HEADER_MAGIC 0x1BADB002u
+#define FERRY_MULTIBOOT_BOOTLOADER_MAGIC 0x2BADB002u
+
+/* ---- Page content --------------------------------------------------------------------------------
+ * Page p of the working set at generation g holds 512 64-bit words: word i = ferry_page_word(p, g, i).
+ * Generation 0 means "never written" and the page is all zeros. */
+static inline unsigned long long ferry_mix64(unsigned long long x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+static inline unsigned long long ferry_page_word(unsigned long long page, unsigned int gen,
+                                                 unsigned int i) {
+  return ferry_mix64((page << 24) ^ ((unsigned long long)gen << 1) ^ 1ULL) + i * 0x9E3779B97F4A7C15ULL;
+}
+
+#endif

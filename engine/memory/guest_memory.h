@@ -1,0 +1,43 @@
+#pragma once
+// Guest RAM: one memfd, mapped shared, so the VMM, KVM and (later) a transport sending straight
+// from guest memory all see the same pages. Guest-physical address 0 is offset 0.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "absl/status/statusor.h"
+#include "engine/base/unique_fd.h"
+#include "engine/memory/page.h"
+
+namespace ferry {
+
+class GuestMemory {
+ public:
+  // Allocates `bytes` (a multiple of the page size) of guest RAM. Refuses sizes larger than the
+  // host's physical memory with a clear error instead of failing later on first touch.
+  static absl::StatusOr<std::unique_ptr<GuestMemory>> Create(uint64_t bytes);
+  ~GuestMemory();
+  GuestMemory(const GuestMemory&) = delete;
+  GuestMemory& operator=(const GuestMemory&) = delete;
+
+  uint64_t size() const { return size_; }
+  uint64_t num_pages() const { return size_ >> kPageShift; }
+  uint8_t* data() { return base_; }
+  const uint8_t* data() const { return base_; }
+  uint8_t* page(uint64_t page_index) { return base_ + (page_index << kPageShift); }
+  const uint8_t* page(uint64_t page_index) const { return base_ + (page_index << kPageShift); }
+  int fd() const { return fd_.get(); }
+
+  // Faults every page in now, so the first guest or network write does not pay for it.
+  void Prefault();
+
+ private:
+  GuestMemory(UniqueFd fd, uint8_t* base, uint64_t size) : fd_(std::move(fd)), base_(base), size_(size) {}
+
+  UniqueFd fd_;
+  uint8_t* base_;
+  uint64_t size_;
+};
+
+}  // namespace ferry

@@ -1,0 +1,75 @@
+#pragma once
+// The VM interface the migration engine drives. Two backends implement it: MicroVm (KVM) and
+// SyntheticVm (host threads running the same workload over the same guest-memory object).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/memory/dirty_bitmap.h"
+#include "engine/memory/guest_memory.h"
+#include "engine/vm/vm_spec.h"
+#include "proto/ferry/v1/state.pb.h"
+
+namespace ferry {
+
+enum class VmRunState { kCreated = 1, kRunning = 2, kPaused = 3, kStopped = 4 };
+const char* VmRunStateName(VmRunState s);
+
+// What the VMM observed of its guest. Heartbeats are stamped with the host's monotonic clock on
+// arrival, so the largest gap is the stall an outside observer saw (the guest's own clocks stop
+// while it is paused).
+struct GuestHealth {
+  uint64_t heartbeats = 0;            // heartbeats received by this VMM
+  uint64_t last_heartbeat_value = 0;  // the guest's own counter in the last one
+  int64_t first_heartbeat_ns = 0;     // host CLOCK_MONOTONIC, 0 = none yet
+  int64_t last_heartbeat_ns = 0;
+  int64_t max_heartbeat_gap_ns = 0;
+  uint64_t corruptions = 0;
+  std::vector<std::string> corruption_reports;  // the first few, as the guest wrote them
+  uint32_t vcpus_booted = 0;
+  bool shut_down = false;
+  int32_t exit_code = 0;
+};
+
+class Vm {
+ public:
+  virtual ~Vm() = default;
+
+  virtual const VmSpec& spec() const = 0;
+  virtual GuestMemory& memory() = 0;
+  virtual VmRunState run_state() const = 0;
+
+  // Boots a VM built for boot, or runs one whose state was restored.
+  virtual absl::Status Start() = 0;
+  // Returns once every vCPU is out of guest mode and parked.
+  virtual absl::Status Pause() = 0;
+  virtual absl::Status Resume() = 0;
+  // vCPUs exit; idempotent.
+  virtual absl::Status Stop() = 0;
+
+  // Dirty tracking: KVM's log (or the synthetic tracker) OR'ed with the VMM's own writes.
+  virtual absl::Status EnableDirtyTracking() = 0;
+  virtual absl::Status DisableDirtyTracking() = 0;
+  // ORs into `out` every page written since tracking was enabled or since the last call, and
+  // clears the log. `out` has memory().num_pages() pages.
+  virtual absl::Status CollectDirtyPages(DirtyBitmap& out) = 0;
+
+  // vCPU, in-kernel and device state. Save requires kPaused; restore requires a VM built for
+  // restore that has not started.
+  virtual absl::StatusOr<v1::VmState> SaveState() = 0;
+  virtual absl::Status RestoreState(const v1::VmState& state) = 0;
+
+  virtual GuestHealth health() const = 0;
+  // Stamps of heartbeats as they arrive are also useful to merge across hosts: the last
+  // heartbeat's host time, so a destination can compute the gap across a migration.
+};
+
+// Firecracker's two constructors: a VM to boot, and an empty VM (memory allocated, image not
+// loaded, vCPUs created but not run) to receive memory and state.
+absl::StatusOr<std::unique_ptr<Vm>> CreateVmForBoot(const VmSpec& spec);
+absl::StatusOr<std::unique_ptr<Vm>> CreateVmForRestore(const VmSpec& spec);
+
+}  // namespace ferry

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Ferry's build, tests and benchmarks need.
+# Idempotent: quiet, and no apt calls, when everything is already present.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev liburing-dev libvirt-dev libvirt0
+  libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libzstd-dev libxxhash-dev
+  nlohmann-json3-dev libssl-dev openssl
+  libgtest-dev libgmock-dev libbenchmark-dev
+  qemu-system-x86 gnuplot-nox iproute2 binutils
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done" >&2
