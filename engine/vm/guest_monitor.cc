@@ -1,0 +1,80 @@
+#include "engine/vm/guest_monitor.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/base/clock.h"
+
+namespace ferry {
+
+void GuestMonitor::OnHeartbeat(uint64_t guest_counter) {
+  int64_t now = MonotonicNanos();
+  std::lock_guard lock(mu_);
+  if (h_.last_heartbeat_ns != 0) {
+    h_.max_heartbeat_gap_ns = std::max(h_.max_heartbeat_gap_ns, now - h_.last_heartbeat_ns);
+  } else {
+    h_.first_heartbeat_ns = now;
+  }
+  h_.last_heartbeat_ns = now;
+  h_.last_heartbeat_value = guest_counter;
+  ++h_.heartbeats;
+}
+
+void GuestMonitor::OnCorruption(uint64_t page) {
+  std::lock_guard lock(mu_);
+  ++h_.corruptions;
+  if (h_.corruption_reports.size() < kMaxReports && h_.corruption_reports.empty()) {
+    // Replaced by the console line when it arrives; this keeps a report even without a console.
+    h_.corruption_reports.push_back(absl::StrCat("CORRUPTION page=", page));
+  }
+}
+
+void GuestMonitor::OnConsoleLine(const std::string& line) {
+  if (!absl::StartsWith(line, "CORRUPTION")) return;
+  std::lock_guard lock(mu_);
+  if (h_.corruption_reports.size() == 1 && !absl::StrContains(h_.corruption_reports[0], "expected")) {
+    h_.corruption_reports[0] = line;
+  } else if (h_.corruption_reports.size() < kMaxReports) {
+    h_.corruption_reports.push_back(line);
+  }
+}
+
+void GuestMonitor::OnBooted(uint32_t vcpu) {
+  std::lock_guard lock(mu_);
+  ++h_.vcpus_booted;
+}
+
+void GuestMonitor::OnShutdown(int32_t exit_code) {
+  std::lock_guard lock(mu_);
+  h_.shut_down = true;
+  h_.exit_code = exit_code;
+}
+
+GuestHealth GuestMonitor::health() const {
+  std::lock_guard lock(mu_);
+  return h_;
+}
+
+v1::StatusDeviceState GuestMonitor::Save() const {
+  std::lock_guard lock(mu_);
+  v1::StatusDeviceState s;
+  s.set_heartbeats(h_.heartbeats);
+  s.set_last_heartbeat_value(h_.last_heartbeat_value);
+  s.set_corruptions(h_.corruptions);
+  s.set_vcpus_booted(h_.vcpus_booted);
+  s.set_last_heartbeat_host_ns(h_.last_heartbeat_ns);
+  return s;
+}
+
+void GuestMonitor::Restore(const v1::StatusDeviceState& s) {
+  std::lock_guard lock(mu_);
+  h_ = GuestHealth{};
+  h_.heartbeats = s.heartbeats();
+  h_.last_heartbeat_value = s.last_heartbeat_value();
+  h_.corruptions = s.corruptions();
+  h_.vcpus_booted = s.vcpus_booted();
+  // The next heartbeat's gap is measured from the saving host's last stamp.
+  h_.last_heartbeat_ns = s.last_heartbeat_host_ns();
+  h_.first_heartbeat_ns = s.last_heartbeat_host_ns();
+}
+
+}  // namespace ferry

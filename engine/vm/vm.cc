@@ -1,0 +1,34 @@
+#include "engine/vm/vm.h"
+
+#include "absl/strings/str_format.h"
+#include "engine/vm/micro_vm.h"
+#include "engine/vm/synthetic_vm.h"
+
+namespace ferry {
+
+const char* VmRunStateName(VmRunState s) {
+  switch (s) {
+    case VmRunState::kCreated: return "created";
+    case VmRunState::kRunning: return "running";
+    case VmRunState::kPaused: return "paused";
+    case VmRunState::kStopped: return "stopped";
+  }
+  return "unknown";
+}
+
+std::string GuestCommandLine(const WorkloadSpec& w) {
+  return absl::StrFormat("ws=%d rate=%g pattern=%s seed=%d tick_ms=%d", w.working_set_bytes >> 20,
+                         w.dirty_rate_mibps, w.pattern, w.seed, w.tick_ms);
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> CreateVmForBoot(const VmSpec& spec) {
+  if (spec.backend == Backend::kSynthetic) return CreateSyntheticVm(spec, /*for_restore=*/false);
+  return CreateMicroVm(spec, /*for_restore=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> CreateVmForRestore(const VmSpec& spec) {
+  if (spec.backend == Backend::kSynthetic) return CreateSyntheticVm(spec, /*for_restore=*/true);
+  return CreateMicroVm(spec, /*for_restore=*/true);
+}
+
+}  // namespace ferry

@@ -1,0 +1,7 @@
+#include "tools/migrate/commands.h"
+
+namespace ferry::cli {
+
+void AddCertsCommands(CLI::App& app, Globals& g) {}
+
+}  // namespace ferry::cli

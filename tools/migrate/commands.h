@@ -1,0 +1,25 @@
+#pragma once
+// The migrate CLI is one CLI11 app; each file adds one family of subcommands. A command sets
+// `exit_code` in its callback (0 ok, 1 failure, 2 bad usage, 3 precheck found errors).
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace ferry::cli {
+
+struct Globals {
+  std::string agent;  // --agent HOST:PORT
+  int exit_code = 0;
+};
+
+// Returns parent's subcommand `name`, creating it if no file has yet.
+CLI::App* SubcommandOf(CLI::App& parent, const std::string& name, const std::string& description);
+
+void AddVmLocalCommands(CLI::App& app, Globals& g);   // vm run | snapshot | restore (no agent)
+void AddAgentCommands(CLI::App& app, Globals& g);     // vm create|list|show|stop|migrate|announce, precheck VM --to
+void AddPrecheckCommands(CLI::App& app, Globals& g);  // precheck --vm --source --destination, host cpu-baseline
+void AddDemoCommand(CLI::App& app, Globals& g);       // demo
+void AddCertsCommands(CLI::App& app, Globals& g);     // certs ...
+
+}  // namespace ferry::cli

@@ -1,0 +1,37 @@
+// migrate: Ferry's command line for people.
+#include <cstdio>
+
+#include "tools/migrate/commands.h"
+
+namespace ferry::cli {
+
+CLI::App* SubcommandOf(CLI::App& parent, const std::string& name, const std::string& description) {
+  for (CLI::App* sub : parent.get_subcommands([](CLI::App*) { return true; })) {
+    if (sub->get_name() == name) return sub;
+  }
+  CLI::App* sub = parent.add_subcommand(name, description);
+  sub->require_subcommand(0, 1);
+  return sub;
+}
+
+}  // namespace ferry::cli
+
+int main(int argc, char** argv) {
+  using namespace ferry::cli;
+  CLI::App app{"migrate: live-migrate KVM virtual machines between Ferry agents"};
+  app.require_subcommand(1);
+  Globals g;
+  app.add_option("--agent", g.agent, "agent address HOST:PORT")->envname("FERRY_AGENT");
+  AddVmLocalCommands(app, g);
+  AddAgentCommands(app, g);
+  AddPrecheckCommands(app, g);
+  AddDemoCommand(app, g);
+  AddCertsCommands(app, g);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  return g.exit_code;
+}
