@@ -1,7 +1,256 @@
+// Agent-backed commands: vm create|list|show|stop|migrate, host info.
+#include <cstdio>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_format.h"
+#include "engine/base/size_parse.h"
+#include "tools/migrate/agent_client.h"
 #include "tools/migrate/commands.h"
+#include "tools/migrate/stats_render.h"
 
 namespace ferry::cli {
+namespace {
 
-void AddAgentCommands(CLI::App& app, Globals& g) {}
+int Fail(const absl::Status& st) {
+  std::fprintf(stderr, "migrate: %s\n", std::string(st.message()).c_str());
+  return absl::IsInvalidArgument(st) ? 2 : 1;
+}
+
+int Fail(const grpc::Status& st) {
+  std::fprintf(stderr, "migrate: %s\n", st.error_message().c_str());
+  return st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 2 : 1;
+}
+
+std::string ToJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  o.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+const char* PowerName(v1::VmPowerState s) {
+  switch (s) {
+    case v1::VM_POWER_STATE_CREATED: return "created";
+    case v1::VM_POWER_STATE_RUNNING: return "running";
+    case v1::VM_POWER_STATE_PAUSED: return "paused";
+    case v1::VM_POWER_STATE_STOPPED: return "stopped";
+    case v1::VM_POWER_STATE_MIGRATING_OUT: return "migrating-out";
+    case v1::VM_POWER_STATE_MIGRATING_IN: return "migrating-in";
+    default: return "?";
+  }
+}
+
+struct CreateArgs {
+  std::string name, memory = "256MiB", working_set = "64MiB", rate = "50MiB/s", pattern = "random",
+                    backend = "kvm";
+  uint32_t vcpus = 1;
+  uint64_t seed = 1;
+  uint32_t tick_ms = 0;
+  std::vector<std::string> nics;  // MAC@PORTGROUP
+};
+
+struct MigrateArgs {
+  std::string vm, to, to_name, policy = "cancel", max_bandwidth = "0";
+  uint32_t max_downtime_ms = 300, timeout_s = 0, max_rounds = 30;
+  bool json = false;
+};
+
+}  // namespace
+
+absl::StatusOr<v1::VmSpec> BuildSpecFromFlags(const std::string& name, const std::string& memory,
+                                              const std::string& working_set, const std::string& rate,
+                                              const std::string& pattern, const std::string& backend,
+                                              uint32_t vcpus, uint64_t seed, uint32_t tick_ms) {
+  v1::VmSpec s;
+  s.set_name(name);
+  auto mem = ParseByteSize(memory);
+  if (!mem.ok()) return absl::InvalidArgumentError(absl::StrCat("--memory: ", mem.status().message()));
+  auto ws = ParseByteSize(working_set);
+  if (!ws.ok()) return absl::InvalidArgumentError(absl::StrCat("--working-set: ", ws.status().message()));
+  auto r = ParseRateMiBps(rate);
+  if (!r.ok()) return absl::InvalidArgumentError(absl::StrCat("--dirty-rate: ", r.status().message()));
+  if (backend == "kvm") {
+    s.set_backend(v1::BACKEND_KIND_KVM);
+  } else if (backend == "synthetic") {
+    s.set_backend(v1::BACKEND_KIND_SYNTHETIC);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--backend '", backend, "' must be kvm or synthetic"));
+  }
+  s.set_memory_bytes(*mem);
+  s.set_vcpus(vcpus);
+  s.mutable_workload()->set_working_set_bytes(*ws);
+  s.mutable_workload()->set_dirty_rate_mibps(*r);
+  s.mutable_workload()->set_pattern(pattern);
+  s.mutable_workload()->set_seed(seed);
+  s.mutable_workload()->set_tick_ms(tick_ms);
+  return s;
+}
+
+absl::StatusOr<v1::MigrationOptions> BuildMigrationOptions(uint32_t max_downtime_ms, const std::string& max_bandwidth,
+                                                           uint32_t timeout_s, uint32_t max_rounds,
+                                                           const std::string& policy) {
+  v1::MigrationOptions o;
+  o.set_max_downtime_ms(max_downtime_ms);
+  auto bw = ParseRateMiBps(max_bandwidth);
+  if (!bw.ok()) return absl::InvalidArgumentError(absl::StrCat("--max-bandwidth: ", bw.status().message()));
+  o.set_max_bandwidth_mibps(*bw);
+  o.set_timeout_s(timeout_s);
+  o.set_max_rounds(max_rounds);
+  if (policy == "cancel") {
+    o.set_policy(v1::CONVERGENCE_POLICY_CANCEL);
+  } else if (policy == "force") {
+    o.set_policy(v1::CONVERGENCE_POLICY_FORCE_SWITCHOVER);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--policy '", policy, "' must be cancel or force"));
+  }
+  return o;
+}
+
+void AddAgentCommands(CLI::App& app, Globals& g) {
+  CLI::App* vm = SubcommandOf(app, "vm", "create, inspect, stop and migrate VMs");
+
+  auto create_args = std::make_shared<CreateArgs>();
+  CLI::App* create = vm->add_subcommand("create", "create and boot a VM on --agent");
+  create->add_option("name", create_args->name, "VM name")->required();
+  create->add_option("--memory", create_args->memory, "guest memory (e.g. 256MiB)");
+  create->add_option("--working-set", create_args->working_set, "memory the guest keeps dirtying");
+  create->add_option("--dirty-rate", create_args->rate, "how fast it dirties it (MiB/s, 0 = unlimited)");
+  create->add_option("--pattern", create_args->pattern, "sequential | random | hotcold");
+  create->add_option("--vcpus", create_args->vcpus, "vCPUs (1..8)");
+  create->add_option("--seed", create_args->seed, "workload seed");
+  create->add_option("--tick-ms", create_args->tick_ms, "print a '.' on serial every N ms");
+  create->add_option("--backend", create_args->backend, "kvm | synthetic");
+  create->add_option("--nic", create_args->nics, "MAC@PORTGROUP (repeatable)");
+  create->callback([&g, create_args] {
+    auto spec = BuildSpecFromFlags(create_args->name, create_args->memory, create_args->working_set,
+                                   create_args->rate, create_args->pattern, create_args->backend,
+                                   create_args->vcpus, create_args->seed, create_args->tick_ms);
+    if (!spec.ok()) return void(g.exit_code = Fail(spec.status()));
+    for (const std::string& nic : create_args->nics) {
+      auto at = nic.find('@');
+      if (at == std::string::npos) {
+        return void(g.exit_code = Fail(absl::InvalidArgumentError(
+                        absl::StrCat("--nic '", nic, "' must be MAC@PORTGROUP"))));
+      }
+      auto* n = spec->add_nics();
+      n->set_mac(nic.substr(0, at));
+      n->set_port_group(nic.substr(at + 1));
+    }
+    auto stub = DialAgent(g, g.agent);
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    grpc::ClientContext ctx;
+    v1::CreateVmRequest req;
+    *req.mutable_spec() = *spec;
+    req.set_start(true);
+    v1::VmInfo info;
+    grpc::Status st = (*stub)->CreateVm(&ctx, req, &info);
+    if (!st.ok()) return void(g.exit_code = Fail(st));
+    std::printf("created VM %s (%s, %s of memory) on %s\n", info.spec().name().c_str(), PowerName(info.state()),
+                FormatBytes(info.spec().memory_bytes()).c_str(), g.agent.c_str());
+  });
+
+  auto list_json = std::make_shared<bool>(false);
+  CLI::App* list = vm->add_subcommand("list", "list the VMs on --agent");
+  list->add_flag("--json", *list_json, "print JSON");
+  list->callback([&g, list_json] {
+    auto stub = DialAgent(g, g.agent);
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    grpc::ClientContext ctx;
+    v1::ListVmsResponse resp;
+    grpc::Status st = (*stub)->ListVms(&ctx, v1::ListVmsRequest(), &resp);
+    if (!st.ok()) return void(g.exit_code = Fail(st));
+    if (*list_json) return void(std::printf("%s\n", ToJson(resp).c_str()));
+    std::printf("%-20s %-14s %10s %12s %11s\n", "NAME", "STATE", "MEMORY", "HEARTBEATS", "CORRUPTIONS");
+    for (const auto& v : resp.vms()) {
+      std::printf("%-20s %-14s %10s %12lu %11lu\n", v.spec().name().c_str(), PowerName(v.state()),
+                  FormatBytes(v.spec().memory_bytes()).c_str(), (unsigned long)v.health().heartbeats(),
+                  (unsigned long)v.health().corruptions());
+    }
+  });
+
+  auto show_name = std::make_shared<std::string>();
+  auto show_json = std::make_shared<bool>(false);
+  CLI::App* show = vm->add_subcommand("show", "show one VM on --agent");
+  show->add_option("name", *show_name, "VM name")->required();
+  show->add_flag("--json", *show_json, "print JSON");
+  show->callback([&g, show_name, show_json] {
+    auto stub = DialAgent(g, g.agent);
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    grpc::ClientContext ctx;
+    v1::GetVmRequest req;
+    req.set_name(*show_name);
+    v1::VmInfo v;
+    grpc::Status st = (*stub)->GetVm(&ctx, req, &v);
+    if (!st.ok()) return void(g.exit_code = Fail(st));
+    if (*show_json) return void(std::printf("%s\n", ToJson(v).c_str()));
+    std::printf("name:        %s\nstate:       %s\nmemory:      %s\nvcpus:       %u\nheartbeats:  %lu\n"
+                "max hb gap:  %.1f ms\ncorruptions: %lu\nconsole:     %s\n",
+                v.spec().name().c_str(), PowerName(v.state()), FormatBytes(v.spec().memory_bytes()).c_str(),
+                v.spec().vcpus(), (unsigned long)v.health().heartbeats(), v.health().max_heartbeat_gap_ms(),
+                (unsigned long)v.health().corruptions(), v.console_log_path().c_str());
+    for (const auto& r : v.health().corruption_reports()) std::printf("  %s\n", r.c_str());
+  });
+
+  auto stop_name = std::make_shared<std::string>();
+  CLI::App* stop = vm->add_subcommand("stop", "stop a VM on --agent");
+  stop->add_option("name", *stop_name, "VM name")->required();
+  stop->callback([&g, stop_name] {
+    auto stub = DialAgent(g, g.agent);
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    grpc::ClientContext ctx;
+    v1::StopVmRequest req;
+    req.set_name(*stop_name);
+    v1::VmInfo v;
+    grpc::Status st = (*stub)->StopVm(&ctx, req, &v);
+    if (!st.ok()) return void(g.exit_code = Fail(st));
+    std::printf("stopped VM %s\n", stop_name->c_str());
+  });
+
+  auto m = std::make_shared<MigrateArgs>();
+  CLI::App* migrate = vm->add_subcommand("migrate", "live-migrate a VM from --agent to another agent");
+  migrate->add_option("name", m->vm, "VM name")->required();
+  migrate->add_option("--to", m->to, "destination agent HOST:PORT")->required();
+  migrate->add_option("--to-name", m->to_name, "name on the destination's host certificate (default: HOST)");
+  migrate->add_option("--max-downtime", m->max_downtime_ms, "switch over when the pause fits (ms, default 300)");
+  migrate->add_option("--max-bandwidth", m->max_bandwidth, "cap the transfer rate (MiB/s, 0 = unlimited)");
+  migrate->add_option("--timeout", m->timeout_s, "give up pre-copy after S seconds (then --policy)");
+  migrate->add_option("--max-rounds", m->max_rounds, "give up pre-copy after N rounds (then --policy)");
+  migrate->add_option("--policy", m->policy, "when pre-copy cannot converge: cancel | force");
+  migrate->add_flag("--json", m->json, "print the final statistics as JSON");
+  migrate->callback([&g, m] {
+    auto opts = BuildMigrationOptions(m->max_downtime_ms, m->max_bandwidth, m->timeout_s, m->max_rounds, m->policy);
+    if (!opts.ok()) return void(g.exit_code = Fail(opts.status()));
+    auto stub = DialAgent(g, g.agent);
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    v1::MigrateRequest req;
+    req.set_vm_name(m->vm);
+    req.set_destination(m->to);
+    req.set_destination_name(m->to_name);
+    *req.mutable_options() = *opts;
+    auto last = MigrateWithProgress(**stub, req, m->json);
+    if (!last.ok()) return void(g.exit_code = Fail(last.status()));
+    if (m->json) {
+      std::printf("%s\n", ToJson(last->stats()).c_str());
+    } else {
+      PrintMigrationSummary(*last);
+    }
+    g.exit_code = last->phase() == v1::MIGRATION_PHASE_COMPLETED ? 0 : 1;
+  });
+
+  CLI::App* host = SubcommandOf(app, "host", "host information");
+  CLI::App* info = host->add_subcommand("info", "what --agent reports about its host");
+  info->callback([&g] {
+    auto stub = DialAgent(g, g.agent);
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    grpc::ClientContext ctx;
+    v1::HostInfo h;
+    grpc::Status st = (*stub)->GetHostInfo(&ctx, v1::GetHostInfoRequest(), &h);
+    if (!st.ok()) return void(g.exit_code = Fail(st));
+    std::printf("%s\n", ToJson(h).c_str());
+  });
+}
 
 }  // namespace ferry::cli

@@ -22,6 +22,13 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   Globals g;
   app.add_option("--agent", g.agent, "agent address HOST:PORT")->envname("FERRY_AGENT");
+  app.add_option("--agent-name", g.agent_name, "name on the agent's certificate (default: the host part of --agent)")
+      ->envname("FERRY_AGENT_NAME");
+  app.add_option("--tls-ca", g.tls_ca, "cluster CA certificate (PEM)")->envname("FERRY_TLS_CA");
+  app.add_option("--tls-cert", g.tls_cert, "client certificate (PEM)")->envname("FERRY_TLS_CERT");
+  app.add_option("--tls-key", g.tls_key, "client private key (PEM)")->envname("FERRY_TLS_KEY");
+  app.add_flag("--insecure", g.insecure, "talk plaintext gRPC (agents started with --insecure)")
+      ->envname("FERRY_INSECURE");
   AddVmLocalCommands(app, g);
   AddAgentCommands(app, g);
   AddPrecheckCommands(app, g);

@@ -1,0 +1,61 @@
+#include "engine/agent/agent_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+
+namespace ferry {
+
+absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot read the agent config file"));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid YAML: ", e.what()));
+  }
+  if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping at the top"));
+  AgentConfig c;
+  auto str = [&](const char* key, std::string& out) -> absl::Status {
+    if (!root[key]) return absl::OkStatus();
+    if (!root[key].IsScalar()) return absl::InvalidArgumentError(absl::StrCat(path, ": field '", key, "' must be a string"));
+    out = root[key].as<std::string>();
+    return absl::OkStatus();
+  };
+  for (auto [key, field] : {std::pair<const char*, std::string*>{"name", &c.name}, {"listen", &c.listen},
+                            {"data_dir", &c.data_dir}, {"port_file", &c.port_file},
+                            {"host_facts", &c.host_facts}}) {
+    absl::Status st = str(key, *field);
+    if (!st.ok()) return st;
+  }
+  if (root["tls"]) {
+    YAML::Node t = root["tls"];
+    if (!t.IsMap()) return absl::InvalidArgumentError(absl::StrCat(path, ": field 'tls' must be a mapping of ca, cert, key"));
+    if (t["ca"]) c.tls_ca = t["ca"].as<std::string>();
+    if (t["cert"]) c.tls_cert = t["cert"].as<std::string>();
+    if (t["key"]) c.tls_key = t["key"].as<std::string>();
+  }
+  if (root["insecure"]) {
+    try {
+      c.insecure = root["insecure"].as<bool>();
+    } catch (const YAML::Exception&) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": field 'insecure' must be true or false"));
+    }
+  }
+  if (c.name.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": field 'name' is empty"));
+  return c;
+}
+
+std::string HostBootId() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(in, id);
+  return std::string(absl::StripAsciiWhitespace(id));
+}
+
+}  // namespace ferry

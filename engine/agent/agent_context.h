@@ -1,0 +1,52 @@
+#pragma once
+// What an agent's services share: its configuration, VMs, migrations and how it dials peers.
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/base/thread_annotations.h"
+#include "engine/agent/agent_config.h"
+#include "engine/agent/vm_registry.h"
+#include "engine/migration/precopy_source.h"
+#include "proto/ferry/v1/migration.pb.h"
+
+namespace ferry {
+
+// Outgoing migrations by id: the running source (to cancel it) and the last event (to report it).
+class MigrationTable {
+ public:
+  void Add(const std::string& id, PrecopySource* source);
+  void Update(const std::string& id, const v1::MigrationEvent& e);
+  void Finish(const std::string& id);  // the source is gone; the last event stays
+  bool Cancel(const std::string& id);  // false if unknown or already finished
+  bool Get(const std::string& id, v1::MigrationEvent* last) const;
+
+ private:
+  struct Record {
+    PrecopySource* source = nullptr;
+    v1::MigrationEvent last;
+  };
+  mutable std::mutex mu_;
+  std::map<std::string, Record> records_ ABSL_GUARDED_BY(mu_);
+};
+
+struct AgentContext {
+  AgentConfig config;
+  std::string boot_id;
+  VmRegistry vms;
+  MigrationTable migrations;
+  // Opens a channel to another agent (TLS-aware); expected_name is the peer's certificate name.
+  std::function<absl::StatusOr<std::shared_ptr<grpc::Channel>>(const std::string& address,
+                                                               const std::string& expected_name)>
+      dial_peer;
+  bool secure = false;
+  // Test-only fault hooks, enabled by the FERRY_TEST_FAULTS environment variable of the agent.
+  bool fault_drop_final_page = false;
+};
+
+}  // namespace ferry

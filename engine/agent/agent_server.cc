@@ -1,0 +1,78 @@
+#include "engine/agent/agent_server.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace ferry {
+
+absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
+    AgentConfig config, std::shared_ptr<grpc::ServerCredentials> server_credentials,
+    decltype(AgentContext::dial_peer) dial_peer, bool secure) {
+  std::unique_ptr<AgentServer> s(new AgentServer());
+  s->ctx_.config = std::move(config);
+  s->ctx_.boot_id = HostBootId();
+  s->ctx_.dial_peer = std::move(dial_peer);
+  s->ctx_.secure = secure;
+  if (const char* f = std::getenv("FERRY_TEST_FAULTS"); f && std::string(f).find("drop-final-page") != std::string::npos) {
+    s->ctx_.fault_drop_final_page = true;
+    spdlog::warn("event=test_fault_enabled fault=drop-final-page (a test asked this agent to lose a page)");
+  }
+  if (!s->ctx_.config.data_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(s->ctx_.config.data_dir, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot create data_dir ", s->ctx_.config.data_dir, ": ", ec.message()));
+    }
+  }
+  s->agent_service_ = std::make_unique<AgentService>(s->ctx_);
+  s->peer_service_ = std::make_unique<PeerService>(s->ctx_);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(s->ctx_.config.listen, server_credentials, &s->port_);
+  builder.RegisterService(s->agent_service_.get());
+  builder.RegisterService(s->peer_service_.get());
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  s->server_ = builder.BuildAndStart();
+  if (!s->server_ || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", s->ctx_.config.listen,
+                                               " (address in use or invalid?)"));
+  }
+  if (!s->ctx_.config.port_file.empty()) {
+    std::string tmp = s->ctx_.config.port_file + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << s->port_ << "\n";
+    }
+    std::filesystem::rename(tmp, s->ctx_.config.port_file);
+  }
+  spdlog::info("event=agent_listening name={} listen={} port={} tls={}", s->ctx_.config.name,
+               s->ctx_.config.listen, s->port_, secure);
+  return s;
+}
+
+AgentServer::~AgentServer() { Shutdown(); }
+
+void AgentServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  for (const auto& [name, e] : ctx_.vms.List()) {
+    if (!e->outgoing_migration.empty()) ctx_.migrations.Cancel(e->outgoing_migration);
+  }
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  for (const auto& [name, e] : ctx_.vms.List()) {
+    if (e->vm) {
+      (void)e->vm->Stop();
+      spdlog::info("event=vm_stopped vm={} reason=agent_shutdown", name);
+    }
+  }
+  spdlog::info("event=agent_stopped name={}", ctx_.config.name);
+}
+
+void AgentServer::Wait() { server_->Wait(); }
+
+}  // namespace ferry

@@ -1,0 +1,187 @@
+#include "engine/agent/agent_service.h"
+
+#include <filesystem>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/migration/protocol.h"
+#include "engine/transport/grpc_peer_channel.h"
+#include "engine/vm/vm_spec_proto.h"
+
+namespace ferry {
+namespace {
+
+std::string NewMigrationId() {
+  std::random_device rd;
+  return absl::StrFormat("mig-%08x", rd());
+}
+
+grpc::Status NotFound(const std::string& name) {
+  return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no VM named '", name, "' on this agent"));
+}
+
+}  // namespace
+
+grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequest* req, v1::VmInfo* out) {
+  auto spec = VmSpecFromProto(req->spec());
+  if (!spec.ok()) return ToGrpcStatus(spec.status());
+  auto entry = ctx_.vms.Reserve(spec->name);
+  if (!entry.ok()) return ToGrpcStatus(entry.status());
+  if (!ctx_.config.data_dir.empty()) {
+    std::filesystem::path dir = std::filesystem::path(ctx_.config.data_dir) / "vms" / spec->name;
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    spec->console_log_path = (dir / "console.log").string();
+  }
+  auto vm = CreateVmForBoot(*spec);
+  if (!vm.ok()) {
+    ctx_.vms.Release(spec->name);
+    return ToGrpcStatus(vm.status());
+  }
+  if (req->start()) {
+    absl::Status st = (*vm)->Start();
+    if (!st.ok()) {
+      ctx_.vms.Release(spec->name);
+      return ToGrpcStatus(st);
+    }
+  }
+  (*entry)->console_log_path = spec->console_log_path;
+  (*entry)->vm = std::move(*vm);
+  spdlog::info("event=vm_created vm={} memory_mib={} backend={}", spec->name, spec->memory_bytes >> 20,
+               spec->backend == Backend::kKvm ? "kvm" : "synthetic");
+  *out = DescribeVm(spec->name, **entry);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::ListVms(grpc::ServerContext*, const v1::ListVmsRequest*, v1::ListVmsResponse* out) {
+  for (const auto& [name, e] : ctx_.vms.List()) *out->add_vms() = DescribeVm(name, *e);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::GetVm(grpc::ServerContext*, const v1::GetVmRequest* req, v1::VmInfo* out) {
+  auto e = ctx_.vms.Find(req->name());
+  if (!e) return NotFound(req->name());
+  *out = DescribeVm(req->name(), *e);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::StopVm(grpc::ServerContext*, const v1::StopVmRequest* req, v1::VmInfo* out) {
+  auto e = ctx_.vms.Find(req->name());
+  if (!e || !e->vm) return NotFound(req->name());
+  if (!e->outgoing_migration.empty()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("VM '", req->name(), "' is migrating (", e->outgoing_migration,
+                                     "); cancel the migration first"));
+  }
+  absl::Status st = e->vm->Stop();
+  if (!st.ok()) return ToGrpcStatus(st);
+  *out = DescribeVm(req->name(), *e);
+  ctx_.vms.Release(req->name());
+  spdlog::info("event=vm_stopped vm={}", req->name());
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::MigrateRequest* req,
+                                   grpc::ServerWriter<v1::MigrationEvent>* writer) {
+  const std::string id = NewMigrationId();
+  if (req->destination().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "destination agent address is empty");
+  }
+  auto entry = ctx_.vms.BeginMigrationOut(req->vm_name(), id);
+  if (!entry.ok()) return ToGrpcStatus(entry.status());
+  Vm& vm = *(*entry)->vm;
+  spdlog::info("event=migration_out_start migration={} vm={} to={}", id, req->vm_name(), req->destination());
+
+  auto emit = [&](const v1::MigrationEvent& e) {
+    ctx_.migrations.Update(id, e);
+    writer->Write(e);  // a client that went away does not stop the migration
+  };
+  std::string expected_name = req->destination_name();
+  if (expected_name.empty()) expected_name = req->destination().substr(0, req->destination().rfind(':'));
+  auto grpc_channel = ctx_.dial_peer(req->destination(), expected_name);
+  absl::StatusOr<std::unique_ptr<GrpcPeerChannel>> channel =
+      grpc_channel.ok() ? GrpcPeerChannel::Open(*grpc_channel, ctx_.secure)
+                        : absl::StatusOr<std::unique_ptr<GrpcPeerChannel>>(grpc_channel.status());
+  if (!channel.ok()) {
+    ctx_.vms.EndMigrationOut(req->vm_name(), false);
+    return ToGrpcStatus(channel.status());
+  }
+  SourceConfig config;
+  config.migration_id = id;
+  config.source_agent = ctx_.config.name;
+  config.boot_id = ctx_.boot_id;
+  config.options = req->options();
+  config.test_drop_one_final_page = ctx_.fault_drop_final_page;
+  PrecopySource source(vm, **channel, config, emit);
+  ctx_.migrations.Add(id, &source);
+  SourceResult result = source.Run();
+  ctx_.migrations.Finish(id);
+  channel->reset();
+  const bool left = result.outcome == SourceOutcome::kCompleted;
+  ctx_.vms.EndMigrationOut(req->vm_name(), left);
+
+  v1::MigrationEvent last;
+  last.set_migration_id(id);
+  *last.mutable_stats() = result.stats;
+  last.set_progress(left ? 1.0 : 0.0);
+  switch (result.outcome) {
+    case SourceOutcome::kCompleted:
+      last.set_phase(v1::MIGRATION_PHASE_COMPLETED);
+      last.set_message(absl::StrFormat("VM '%s' now runs on %s", req->vm_name(), req->destination()));
+      break;
+    case SourceOutcome::kCancelled:
+      last.set_phase(v1::MIGRATION_PHASE_CANCELLED);
+      last.set_message("cancelled; the VM keeps running on the source");
+      last.set_error(std::string(result.status.message()));
+      break;
+    default:
+      last.set_phase(v1::MIGRATION_PHASE_FAILED);
+      last.set_error(std::string(result.status.message()));
+      last.set_message(result.outcome == SourceOutcome::kCommitUnconfirmed
+                           ? "commit unconfirmed; the source keeps the VM paused"
+                           : "failed; the VM keeps running on the source");
+  }
+  emit(last);
+  spdlog::info("event=migration_out_end migration={} vm={} outcome={} total_ms={:.1f} downtime_ms={:.1f} "
+               "rounds={} bytes={} error=\"{}\"",
+               id, req->vm_name(), SourceOutcomeName(result.outcome), result.stats.total_ms(),
+               result.stats.downtime_ms(), result.stats.rounds(), result.stats.bytes_transferred(),
+               std::string(result.status.message()));
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::GetMigration(grpc::ServerContext*, const v1::GetMigrationRequest* req,
+                                        v1::MigrationInfo* out) {
+  out->set_migration_id(req->migration_id());
+  if (!ctx_.migrations.Get(req->migration_id(), out->mutable_last_event())) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no migration '", req->migration_id(), "'"));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::CancelMigration(grpc::ServerContext*, const v1::CancelMigrationRequest* req,
+                                           v1::MigrationInfo* out) {
+  out->set_migration_id(req->migration_id());
+  if (!ctx_.migrations.Cancel(req->migration_id())) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("migration '", req->migration_id(), "' is not running on this agent"));
+  }
+  ctx_.migrations.Get(req->migration_id(), out->mutable_last_event());
+  spdlog::info("event=migration_cancel_requested migration={}", req->migration_id());
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::GetHostInfo(grpc::ServerContext*, const v1::GetHostInfoRequest*, v1::HostInfo* out) {
+  out->set_agent_name(ctx_.config.name);
+  out->set_version("0.1.0");
+  out->set_boot_id(ctx_.boot_id);
+  out->set_kvm_available(access("/dev/kvm", R_OK | W_OK) == 0);
+  out->set_protocol_version(kProtocolVersion);
+  out->set_vms(ctx_.vms.size());
+  return grpc::Status::OK;
+}
+
+}  // namespace ferry

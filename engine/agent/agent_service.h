@@ -1,0 +1,28 @@
+#pragma once
+// The orchestrator-facing Agent service.
+
+#include "engine/agent/agent_context.h"
+#include "proto/ferry/v1/agent.grpc.pb.h"
+
+namespace ferry {
+
+class AgentService final : public v1::Agent::Service {
+ public:
+  explicit AgentService(AgentContext& ctx) : ctx_(ctx) {}
+
+  grpc::Status CreateVm(grpc::ServerContext*, const v1::CreateVmRequest*, v1::VmInfo*) override;
+  grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest*, v1::ListVmsResponse*) override;
+  grpc::Status GetVm(grpc::ServerContext*, const v1::GetVmRequest*, v1::VmInfo*) override;
+  grpc::Status StopVm(grpc::ServerContext*, const v1::StopVmRequest*, v1::VmInfo*) override;
+  grpc::Status Migrate(grpc::ServerContext*, const v1::MigrateRequest*,
+                       grpc::ServerWriter<v1::MigrationEvent>*) override;
+  grpc::Status GetMigration(grpc::ServerContext*, const v1::GetMigrationRequest*, v1::MigrationInfo*) override;
+  grpc::Status CancelMigration(grpc::ServerContext*, const v1::CancelMigrationRequest*,
+                               v1::MigrationInfo*) override;
+  grpc::Status GetHostInfo(grpc::ServerContext*, const v1::GetHostInfoRequest*, v1::HostInfo*) override;
+
+ private:
+  AgentContext& ctx_;
+};
+
+}  // namespace ferry

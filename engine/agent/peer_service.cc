@@ -1,0 +1,69 @@
+#include "engine/agent/peer_service.h"
+
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "engine/migration/migration_receiver.h"
+#include "engine/transport/grpc_peer_channel.h"
+
+namespace ferry {
+
+grpc::Status PeerService::Migrate(grpc::ServerContext* context,
+                                  grpc::ServerReaderWriter<v1::PeerReply, v1::PeerMessage>* stream) {
+  std::string reserved_name;
+  std::shared_ptr<VmEntry> reserved;
+  ReceiverHooks hooks;
+  hooks.agent_name = ctx_.config.name;
+  hooks.boot_id = ctx_.boot_id;
+  hooks.create_vm = [&](const VmSpec& incoming) -> absl::StatusOr<std::unique_ptr<Vm>> {
+    auto entry = ctx_.vms.Reserve(incoming.name);
+    if (!entry.ok()) return entry.status();
+    reserved_name = incoming.name;
+    reserved = *entry;
+    VmSpec spec = incoming;
+    if (!ctx_.config.data_dir.empty()) {
+      std::filesystem::path dir = std::filesystem::path(ctx_.config.data_dir) / "vms" / spec.name;
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      spec.console_log_path = (dir / "console.log").string();
+      reserved->console_log_path = spec.console_log_path;
+    }
+    return CreateVmForRestore(spec);
+  };
+  hooks.adopt_vm = [&](std::unique_ptr<Vm> vm, const v1::StartMigration& start) {
+    reserved->arrived_by_migration = start.migration_id();
+    reserved->vm = std::move(vm);
+    reserved_name.clear();  // it is ours now
+    spdlog::info("event=migration_in_resumed vm={} migration={} from={}", start.spec().name(),
+                 start.migration_id(), start.source_agent());
+  };
+  MigrationReceiver receiver(std::move(hooks));
+  v1::PeerMessage msg;
+  grpc::Status result = grpc::Status::OK;
+  while (stream->Read(&msg)) {
+    std::optional<v1::PeerReply> reply = receiver.Handle(msg);
+    if (reply) stream->Write(*reply);
+    if (reply && reply->has_error()) {
+      spdlog::warn("event=migration_in_refused migration={} code={} error=\"{}\"", receiver.migration_id(),
+                   v1::PeerErrorCode_Name(reply->error().code()), reply->error().message());
+      result = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, reply->error().message());
+      break;
+    }
+    if (receiver.state() == MigrationReceiver::State::kAborted) {
+      spdlog::info("event=migration_in_aborted migration={} reason=\"{}\"", receiver.migration_id(),
+                   msg.has_abort() ? msg.abort().reason() : "");
+      result = grpc::Status(grpc::StatusCode::ABORTED, "migration aborted by the source");
+      break;
+    }
+  }
+  if (receiver.state() != MigrationReceiver::State::kResumed) {
+    receiver.OnStreamEnd();  // discards the half-received VM and its memory
+    if (!reserved_name.empty()) ctx_.vms.Release(reserved_name);
+    if (result.ok()) result = grpc::Status(grpc::StatusCode::ABORTED, "migration stream ended before commit");
+  }
+  return result;
+}
+
+}  // namespace ferry

@@ -1,0 +1,80 @@
+#include "engine/vm/vm_spec_proto.h"
+
+#include "absl/strings/str_cat.h"
+#include "engine/guest/guest_abi.h"
+#include "engine/memory/page.h"
+
+namespace ferry {
+
+v1::VmSpec VmSpecToProto(const VmSpec& s) {
+  v1::VmSpec p;
+  p.set_name(s.name);
+  p.set_backend(s.backend == Backend::kSynthetic ? v1::BACKEND_KIND_SYNTHETIC : v1::BACKEND_KIND_KVM);
+  p.set_memory_bytes(s.memory_bytes);
+  p.set_vcpus(s.vcpus);
+  auto* w = p.mutable_workload();
+  w->set_working_set_bytes(s.workload.working_set_bytes);
+  w->set_dirty_rate_mibps(s.workload.dirty_rate_mibps);
+  w->set_pattern(s.workload.pattern);
+  w->set_seed(s.workload.seed);
+  w->set_tick_ms(s.workload.tick_ms);
+  p.mutable_cpu()->set_model(s.cpu.model);
+  for (const auto& f : s.cpu.features) p.mutable_cpu()->add_features(f);
+  for (const auto& d : s.disks) {
+    auto* pd = p.add_disks();
+    pd->set_kind(static_cast<v1::DiskKind>(static_cast<int>(d.kind)));
+    pd->set_path(d.path);
+    pd->set_device(d.device);
+    pd->set_size_bytes(d.size_bytes);
+  }
+  for (const auto& n : s.nics) {
+    auto* pn = p.add_nics();
+    pn->set_mac(n.mac);
+    pn->set_port_group(n.port_group);
+  }
+  return p;
+}
+
+absl::StatusOr<VmSpec> VmSpecFromProto(const v1::VmSpec& p) {
+  VmSpec s;
+  if (p.name().empty()) return absl::InvalidArgumentError("VM spec: name is empty");
+  s.name = p.name();
+  switch (p.backend()) {
+    case v1::BACKEND_KIND_KVM: s.backend = Backend::kKvm; break;
+    case v1::BACKEND_KIND_SYNTHETIC: s.backend = Backend::kSynthetic; break;
+    default: return absl::InvalidArgumentError(absl::StrCat("VM spec '", p.name(), "': backend is not set"));
+  }
+  if (p.memory_bytes() < FERRY_GUEST_MIN_MEMORY || p.memory_bytes() % kPageSize != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("VM spec '", p.name(), "': memory ", p.memory_bytes(),
+                                                   " bytes must be a multiple of 4 KiB and at least ",
+                                                   FERRY_GUEST_MIN_MEMORY >> 20, " MiB"));
+  }
+  s.memory_bytes = p.memory_bytes();
+  if (p.vcpus() < 1 || p.vcpus() > FERRY_MAX_VCPUS) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("VM spec '", p.name(), "': vcpus ", p.vcpus(), " must be 1..", FERRY_MAX_VCPUS));
+  }
+  s.vcpus = p.vcpus();
+  s.workload.working_set_bytes = p.workload().working_set_bytes();
+  s.workload.dirty_rate_mibps = p.workload().dirty_rate_mibps();
+  s.workload.pattern = p.workload().pattern().empty() ? "random" : p.workload().pattern();
+  s.workload.seed = p.workload().seed();
+  s.workload.tick_ms = p.workload().tick_ms();
+  if (s.workload.working_set_bytes + FERRY_GPA_WORKSET > s.memory_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("VM spec '", p.name(), "': working set of ",
+                                                   s.workload.working_set_bytes >> 20, " MiB does not fit in ",
+                                                   s.memory_bytes >> 20, " MiB of guest memory"));
+  }
+  s.cpu.model = p.cpu().model();
+  s.cpu.features.assign(p.cpu().features().begin(), p.cpu().features().end());
+  for (const auto& d : p.disks()) {
+    if (d.kind() == v1::DISK_KIND_UNSPECIFIED) {
+      return absl::InvalidArgumentError(absl::StrCat("VM spec '", p.name(), "': a disk has no kind"));
+    }
+    s.disks.push_back({static_cast<DiskKind>(static_cast<int>(d.kind())), d.path(), d.device(), d.size_bytes()});
+  }
+  for (const auto& n : p.nics()) s.nics.push_back({n.mac(), n.port_group()});
+  return s;
+}
+
+}  // namespace ferry

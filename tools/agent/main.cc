@@ -1,0 +1,88 @@
+// ferry-agent: one per host. Runs VMs and serves the Agent (orchestrators) and Peer (other
+// agents) gRPC services.
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "engine/agent/agent_server.h"
+#include "engine/agent/agent_tls.h"
+
+int main(int argc, char** argv) {
+  using namespace ferry;
+  CLI::App app{"ferry-agent: runs VMs and migrates them to and from other agents"};
+  std::string config_path;
+  AgentConfig flags;
+  app.add_option("--config", config_path, "YAML config file (flags below override it)");
+  auto* name = app.add_option("--name", flags.name, "agent name (its host certificate's name)");
+  auto* listen = app.add_option("--listen", flags.listen, "listen address HOST:PORT (port 0: any free port)");
+  auto* data_dir = app.add_option("--data-dir", flags.data_dir, "directory for VM logs and state");
+  auto* port_file = app.add_option("--port-file", flags.port_file, "write the bound port here");
+  auto* ca = app.add_option("--tls-ca", flags.tls_ca, "CA certificate (PEM)");
+  auto* cert = app.add_option("--tls-cert", flags.tls_cert, "this host's certificate (PEM)");
+  auto* key = app.add_option("--tls-key", flags.tls_key, "this host's private key (PEM)");
+  auto* insecure = app.add_flag("--insecure", flags.insecure, "plaintext gRPC, for local debugging only");
+  bool json_logs = false;
+  app.add_flag("--json-logs", json_logs, "log as JSON lines");
+  CLI11_PARSE(app, argc, argv);
+
+  AgentConfig config;
+  if (!config_path.empty()) {
+    auto loaded = LoadAgentConfig(config_path);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "ferry-agent: %s\n", std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    config = *loaded;
+  }
+  if (*name) config.name = flags.name;
+  if (*listen) config.listen = flags.listen;
+  if (*data_dir) config.data_dir = flags.data_dir;
+  if (*port_file) config.port_file = flags.port_file;
+  if (*ca) config.tls_ca = flags.tls_ca;
+  if (*cert) config.tls_cert = flags.tls_cert;
+  if (*key) config.tls_key = flags.tls_key;
+  if (*insecure) config.insecure = true;
+
+  if (json_logs) {
+    spdlog::set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%e","level":"%l","agent":")" + config.name + R"(","msg":"%v"})");
+  } else {
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [" + config.name + "] %v");
+  }
+
+  auto security = MakeAgentSecurity(config);
+  if (!security.ok()) {
+    std::fprintf(stderr, "ferry-agent: %s\n", std::string(security.status().message()).c_str());
+    return 2;
+  }
+  if (config.insecure) {
+    spdlog::warn("**********************************************************************");
+    spdlog::warn("INSECURE MODE: no TLS. Anyone who can reach {} can read or forge guests.", config.listen);
+    spdlog::warn("Use only for local debugging.");
+    spdlog::warn("**********************************************************************");
+  }
+
+  // Block SIGTERM/SIGINT in every thread; one thread waits for them and shuts down gracefully.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto server = AgentServer::Start(config, security->server_credentials, security->dial_peer, !config.insecure);
+  if (!server.ok()) {
+    std::fprintf(stderr, "ferry-agent: %s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("event=signal signal={} action=graceful_shutdown", sig);
+    (*server)->Shutdown();
+  });
+  (*server)->Wait();
+  waiter.join();
+  return 0;
+}

@@ -1,0 +1,24 @@
+#pragma once
+// Talking to agents from the CLI: dialling with the client certificate, and following a
+// migration's progress stream with a progress bar.
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proto/ferry/v1/agent.grpc.pb.h"
+#include "tools/migrate/commands.h"
+
+namespace ferry::cli {
+
+absl::StatusOr<std::unique_ptr<v1::Agent::Stub>> DialAgent(const Globals& g, const std::string& address,
+                                                           const std::string& expected_name = "");
+
+// Runs a migration, drawing a live progress bar on stderr (a line per round when stderr is not a
+// terminal). Ctrl-C asks the source agent to cancel. Returns the last event (with statistics).
+absl::StatusOr<v1::MigrationEvent> MigrateWithProgress(v1::Agent::Stub& source, const v1::MigrateRequest& req,
+                                                       bool quiet);
+
+std::string FormatBytes(uint64_t bytes);
+
+}  // namespace ferry::cli

@@ -1,0 +1,25 @@
+#include "tools/migrate/stats_render.h"
+
+#include <cstdio>
+
+#include "tools/migrate/agent_client.h"
+
+namespace ferry::cli {
+
+void PrintMigrationSummary(const v1::MigrationEvent& last) {
+  const v1::MigrationStats& s = last.stats();
+  if (!last.message().empty()) std::printf("%s\n", last.message().c_str());
+  if (!last.error().empty()) std::printf("reason: %s\n", last.error().c_str());
+  std::printf("  total %.0f ms (setup %.0f ms, pre-copy %.0f ms), %u rounds\n", s.total_ms(), s.setup_ms(),
+              s.precopy_ms(), s.rounds());
+  if (last.phase() == v1::MIGRATION_PHASE_COMPLETED) {
+    std::printf("  downtime %.1f ms (expected %.1f ms)%s\n", s.downtime_ms(), s.expected_downtime_ms(),
+                s.forced_switchover() ? "  [forced switch-over]" : "");
+  }
+  std::printf("  %s transferred of %s guest memory, %lu zero pages as markers, %.0f MiB/s over %s\n",
+              FormatBytes(s.bytes_transferred()).c_str(), FormatBytes(s.guest_memory_bytes()).c_str(),
+              (unsigned long)s.zero_pages(), s.throughput_mib_s(), s.transport().c_str());
+  for (const auto& w : s.warnings()) std::printf("  warning: %s\n", w.c_str());
+}
+
+}  // namespace ferry::cli
