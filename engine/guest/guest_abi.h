@@ -14,6 +14,9 @@
 #define FERRY_GPA_WORKSET 0x00400000ULL        /* generation table, then working-set pages */
 #define FERRY_GUEST_MIN_MEMORY (8ULL << 20)
 #define FERRY_MAX_VCPUS 8
+/* The workload's state block (config, per-vCPU cursors, rng, counters) opens the working-set
+ * region; the generation table (one 32-bit generation per page) follows, then the pages. */
+#define FERRY_WORKLOAD_STATE_BYTES 0x1000ULL
 
 /* ---- Status port: the guest's structured reports to the VMM ------------------------------------
  * Each report is one 32-bit OUT to one of these ports (value in EAX). */

@@ -1,0 +1,258 @@
+/* The built-in guest after boot.S: parse the command line, size the working set, calibrate the
+ * TSC, then run the workload core (workload.c) on every vCPU, reporting on the serial and status
+ * ports. Freestanding: no libc, interrupts stay off. */
+#include <stdint.h>
+
+#include "engine/guest/guest_abi.h"
+#include "engine/guest/workload.h"
+
+_Static_assert(FERRY_MAX_VCPUS == 8, "boot.S reserves stacks for 8 vCPUs");
+
+extern uint32_t boot_magic, boot_mbi, boot_gib;
+void guest_main(uint32_t idx);
+
+/* The compiler may emit calls to these even in freestanding code. */
+void *memset(void *d, int c, unsigned long n) {
+  unsigned char *p = d;
+  while (n--) *p++ = (unsigned char)c;
+  return d;
+}
+void *memcpy(void *d, const void *s, unsigned long n) {
+  unsigned char *p = d;
+  const unsigned char *q = s;
+  while (n--) *p++ = *q++;
+  return d;
+}
+void *memmove(void *d, const void *s, unsigned long n) {
+  unsigned char *p = d;
+  const unsigned char *q = s;
+  if (p < q) {
+    while (n--) *p++ = *q++;
+  } else {
+    while (n--) p[n] = q[n];
+  }
+  return d;
+}
+int memcmp(const void *a, const void *b, unsigned long n) {
+  const unsigned char *p = a, *q = b;
+  for (; n--; ++p, ++q)
+    if (*p != *q) return *p < *q ? -1 : 1;
+  return 0;
+}
+
+static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline uint8_t inb(uint16_t port) {
+  uint8_t v;
+  __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+  return v;
+}
+static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline uint64_t rdtsc(void) {
+  uint32_t lo, hi;
+  __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return ((uint64_t)hi << 32) | lo;
+}
+static inline void cpuid(uint32_t leaf, uint32_t r[4]) {
+  __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(0));
+}
+static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+static void halt_forever(void) {
+  for (;;) __asm__ volatile("cli; hlt");
+}
+
+/* ---- serial, shared by all vCPUs under a spinlock -------------------------------------------- */
+
+static int serial_lock;
+static int serial_at_line_start = 1;
+
+static void serial_putc(char c) {
+  /* A VMM without a UART reads LSR as 0xff; bound the wait anyway. */
+  for (int i = 0; i < 100000 && !(inb(FERRY_COM1_PORT + 5) & 0x20); ++i) cpu_relax();
+  outb(FERRY_COM1_PORT, (uint8_t)c);
+}
+
+static void console(void *ctx, const char *text, int is_line) {
+  (void)ctx;
+  while (__atomic_exchange_n(&serial_lock, 1, __ATOMIC_ACQUIRE)) cpu_relax();
+  if (is_line && !serial_at_line_start) serial_putc('\n');
+  char last = '\n';
+  for (const char *p = text; *p; ++p) serial_putc(last = *p);
+  if (is_line) serial_putc(last = '\n');
+  serial_at_line_start = last == '\n';
+  __atomic_store_n(&serial_lock, 0, __ATOMIC_RELEASE);
+}
+
+static void status(void *ctx, uint32_t port, uint32_t value) {
+  (void)ctx;
+  outl((uint16_t)port, value);
+}
+
+static const struct fw_env kEnv = {0, console, status};
+
+static void shutdown(uint32_t code) {
+  status(0, FERRY_STATUS_SHUTDOWN, code);
+  halt_forever();
+}
+
+/* ---- TSC frequency ------------------------------------------------------------------------------ */
+
+static int plausible_khz(uint64_t khz) { return khz >= 100000 && khz <= 20000000; }
+
+/* Counts TSC ticks across ~10 ms of PIT channel 2 (gate on port 0x61, one-shot mode 0). */
+static uint64_t pit_tsc_khz(void) {
+  const uint32_t count = 11932; /* 1193182 Hz / 100 */
+  uint8_t gate = inb(0x61);
+  outb(0x61, (uint8_t)((gate & ~0x02) | 0x01));
+  outb(0x43, 0xB0);
+  outb(0x42, count & 0xff);
+  outb(0x42, count >> 8);
+  uint64_t t0 = rdtsc();
+  for (uint64_t spins = 0; !(inb(0x61) & 0x20); ++spins)
+    if (spins > 10000000) return 0;
+  uint64_t t1 = rdtsc();
+  outb(0x61, gate);
+  return (t1 - t0) * 1193182 / count / 1000;
+}
+
+static uint64_t tsc_khz(const struct fw_config *c, const char **source) {
+  uint32_t r[4];
+  if (c->tsc_khz) {
+    *source = "cmdline";
+    return c->tsc_khz;
+  }
+  cpuid(0x40000000, r);
+  if (r[0] >= 0x40000010 && r[0] < 0x40010000) {
+    cpuid(0x40000010, r);
+    if (plausible_khz(r[0])) {
+      *source = "cpuid 0x40000010";
+      return r[0];
+    }
+  }
+  /* The smallest of three: a late look at OUT2 (a slow VM exit) only ever adds ticks. */
+  uint64_t khz = ~0ULL;
+  for (int i = 0; i < 3; ++i) {
+    uint64_t k = pit_tsc_khz();
+    if (k < khz) khz = k;
+  }
+  if (plausible_khz(khz)) {
+    *source = "pit";
+    return khz;
+  }
+  cpuid(0, r);
+  if (r[0] >= 0x15) {
+    cpuid(0x15, r);
+    if (r[0] && r[1] && r[2]) {
+      khz = (uint64_t)r[2] / 1000 * r[1] / r[0];
+      if (plausible_khz(khz)) {
+        *source = "cpuid 0x15";
+        return khz;
+      }
+    }
+  }
+  *source = "guess (no calibration source)";
+  return 2000000;
+}
+
+/* ---- boot ------------------------------------------------------------------------------------- */
+
+struct multiboot_info {
+  uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
+};
+
+static void line2(const char *a, const char *b) {
+  char buf[320], *end = buf + sizeof(buf);
+  fw_append_str(fw_append_str(buf, end, a), end, b);
+  console(0, buf, 1);
+}
+
+static const char *pattern_name(uint32_t p) {
+  return p == FW_PATTERN_SEQUENTIAL ? "sequential" : p == FW_PATTERN_HOTCOLD ? "hotcold" : "random";
+}
+
+/* vCPU 0's one-time setup; returns 0 after reporting why the guest cannot run. */
+static int boot(void) {
+  console(0, "ferry-guest: booting", 1);
+  if (boot_magic != FERRY_MULTIBOOT_BOOTLOADER_MAGIC) {
+    console(0, "ferry-guest: not started by a multiboot loader (bad EAX magic)", 1);
+    shutdown(3);
+  }
+  const struct multiboot_info *mbi = (const struct multiboot_info *)(uintptr_t)boot_mbi;
+  struct fw_config cfg;
+  fw_config_defaults(&cfg);
+  if ((mbi->flags & 4) && mbi->cmdline) {
+    char err[160];
+    const char *cmdline = (const char *)(uintptr_t)mbi->cmdline;
+    line2("ferry-guest: cmdline: ", cmdline);
+    if (fw_parse_cmdline(cmdline, &cfg, err, sizeof(err))) {
+      line2("ferry-guest: bad command line: ", err);
+      shutdown(2);
+    }
+  }
+  if (!(mbi->flags & 1)) {
+    console(0, "ferry-guest: the boot loader gave no memory size (multiboot flags bit 0)", 1);
+    shutdown(3);
+  }
+  uint64_t mem = (1ULL << 20) + ((uint64_t)mbi->mem_upper << 10);
+  uint64_t mapped = (uint64_t)boot_gib << 30;
+  uint64_t usable = mem < mapped ? mem : mapped;
+  uint64_t avail = usable > FERRY_GPA_WORKSET ? usable - FERRY_GPA_WORKSET : 0;
+  if (!cfg.ws_given && fw_region_bytes(&cfg) > avail) {
+    /* The default working set shrinks to what fits; an explicit one is refused below. */
+    uint64_t pages = avail > 2 * 4096 ? (avail - 2 * 4096) / 4100 : 0;
+    if (pages < cfg.ws_pages) cfg.ws_pages = pages;
+  }
+  if (cfg.ws_pages == 0 || fw_region_bytes(&cfg) > avail) {
+    char buf[200], *end = buf + sizeof(buf), *p = buf;
+    p = fw_append_str(p, end, "ferry-guest: working set of ");
+    p = fw_append_u64(p, end, cfg.ws_pages >> 8);
+    p = fw_append_str(p, end, " MiB needs ");
+    p = fw_append_u64(p, end, (FERRY_GPA_WORKSET + fw_region_bytes(&cfg) + (1 << 20) - 1) >> 20);
+    p = fw_append_str(p, end, " MiB of guest memory; the guest has ");
+    p = fw_append_u64(p, end, usable >> 20);
+    fw_append_str(p, end, " MiB");
+    console(0, buf, 1);
+    shutdown(1);
+  }
+  const char *source = "";
+  uint64_t khz = tsc_khz(&cfg, &source);
+  fw_init((void *)(uintptr_t)FERRY_GPA_WORKSET, &cfg, khz, rdtsc());
+
+  char buf[320], *end = buf + sizeof(buf), *p = buf;
+  p = fw_append_str(p, end, "ferry-guest: ws=");
+  p = fw_append_u64(p, end, cfg.ws_pages >> 8);
+  p = fw_append_str(p, end, "MiB rate=");
+  p = fw_append_u64(p, end, cfg.rate_bytes_per_s >> 10);
+  p = fw_append_str(p, end, "KiB/s pattern=");
+  p = fw_append_str(p, end, pattern_name(cfg.pattern));
+  p = fw_append_str(p, end, " seed=");
+  p = fw_append_u64(p, end, cfg.seed);
+  p = fw_append_str(p, end, " tick_ms=");
+  p = fw_append_u64(p, end, cfg.tick_ms);
+  p = fw_append_str(p, end, " ncpu=");
+  p = fw_append_u64(p, end, cfg.ncpu);
+  p = fw_append_str(p, end, " mem=");
+  p = fw_append_u64(p, end, mem >> 20);
+  p = fw_append_str(p, end, "MiB tsc_khz=");
+  p = fw_append_u64(p, end, khz);
+  p = fw_append_str(p, end, " (");
+  p = fw_append_str(p, end, source);
+  fw_append_str(p, end, ")");
+  console(0, buf, 1);
+  return 1;
+}
+
+static uint32_t boot_done; /* 1 once vCPU 0 has set up the workload */
+
+void guest_main(uint32_t idx) {
+  void *ws = (void *)(uintptr_t)FERRY_GPA_WORKSET;
+  if (idx == 0) {
+    boot();
+    __atomic_store_n(&boot_done, 1, __ATOMIC_RELEASE);
+  } else {
+    while (!__atomic_load_n(&boot_done, __ATOMIC_ACQUIRE)) cpu_relax();
+  }
+  if (idx >= ((struct fw_state *)ws)->nworkers) halt_forever(); /* more vCPUs than ncpu= */
+  for (;;) {
+    if (fw_step(ws, idx, rdtsc(), &kEnv)) cpu_relax();
+  }
+}

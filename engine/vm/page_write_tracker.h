@@ -1,0 +1,49 @@
+#pragma once
+// Which pages of a host mapping were written, from the kernel: userfaultfd write-protect in async
+// mode read-and-re-protected atomically with PAGEMAP_SCAN (Linux 6.7+), else soft-dirty bits
+// (/proc/self/clear_refs + /proc/self/pagemap). Only writes through this mapping are seen: a
+// write to the memfd by another mapping or by pwrite() is not.
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "engine/base/unique_fd.h"
+#include "engine/memory/dirty_bitmap.h"
+
+namespace ferry {
+
+class PageWriteTracker {
+ public:
+  enum class Mechanism { kUffdWpAsync = 1, kSoftDirty = 2 };
+
+  // Unavailable when neither mechanism works on this kernel.
+  static absl::StatusOr<std::unique_ptr<PageWriteTracker>> Create(uint8_t* base, uint64_t bytes);
+  ~PageWriteTracker();
+  PageWriteTracker(const PageWriteTracker&) = delete;
+  PageWriteTracker& operator=(const PageWriteTracker&) = delete;
+
+  Mechanism mechanism() const { return mechanism_; }
+  const char* mechanism_name() const;
+  // Forgets earlier writes: only writes from now on are collected.
+  absl::Status Start();
+  // ORs the pages written since Start() or the last Collect() into `out`, and forgets them.
+  absl::Status Collect(DirtyBitmap& out);
+  absl::Status Stop();
+
+ private:
+  PageWriteTracker(Mechanism m, uint8_t* base, uint64_t bytes, UniqueFd uffd, UniqueFd pagemap);
+  absl::Status CollectUffd(DirtyBitmap& out);
+  absl::Status CollectSoftDirty(DirtyBitmap& out);
+  absl::Status HarvestSoftDirtyLocked();  // soft-dirty bits -> pending_ (holds the global lock)
+
+  Mechanism mechanism_;
+  uint8_t* base_;
+  uint64_t bytes_;
+  UniqueFd uffd_;
+  UniqueFd pagemap_;
+  bool protected_ = false;
+  DirtyBitmap pending_;  // soft-dirty: bits harvested before another tracker cleared them
+};
+
+}  // namespace ferry
