@@ -1,4 +1,4 @@
-#include "tools/migrate/agent_client.h"
+#include "tools/client/agent_client.h"
 
 #include <unistd.h>
 
@@ -41,19 +41,19 @@ std::string FormatBytes(uint64_t b) {
   return absl::StrFormat("%d B", b);
 }
 
-absl::StatusOr<std::unique_ptr<v1::Agent::Stub>> DialAgent(const Globals& g, const std::string& address,
+absl::StatusOr<std::unique_ptr<v1::Agent::Stub>> DialAgent(const ClientTls& t, const std::string& address,
                                                            const std::string& expected_name) {
   if (address.empty()) return absl::InvalidArgumentError("no agent given: use --agent HOST:PORT (or FERRY_AGENT)");
   if (address.rfind(':') == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("agent address '", address, "' must be HOST:PORT"));
   }
-  TlsConfig tls{g.tls_ca, g.tls_cert, g.tls_key, g.insecure};
-  if (!g.insecure && (tls.ca_cert_path.empty() || tls.cert_path.empty() || tls.key_path.empty())) {
+  TlsConfig tls{t.ca, t.cert, t.key, t.insecure};
+  if (!t.insecure && (tls.ca_cert_path.empty() || tls.cert_path.empty() || tls.key_path.empty())) {
     return absl::InvalidArgumentError(
         "agents require TLS: give --tls-ca, --tls-cert and --tls-key (a client certificate from "
         "`migrate certs client`), or --insecure for agents started with --insecure");
   }
-  std::string name = expected_name.empty() ? g.agent_name : expected_name;
+  std::string name = expected_name;
   if (name.empty()) name = address.substr(0, address.rfind(':'));
   auto channel = MakeChannel(address, name, tls);
   if (!channel.ok()) return channel.status();

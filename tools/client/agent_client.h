@@ -7,11 +7,17 @@
 
 #include "absl/status/statusor.h"
 #include "proto/ferry/v1/agent.grpc.pb.h"
-#include "tools/migrate/commands.h"
 
 namespace ferry::cli {
 
-absl::StatusOr<std::unique_ptr<v1::Agent::Stub>> DialAgent(const Globals& g, const std::string& address,
+// How the CLI authenticates to agents (orchestrator API: a client certificate).
+struct ClientTls {
+  std::string ca, cert, key;
+  bool insecure = false;
+};
+
+// expected_name: the name the agent's certificate must carry; empty = the host part of address.
+absl::StatusOr<std::unique_ptr<v1::Agent::Stub>> DialAgent(const ClientTls& tls, const std::string& address,
                                                            const std::string& expected_name = "");
 
 // Runs a migration, drawing a live progress bar on stderr (a line per round when stderr is not a

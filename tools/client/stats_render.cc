@@ -1,8 +1,8 @@
-#include "tools/migrate/stats_render.h"
+#include "tools/client/stats_render.h"
 
 #include <cstdio>
 
-#include "tools/migrate/agent_client.h"
+#include "tools/client/agent_client.h"
 
 namespace ferry::cli {
 

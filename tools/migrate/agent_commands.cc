@@ -5,9 +5,9 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/base/size_parse.h"
-#include "tools/migrate/agent_client.h"
+#include "tools/client/agent_client.h"
 #include "tools/migrate/commands.h"
-#include "tools/migrate/stats_render.h"
+#include "tools/client/stats_render.h"
 
 namespace ferry::cli {
 namespace {
@@ -139,7 +139,7 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
       n->set_mac(nic.substr(0, at));
       n->set_port_group(nic.substr(at + 1));
     }
-    auto stub = DialAgent(g, g.agent);
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
     if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
     grpc::ClientContext ctx;
     v1::CreateVmRequest req;
@@ -156,7 +156,7 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   CLI::App* list = vm->add_subcommand("list", "list the VMs on --agent");
   list->add_flag("--json", *list_json, "print JSON");
   list->callback([&g, list_json] {
-    auto stub = DialAgent(g, g.agent);
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
     if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
     grpc::ClientContext ctx;
     v1::ListVmsResponse resp;
@@ -177,7 +177,7 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   show->add_option("name", *show_name, "VM name")->required();
   show->add_flag("--json", *show_json, "print JSON");
   show->callback([&g, show_name, show_json] {
-    auto stub = DialAgent(g, g.agent);
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
     if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
     grpc::ClientContext ctx;
     v1::GetVmRequest req;
@@ -198,7 +198,7 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   CLI::App* stop = vm->add_subcommand("stop", "stop a VM on --agent");
   stop->add_option("name", *stop_name, "VM name")->required();
   stop->callback([&g, stop_name] {
-    auto stub = DialAgent(g, g.agent);
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
     if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
     grpc::ClientContext ctx;
     v1::StopVmRequest req;
@@ -223,7 +223,7 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   migrate->callback([&g, m] {
     auto opts = BuildMigrationOptions(m->max_downtime_ms, m->max_bandwidth, m->timeout_s, m->max_rounds, m->policy);
     if (!opts.ok()) return void(g.exit_code = Fail(opts.status()));
-    auto stub = DialAgent(g, g.agent);
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
     if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
     v1::MigrateRequest req;
     req.set_vm_name(m->vm);
@@ -243,7 +243,7 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   CLI::App* host = SubcommandOf(app, "host", "host information");
   CLI::App* info = host->add_subcommand("info", "what --agent reports about its host");
   info->callback([&g] {
-    auto stub = DialAgent(g, g.agent);
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
     if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
     grpc::ClientContext ctx;
     v1::HostInfo h;

@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "tools/client/agent_client.h"
+
 namespace ferry::cli {
 
 struct Globals {
@@ -16,6 +18,9 @@ struct Globals {
   bool insecure = false;
   int exit_code = 0;
 };
+
+// The client certificate options as the client library takes them.
+inline ClientTls ClientTlsOf(const Globals& g) { return {g.tls_ca, g.tls_cert, g.tls_key, g.insecure}; }
 
 // Returns parent's subcommand `name`, creating it if no file has yet.
 CLI::App* SubcommandOf(CLI::App& parent, const std::string& name, const std::string& description);

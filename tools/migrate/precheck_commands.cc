@@ -1,7 +1,125 @@
+// migrate precheck --vm SPEC --source HOSTFILE --destination HOSTFILE [--json]   (offline)
+// migrate [--agent A] precheck VM --to B [--json]                                 (agent form)
+// migrate host cpu-baseline HOST...
+#include <cstdio>
+#include <functional>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_join.h"
+#include "engine/host/cpu_model.h"
+#include "engine/host/disk_access.h"
+#include "engine/host/host_file.h"
+#include "engine/precheck/precheck.h"
+#include "engine/vm/vm_spec_file.h"
 #include "tools/migrate/commands.h"
+#include "tools/migrate/findings_render.h"
 
 namespace ferry::cli {
+namespace {
 
-void AddPrecheckCommands(CLI::App& app, Globals& g) {}
+std::function<int(const std::string&, const std::string&, bool)>& AgentPrecheckHandler() {
+  static auto* handler = new std::function<int(const std::string&, const std::string&, bool)>();
+  return *handler;
+}
+
+struct PrecheckArgs {
+  std::string vm_spec, source, destination;  // offline
+  std::string vm_name, to;                   // agent form
+  bool json = false;
+};
+
+int RunOfflinePrecheck(const PrecheckArgs& a) {
+  if (a.source.empty() || a.destination.empty()) {
+    std::cerr << "precheck --vm needs --source HOSTFILE and --destination HOSTFILE\n";
+    return 2;
+  }
+  absl::StatusOr<VmSpec> vm = LoadVmSpecFile(a.vm_spec);
+  absl::Status st = vm.status();
+  if (st.ok()) st = ResolveVmCpu(*vm, a.vm_spec);
+  if (!st.ok()) {
+    std::cerr << "migrate precheck: " << st.message() << "\n";
+    return 2;
+  }
+  absl::StatusOr<HostFacts> src = LoadHostFacts(a.source);
+  if (!src.ok()) {
+    std::cerr << "migrate precheck: --source: " << src.status().message() << "\n";
+    return 2;
+  }
+  absl::StatusOr<HostFacts> dst = LoadHostFacts(a.destination);
+  if (!dst.ok()) {
+    std::cerr << "migrate precheck: --destination: " << dst.status().message() << "\n";
+    return 2;
+  }
+  // Offline there is no destination agent: this machine probes the destination's mounts.
+  ProbeDiskAccess(*dst, *vm, *src);
+  return PrintFindings(RunPrechecks(*vm, *src, *dst), a.json);
+}
+
+int RunCpuBaseline(const std::vector<std::string>& hosts, bool json) {
+  std::vector<HostFacts> facts;
+  for (const std::string& h : hosts) {
+    absl::StatusOr<HostFacts> f = LoadHostFacts(h);
+    if (!f.ok()) {
+      std::cerr << "migrate host cpu-baseline: " << f.status().message() << "\n";
+      return 2;
+    }
+    facts.push_back(std::move(*f));
+  }
+  absl::StatusOr<CpuBaseline> b = BaselineCpu(facts);
+  if (!b.ok()) {
+    std::cerr << "migrate host cpu-baseline: " << b.status().message() << "\n";
+    return 1;
+  }
+  if (json) {
+    nlohmann::json j{{"model", b->model}, {"vendor", b->vendor}, {"features", b->features}, {"extra", b->extra}};
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << "model:    " << (b->model.empty() ? "(none fits)" : b->model) << "\n"
+              << "vendor:   " << (b->vendor.empty() ? "(hosts differ)" : b->vendor) << "\n"
+              << "features: " << absl::StrJoin(b->features, " ") << "\n"
+              << "beyond the model: " << absl::StrJoin(b->extra, " ") << "\n"
+              << "Pin VMs with  cpu: {model: " << b->model << "}  to move freely between these hosts.\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+void SetAgentPrecheckHandler(std::function<int(const std::string& vm, const std::string& to, bool json)> handler) {
+  AgentPrecheckHandler() = std::move(handler);
+}
+
+void AddPrecheckCommands(CLI::App& app, Globals& g) {
+  auto args = std::make_shared<PrecheckArgs>();
+  CLI::App* pre = SubcommandOf(app, "precheck", "check whether a VM can move between two hosts");
+  pre->add_option("--vm", args->vm_spec, "offline: VM spec YAML file");
+  pre->add_option("--source", args->source, "offline: source host file (YAML or libvirt:URI)");
+  pre->add_option("--destination", args->destination, "offline: destination host file (YAML or libvirt:URI)");
+  pre->add_option("VM", args->vm_name, "with --agent: name of a VM on that agent");
+  pre->add_option("--to", args->to, "with --agent: destination agent HOST:PORT");
+  pre->add_flag("--json", args->json, "print {\"findings\":[...]} instead of a table");
+  pre->callback([args, &g] {
+    if (!args->vm_spec.empty()) {
+      g.exit_code = RunOfflinePrecheck(*args);
+    } else if (AgentPrecheckHandler() && !args->vm_name.empty()) {
+      g.exit_code = AgentPrecheckHandler()(args->vm_name, args->to, args->json);
+    } else {
+      std::cerr << "usage: migrate precheck --vm SPEC --source HOSTFILE --destination HOSTFILE [--json]\n"
+                << "   or: migrate --agent HOST:PORT precheck VM --to HOST:PORT [--json]\n";
+      g.exit_code = 2;
+    }
+  });
+
+  CLI::App* host = SubcommandOf(app, "host", "host facts");
+  CLI::App* baseline = host->add_subcommand(
+      "cpu-baseline", "CPU model and features common to several hosts (what vSphere calls EVC)");
+  auto hosts = std::make_shared<std::vector<std::string>>();
+  auto json = std::make_shared<bool>(false);
+  baseline->add_option("HOST", *hosts, "host file (YAML) or libvirt:URI")->required();
+  baseline->add_flag("--json", *json, "print JSON");
+  baseline->callback([hosts, json, &g] { g.exit_code = RunCpuBaseline(*hosts, *json); });
+}
 
 }  // namespace ferry::cli

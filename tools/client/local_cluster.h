@@ -1,0 +1,64 @@
+#pragma once
+// Several ferry-agent processes on this machine (loopback, ephemeral ports, a temporary
+// directory, a temporary CA): what `migrate demo`, migrate-bench and end-to-end tests run on.
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/ferry/v1/agent.grpc.pb.h"
+#include "tools/client/agent_client.h"
+
+namespace ferry::cli {
+
+struct LocalClusterOptions {
+  int agents = 2;
+  bool tls = true;           // a temporary CA, host certificates, a client certificate
+  std::string bin_dir;       // where ferry-agent is; empty: beside this executable, then $FERRY_BIN_DIR
+  std::string test_faults;   // FERRY_TEST_FAULTS for the agents (tests only)
+  bool keep_dir = false;     // keep the temporary directory (logs) after teardown
+};
+
+class LocalCluster {
+ public:
+  static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
+  // SIGTERM to every agent (they stop their VMs), wait, remove the directory.
+  ~LocalCluster();
+
+  int size() const { return static_cast<int>(agents_.size()); }
+  const std::string& name(int i) const { return agents_[i].name; }
+  std::string address(int i) const { return "127.0.0.1:" + std::to_string(agents_[i].port); }
+  pid_t pid(int i) const { return agents_[i].pid; }
+  const std::string& dir() const { return dir_; }
+  std::string log_path(int i) const { return dir_ + "/" + agents_[i].name + ".log"; }
+  const ClientTls& client_tls() const { return client_tls_; }
+  absl::StatusOr<std::unique_ptr<v1::Agent::Stub>> Stub(int i) const;
+
+  // Kills agent i at once (SIGKILL), as a crash would.
+  void Kill(int i);
+  // Whether agent i's process is still running.
+  bool Alive(int i) const;
+
+ private:
+  struct Agent {
+    std::string name;
+    pid_t pid = -1;
+    int port = 0;
+  };
+  LocalCluster() = default;
+  absl::Status Spawn(int index, const LocalClusterOptions& options, const std::string& agent_bin);
+
+  std::string dir_;
+  bool keep_dir_ = false;
+  ClientTls client_tls_;
+  std::vector<Agent> agents_;
+};
+
+// Where sibling binaries (ferry-agent, ferry-guest.elf) are: beside /proc/self/exe, else
+// $FERRY_BIN_DIR.
+std::string SiblingBinary(const std::string& name);
+
+}  // namespace ferry::cli
