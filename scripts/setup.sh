@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev liburing-dev libvirt-dev libvirt0
+  libabsl-dev liburing-dev libvirt-dev libvirt0 libxml2-dev
   libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libzstd-dev libxxhash-dev
   nlohmann-json3-dev libssl-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev

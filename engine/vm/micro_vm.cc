@@ -1,10 +1,532 @@
-// PLACEHOLDER until the backend lands: replaced wholesale by the real implementation.
+// The KVM microVM: guest RAM in one memslot, in-kernel irqchip, one thread per vCPU running
+// KVM_RUN, port-I/O devices on one bus. vCPU threads are a small state machine driven by the
+// controller: running -> parked (pause) -> running, or -> exited.
 #include "engine/vm/micro_vm.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/base/status.h"
+#include "engine/guest/guest_abi.h"
+#include "engine/kvm/capabilities.h"
+#include "engine/kvm/cpu_features.h"
+#include "engine/kvm/kvm_system.h"
+#include "engine/kvm/kvm_vcpu.h"
+#include "engine/kvm/kvm_vm.h"
+#include "engine/vm/guest_monitor.h"
+#include "engine/vm/io_bus.h"
+#include "engine/vm/kvm_state.h"
+#include "engine/vm/multiboot_loader.h"
+#include "engine/vm/serial_device.h"
+#include "engine/vm/status_port.h"
+#include "spdlog/spdlog.h"
+
 namespace ferry {
+namespace {
+
+constexpr uint32_t kRamSlot = 0;
+// Where QEMU puts them: just below the 4 GiB BIOS area, above any RAM we map.
+constexpr uint64_t kIdentityMapGpa = 0xfffbc000;
+constexpr uint64_t kTssGpa = 0xfffbd000;
+// One memslot from GPA 0; above this the 32-bit MMIO hole (and the TSS) begins.
+constexpr uint64_t kMaxRamBytes = 3ull << 30;
+constexpr uint32_t kMsrMtrrDefType = 0x2ff;
+constexpr uint64_t kMtrrEnable = 1 << 11;
+constexpr uint64_t kMtrrTypeWriteBack = 6;
+constexpr int64_t kPauseTimeoutNs = 5'000'000'000;
+
+int KickSignal() { return SIGRTMIN + 3; }
+
+void InstallKickHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};  // only interrupts KVM_RUN
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: KVM_RUN must return EINTR
+    sigaction(KickSignal(), &sa, nullptr);
+  });
+}
+
+absl::Status ValidateSpec(const VmSpec& spec) {
+  if (spec.vcpus < 1 || spec.vcpus > FERRY_MAX_VCPUS) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vcpus = ", spec.vcpus, ": the microVM supports 1 to ", FERRY_MAX_VCPUS));
+  }
+  if (spec.memory_bytes < FERRY_GUEST_MIN_MEMORY || spec.memory_bytes % kPageSize != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("memory = ", spec.memory_bytes,
+                                                   " bytes: must be a multiple of 4 KiB and at least ",
+                                                   FERRY_GUEST_MIN_MEMORY >> 20, " MiB"));
+  }
+  uint64_t pages = spec.workload.working_set_bytes / kPageSize;
+  uint64_t needed = FERRY_GPA_WORKSET + FERRY_WORKLOAD_STATE_BYTES + pages * 4 + spec.workload.working_set_bytes;
+  if (needed > spec.memory_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("working set of ", spec.workload.working_set_bytes >> 20,
+                                                   " MiB does not fit in ", spec.memory_bytes >> 20,
+                                                   " MiB of guest memory"));
+  }
+  return absl::OkStatus();
+}
+
+// The guest reads its vCPU index from the initial APIC ID, so each vCPU's CPUID must say it.
+std::vector<kvm_cpuid_entry2> CpuidForVcpu(std::vector<kvm_cpuid_entry2> entries, uint32_t id) {
+  for (kvm_cpuid_entry2& e : entries) {
+    if (e.function == 1) e.ebx = (e.ebx & 0x00ffffff) | (id << 24);
+    if (e.function == 0xb || e.function == 0x1f) e.edx = id;
+    if (e.function == 0x8000001e) e.eax = id;
+  }
+  return entries;
+}
+
+kvm_segment FlatSegment(uint16_t selector, uint8_t type) {
+  kvm_segment s{};
+  s.base = 0;
+  s.limit = 0xffffffff;
+  s.selector = selector;
+  s.type = type;
+  s.present = 1;
+  s.dpl = 0;
+  s.db = 1;
+  s.s = 1;
+  s.l = 0;
+  s.g = 1;
+  return s;
+}
+
+class MicroVm : public Vm {
+ public:
+  MicroVm(const VmSpec& spec, bool for_restore, KvmSystem kvm, std::unique_ptr<GuestMemory> mem)
+      : spec_(spec), for_restore_(for_restore), kvm_(std::move(kvm)), mem_(std::move(mem)),
+        pending_dirty_(mem_->num_pages()) {}
+  ~MicroVm() override { (void)Stop(); }
+
+  absl::Status Init();
+  absl::Status BootAt(uint32_t entry, uint32_t info_gpa);
+  const std::string& cmdline() const { return cmdline_; }
+
+  const VmSpec& spec() const override { return spec_; }
+  GuestMemory& memory() override { return *mem_; }
+  VmRunState run_state() const override {
+    std::lock_guard lock(mu_);
+    return state_;
+  }
+  absl::Status Start() override;
+  absl::Status Pause() override;
+  absl::Status Resume() override;
+  absl::Status Stop() override;
+  absl::Status EnableDirtyTracking() override;
+  absl::Status DisableDirtyTracking() override;
+  absl::Status CollectDirtyPages(DirtyBitmap& out) override;
+  absl::StatusOr<v1::VmState> SaveState() override;
+  absl::Status RestoreState(const v1::VmState& state) override;
+  GuestHealth health() const override { return monitor_.health(); }
+
+ private:
+  void VcpuLoop(uint32_t index);
+  // Handles one exit; false means this vCPU must stop.
+  bool HandleExit(KvmVcpu& vcpu);
+  void RequestStopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void KickAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SetSlotFlags(uint32_t flags);
+
+  VmSpec spec_;
+  bool for_restore_;
+  KvmSystem kvm_;
+  std::unique_ptr<GuestMemory> mem_;
+  std::unique_ptr<KvmVm> vm_;
+  std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
+  std::vector<std::vector<kvm_cpuid_entry2>> cpuid_;  // per vCPU
+  std::vector<uint32_t> msr_indices_;                 // MSRs this VM can get and set
+  uint32_t tsc_khz_ = 0;
+  std::string cmdline_;
+
+  GuestMonitor monitor_;
+  IoBus bus_;
+  std::unique_ptr<SerialDevice> serial_;
+  std::unique_ptr<StatusPort> status_port_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  VmRunState state_ ABSL_GUARDED_BY(mu_) = VmRunState::kCreated;
+  bool restored_ ABSL_GUARDED_BY(mu_) = false;
+  bool pause_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
+  uint32_t parked_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t exited_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::thread> threads_;
+  std::vector<bool> thread_live_ ABSL_GUARDED_BY(mu_);  // vCPU thread started and not yet exited
+  std::mutex join_mu_;  // serializes Stop() callers joining threads_
+
+  std::mutex dirty_mu_;
+  bool tracking_ ABSL_GUARDED_BY(dirty_mu_) = false;
+  // Pages harvested from KVM's log when tracking was disabled, plus pages the VMM itself wrote:
+  // reported by the next CollectDirtyPages.
+  DirtyBitmap pending_dirty_ ABSL_GUARDED_BY(dirty_mu_);
+  std::vector<uint64_t> log_words_ ABSL_GUARDED_BY(dirty_mu_);
+};
+
+absl::Status MicroVm::Init() {
+  RETURN_IF_ERROR(CheckKvmCapabilities(kvm_));
+  ASSIGN_OR_RETURN(UniqueFd vm_fd, kvm_.CreateVm());
+  vm_ = std::make_unique<KvmVm>(std::move(vm_fd));
+  RETURN_IF_ERROR(vm_->SetIdentityMapAddr(kIdentityMapGpa));
+  RETURN_IF_ERROR(vm_->SetTssAddr(kTssGpa));
+  RETURN_IF_ERROR(vm_->CreateIrqchip());
+  RETURN_IF_ERROR(SetSlotFlags(0));
+  log_words_.assign((mem_->num_pages() + 63) / 64, 0);
+
+  ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> cpuid, kvm_.SupportedCpuid());
+  if (!spec_.cpu.features.empty()) RETURN_IF_ERROR(RestrictCpuid(cpuid, spec_.cpu.features));
+  ASSIGN_OR_RETURN(int mmap_size, kvm_.VcpuMmapSize());
+  for (uint32_t i = 0; i < spec_.vcpus; ++i) {
+    ASSIGN_OR_RETURN(UniqueFd fd, vm_->CreateVcpu(i));
+    ASSIGN_OR_RETURN(auto vcpu, KvmVcpu::Create(std::move(fd), i, mmap_size));
+    cpuid_.push_back(CpuidForVcpu(cpuid, i));
+    RETURN_IF_ERROR(vcpu->SetCpuid(cpuid_.back()));
+    vcpus_.push_back(std::move(vcpu));
+  }
+
+  // KVM lists MSRs it knows; keep those this vCPU (with this CPUID) can both read and write back.
+  ASSIGN_OR_RETURN(std::vector<uint32_t> listed, kvm_.MsrIndexList());
+  for (uint32_t index : listed) {
+    auto got = vcpus_[0]->GetMsrs({index});
+    if (!got.ok() || got->size() != 1) continue;
+    if (vcpus_[0]->SetMsrs(*got).ok()) msr_indices_.push_back(index);
+  }
+  ASSIGN_OR_RETURN(tsc_khz_, vcpus_[0]->GetTscKhz());
+  cmdline_ = absl::StrCat(GuestCommandLine(spec_.workload), " ncpu=", spec_.vcpus, " tsc_khz=", tsc_khz_);
+
+  ASSIGN_OR_RETURN(serial_, SerialDevice::Create(spec_.console_log_path, spec_.console_to_stdout,
+                                                 [this](const std::string& line) { monitor_.OnConsoleLine(line); }));
+  status_port_ = std::make_unique<StatusPort>(monitor_, [this](int32_t code) {
+    std::lock_guard lock(mu_);
+    RequestStopLocked();
+  });
+  bus_.Register(FERRY_COM1_PORT, SerialDevice::kPortCount, serial_.get());
+  bus_.Register(FERRY_STATUS_PORT_BASE, FERRY_STATUS_PORT_END - FERRY_STATUS_PORT_BASE, status_port_.get());
+  return absl::OkStatus();
+}
+
+// Multiboot's machine state (spec section 3.2), on every vCPU: 32-bit protected mode, flat
+// segments, paging off, interrupts off.
+absl::Status MicroVm::BootAt(uint32_t entry, uint32_t info_gpa) {
+  for (auto& vcpu : vcpus_) {
+    ASSIGN_OR_RETURN(kvm_sregs sregs, vcpu->GetSregs());
+    sregs.cs = FlatSegment(0x10, 0xb);  // execute/read, accessed
+    sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = FlatSegment(0x18, 0x3);  // read/write, accessed
+    sregs.cr0 = 0x11;  // PE | ET
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    RETURN_IF_ERROR(vcpu->SetSregs(sregs));
+    kvm_regs regs{};
+    regs.rip = entry;
+    regs.rax = FERRY_MULTIBOOT_BOOTLOADER_MAGIC;
+    regs.rbx = info_gpa;
+    regs.rflags = 0x2;
+    RETURN_IF_ERROR(vcpu->SetRegs(regs));
+    // Firmware would enable the MTRRs with write-back as default; at reset they are disabled,
+    // which makes all of RAM uncacheable (hundreds of times slower where KVM honours it).
+    RETURN_IF_ERROR(vcpu->SetMsrs({kvm_msr_entry{kMsrMtrrDefType, 0, kMtrrEnable | kMtrrTypeWriteBack}}));
+    // With an in-kernel LAPIC, APs wait for INIT/SIPI; Ferry's guest starts them all at once.
+    RETURN_IF_ERROR(vcpu->SetMpState(kvm_mp_state{KVM_MP_STATE_RUNNABLE}));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::SetSlotFlags(uint32_t flags) {
+  return vm_->SetUserMemoryRegion(kRamSlot, 0, mem_->size(), mem_->data(), flags);
+}
+
+absl::Status MicroVm::Start() {
+  std::lock_guard lock(mu_);
+  if (state_ != VmRunState::kCreated) {
+    return absl::FailedPreconditionError(absl::StrCat("start: VM is ", VmRunStateName(state_)));
+  }
+  if (for_restore_ && !restored_) {
+    return absl::FailedPreconditionError("start: a VM built for restore needs RestoreState first");
+  }
+  InstallKickHandler();
+  thread_live_.assign(vcpus_.size(), true);
+  for (uint32_t i = 0; i < vcpus_.size(); ++i) threads_.emplace_back([this, i] { VcpuLoop(i); });
+  state_ = VmRunState::kRunning;
+  return absl::OkStatus();
+}
+
+void MicroVm::KickAllLocked() {
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    vcpus_[i]->run()->immediate_exit = 1;
+    // A thread that has exited (or was never started) has nothing to interrupt.
+    if (i < thread_live_.size() && thread_live_[i]) pthread_kill(threads_[i].native_handle(), KickSignal());
+  }
+}
+
+void MicroVm::RequestStopLocked() {
+  stop_requested_ = true;
+  KickAllLocked();
+  cv_.notify_all();
+}
+
+void MicroVm::VcpuLoop(uint32_t index) {
+  KvmVcpu& vcpu = *vcpus_[index];
+  for (;;) {
+    int r = vcpu.Run();
+    if (r == -EINTR || (r == 0 && vcpu.run()->exit_reason == KVM_EXIT_INTR)) {
+      // A kick. KVM has completed any pending port I/O on this KVM_RUN, so state is consistent.
+      std::unique_lock lock(mu_);
+      if (stop_requested_) break;
+      if (pause_requested_) {
+        ++parked_;
+        cv_.notify_all();
+        cv_.wait(lock, [this] { return !pause_requested_ || stop_requested_; });
+        --parked_;
+        if (stop_requested_) break;
+        vcpu.run()->immediate_exit = 0;
+      }
+      continue;
+    }
+    if (r == -EAGAIN) continue;
+    if (r < 0) {
+      spdlog::error("vCPU {}: KVM_RUN: {}", index, strerror(-r));
+      break;
+    }
+    if (!HandleExit(vcpu)) break;
+  }
+  std::lock_guard lock(mu_);
+  // One vCPU leaving (guest shutdown, fatal exit) stops the VM: the guest cannot go on without it.
+  thread_live_[index] = false;
+  if (!stop_requested_) RequestStopLocked();
+  if (++exited_ == vcpus_.size()) state_ = VmRunState::kStopped;
+  cv_.notify_all();
+}
+
+bool MicroVm::HandleExit(KvmVcpu& vcpu) {
+  kvm_run* run = vcpu.run();
+  switch (run->exit_reason) {
+    case KVM_EXIT_IO: {
+      uint8_t* data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
+      for (uint32_t i = 0; i < run->io.count; ++i, data += run->io.size) {
+        if (run->io.direction == KVM_EXIT_IO_OUT) {
+          bus_.Write(run->io.port, data, run->io.size);
+        } else {
+          bus_.Read(run->io.port, data, run->io.size);
+        }
+      }
+      return true;
+    }
+    case KVM_EXIT_MMIO:
+      // No MMIO devices: reads see all-ones, writes vanish (like an empty bus).
+      if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+      return true;
+    case KVM_EXIT_HLT:
+      return false;
+    case KVM_EXIT_SHUTDOWN:
+      spdlog::error("vCPU {}: guest triple fault (KVM_EXIT_SHUTDOWN)", vcpu.id());
+      return false;
+    case KVM_EXIT_FAIL_ENTRY:
+      spdlog::error("vCPU {}: VM entry failed, hardware reason 0x{:x}", vcpu.id(),
+                    run->fail_entry.hardware_entry_failure_reason);
+      return false;
+    case KVM_EXIT_INTERNAL_ERROR:
+      spdlog::error("vCPU {}: KVM internal error, suberror {}", vcpu.id(), run->internal.suberror);
+      return false;
+    default:
+      spdlog::error("vCPU {}: unexpected KVM exit reason {}", vcpu.id(), run->exit_reason);
+      return false;
+  }
+}
+
+absl::Status MicroVm::Pause() {
+  std::unique_lock lock(mu_);
+  if (state_ == VmRunState::kPaused) return absl::OkStatus();
+  if (state_ != VmRunState::kRunning) {
+    return absl::FailedPreconditionError(absl::StrCat("pause: VM is ", VmRunStateName(state_)));
+  }
+  pause_requested_ = true;
+  KickAllLocked();
+  bool parked = cv_.wait_for(lock, std::chrono::nanoseconds(kPauseTimeoutNs),
+                             [this] { return parked_ + exited_ == vcpus_.size(); });
+  if (!parked) {
+    return absl::DeadlineExceededError(absl::StrCat("pause: only ", parked_, " of ", vcpus_.size(),
+                                                    " vCPUs parked within 5 s"));
+  }
+  if (state_ == VmRunState::kRunning) state_ = VmRunState::kPaused;
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::Resume() {
+  std::lock_guard lock(mu_);
+  if (state_ == VmRunState::kRunning) return absl::OkStatus();
+  if (state_ != VmRunState::kPaused) {
+    return absl::FailedPreconditionError(absl::StrCat("resume: VM is ", VmRunStateName(state_)));
+  }
+  pause_requested_ = false;
+  state_ = VmRunState::kRunning;
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::Stop() {
+  std::lock_guard join_lock(join_mu_);
+  {
+    std::lock_guard lock(mu_);
+    if (threads_.empty()) {
+      state_ = VmRunState::kStopped;
+      return absl::OkStatus();
+    }
+    RequestStopLocked();
+  }
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  std::lock_guard lock(mu_);
+  state_ = VmRunState::kStopped;
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::EnableDirtyTracking() {
+  std::lock_guard lock(dirty_mu_);
+  if (tracking_) return absl::OkStatus();
+  RETURN_IF_ERROR(SetSlotFlags(KVM_MEM_LOG_DIRTY_PAGES));
+  tracking_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::DisableDirtyTracking() {
+  std::lock_guard lock(dirty_mu_);
+  if (!tracking_) return absl::OkStatus();
+  // Harvest first: pages dirtied since the last collect must survive the flag change.
+  RETURN_IF_ERROR(vm_->GetDirtyLog(kRamSlot, log_words_));
+  pending_dirty_.OrWords(0, log_words_);
+  RETURN_IF_ERROR(SetSlotFlags(0));
+  tracking_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::CollectDirtyPages(DirtyBitmap& out) {
+  if (out.num_pages() != mem_->num_pages()) {
+    return absl::InvalidArgumentError(absl::StrCat("dirty bitmap has ", out.num_pages(), " pages, guest memory ",
+                                                   mem_->num_pages()));
+  }
+  std::lock_guard lock(dirty_mu_);
+  if (tracking_) {
+    RETURN_IF_ERROR(vm_->GetDirtyLog(kRamSlot, log_words_));
+    out.OrWords(0, log_words_);
+  }
+  out.Or(pending_dirty_);
+  pending_dirty_.ClearAll();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::VmState> MicroVm::SaveState() {
+  std::lock_guard lock(mu_);
+  if (state_ != VmRunState::kPaused) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("save state: VM is ", VmRunStateName(state_), "; pause it first"));
+  }
+  v1::VmState s;
+  s.set_backend(v1::BACKEND_KIND_KVM);
+  s.set_memory_bytes(mem_->size());
+  s.set_vcpu_count(static_cast<uint32_t>(vcpus_.size()));
+  s.set_guest_cmdline(cmdline_);
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    ASSIGN_OR_RETURN(*s.add_vcpus(), SaveVcpuState(*vcpus_[i], msr_indices_, cpuid_[i]));
+  }
+  ASSIGN_OR_RETURN(*s.mutable_kvm(), SaveKvmVmState(*vm_));
+  *s.mutable_serial() = serial_->Save();
+  *s.mutable_status() = monitor_.Save();
+  return s;
+}
+
+absl::Status MicroVm::RestoreState(const v1::VmState& s) {
+  std::lock_guard lock(mu_);
+  if (!for_restore_ || state_ != VmRunState::kCreated || restored_) {
+    return absl::FailedPreconditionError("restore state: needs a VM built for restore that has not started");
+  }
+  if (s.backend() != v1::BACKEND_KIND_KVM) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("restore state: saved by backend ", v1::BackendKind_Name(s.backend()), ", not KVM"));
+  }
+  if (s.memory_bytes() != mem_->size()) {
+    return absl::InvalidArgumentError(absl::StrCat("restore state: saved VM had ", s.memory_bytes(),
+                                                   " bytes of memory, this one ", mem_->size()));
+  }
+  if (s.vcpu_count() != vcpus_.size() || static_cast<size_t>(s.vcpus_size()) != vcpus_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("restore state: saved VM had ", s.vcpu_count(), " vCPUs (",
+                                                   s.vcpus_size(), " saved), this one ", vcpus_.size()));
+  }
+  // Check everything before touching anything.
+  RETURN_IF_ERROR(ValidateKvmVmState(s.kvm()));
+  for (int i = 0; i < s.vcpus_size(); ++i) {
+    if (s.vcpus(i).index() != static_cast<uint32_t>(i)) {
+      return absl::InvalidArgumentError(absl::StrCat("restore state: vCPU entry ", i, " has index ", s.vcpus(i).index()));
+    }
+    RETURN_IF_ERROR(ValidateVcpuState(s.vcpus(i)));
+  }
+  RETURN_IF_ERROR(RestoreKvmVmState(*vm_, s.kvm()));
+  for (int i = 0; i < s.vcpus_size(); ++i) {
+    RETURN_IF_ERROR(RestoreVcpuState(*vcpus_[i], s.vcpus(i)));
+    ASSIGN_OR_RETURN(cpuid_[i], CpuidFromBlob(s.vcpus(i).cpuid(), i));
+  }
+  serial_->Restore(s.serial());
+  monitor_.Restore(s.status());
+  if (!s.guest_cmdline().empty()) cmdline_ = s.guest_cmdline();
+  restored_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<MicroVm>> BuildMicroVm(const VmSpec& spec, bool for_restore) {
+  RETURN_IF_ERROR(ValidateSpec(spec));
+  std::string why;
+  if (!KvmUsable(&why)) return absl::FailedPreconditionError(absl::StrCat("KVM is not usable: ", why));
+  ASSIGN_OR_RETURN(KvmSystem kvm, KvmSystem::Open());
+  // GuestMemory refuses more than the host has; only then is the microVM's own limit worth citing.
+  ASSIGN_OR_RETURN(auto mem, GuestMemory::Create(spec.memory_bytes));
+  if (spec.memory_bytes > kMaxRamBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("memory = ", spec.memory_bytes >> 20,
+                                                   " MiB: the KVM microVM maps at most ", kMaxRamBytes >> 20,
+                                                   " MiB (use the synthetic backend for larger guests)"));
+  }
+  auto vm = std::make_unique<MicroVm>(spec, for_restore, std::move(kvm), std::move(mem));
+  RETURN_IF_ERROR(vm->Init());
+  return vm;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVm(const VmSpec& spec, bool for_restore) {
-  return absl::UnimplementedError("micro backend not built yet");
+  std::string image = spec.image_path.empty() ? DefaultGuestImagePath() : spec.image_path;
+  if (!for_restore) {
+    struct stat st {};
+    if (::stat(image.c_str(), &st) != 0) return ErrnoError(absl::StrCat("guest image ", image));
+  }
+  ASSIGN_OR_RETURN(auto vm, BuildMicroVm(spec, for_restore));
+  if (!for_restore) {
+    ASSIGN_OR_RETURN(MultibootEntry entry, LoadMultibootImage(image, vm->cmdline(), vm->memory()));
+    RETURN_IF_ERROR(vm->BootAt(entry.entry_eip, entry.info_gpa));
+  }
+  return std::unique_ptr<Vm>(std::move(vm));
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmWithCode(const VmSpec& spec, uint64_t load_gpa,
+                                                          std::span<const uint8_t> code) {
+  ASSIGN_OR_RETURN(auto vm, BuildMicroVm(spec, /*for_restore=*/false));
+  if (load_gpa + code.size() > vm->memory().size() || load_gpa > 0xffffffffull) {
+    return absl::InvalidArgumentError(absl::StrFormat("code of %d bytes at 0x%x does not fit in guest memory",
+                                                      code.size(), load_gpa));
+  }
+  std::memcpy(vm->memory().data() + load_gpa, code.data(), code.size());
+  RETURN_IF_ERROR(vm->BootAt(static_cast<uint32_t>(load_gpa), 0));
+  return std::unique_ptr<Vm>(std::move(vm));
 }
 
 }  // namespace ferry

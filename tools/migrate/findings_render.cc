@@ -11,14 +11,14 @@
 namespace ferry::cli {
 
 std::string FindingsJson(const std::vector<Finding>& findings) {
-  nlohmann::json list = nlohmann::json::array();
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const Finding& f : findings) {
     list.push_back({{"severity", SeverityName(f.severity)},
                     {"code", FindingCodeName(f.code)},
                     {"subject", f.subject},
                     {"message", f.message}});
   }
-  return nlohmann::json{{"findings", list}}.dump(2) + "\n";
+  return nlohmann::ordered_json{{"findings", list}}.dump(2) + "\n";
 }
 
 std::string FindingsTable(const std::vector<Finding>& findings, bool color) {

@@ -1,0 +1,23 @@
+#pragma once
+// Whether a VM can move from `source` to `destination`: a pure function of its inputs
+// (DESIGN.md). Every code is documented in docs/prechecks.md.
+//
+// Inputs the caller prepares: the VM's CPU spec resolved to features (ResolveVmCpu; a VM without
+// one gets the source host's set), and the destination's disk access (ProbeDiskAccess run on the
+// destination).
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/host/host_facts.h"
+#include "engine/precheck/finding.h"
+#include "engine/vm/vm_spec.h"
+
+namespace ferry {
+
+// Below this a migration still works but takes long and may not converge.
+inline constexpr uint32_t kMinMigrationLinkMbps = 1000;
+
+std::vector<Finding> RunPrechecks(const VmSpec& vm, const HostFacts& source, const HostFacts& destination);
+
+}  // namespace ferry
