@@ -7,7 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/agent/migration_precheck.h"
+#include "engine/agent/vm_announce.h"
 #include "engine/migration/protocol.h"
+#include "engine/precheck/finding_proto.h"
 #include "engine/transport/grpc_peer_channel.h"
 #include "engine/vm/vm_spec_proto.h"
 
@@ -17,6 +20,10 @@ namespace {
 std::string NewMigrationId() {
   std::random_device rd;
   return absl::StrFormat("mig-%08x", rd());
+}
+
+std::string ExpectedPeerName(const std::string& address, const std::string& name) {
+  return name.empty() ? address.substr(0, address.rfind(':')) : name;
 }
 
 grpc::Status NotFound(const std::string& name) {
@@ -95,13 +102,42 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
   Vm& vm = *(*entry)->vm;
   spdlog::info("event=migration_out_start migration={} vm={} to={}", id, req->vm_name(), req->destination());
 
+  std::vector<std::string> precheck_warnings;
   auto emit = [&](const v1::MigrationEvent& e) {
     ctx_.migrations.Update(id, e);
     writer->Write(e);  // a client that went away does not stop the migration
   };
-  std::string expected_name = req->destination_name();
-  if (expected_name.empty()) expected_name = req->destination().substr(0, req->destination().rfind(':'));
-  auto grpc_channel = ctx_.dial_peer(req->destination(), expected_name);
+  auto grpc_channel = ctx_.dial_peer(req->destination(), ExpectedPeerName(req->destination(), req->destination_name()));
+  if (grpc_channel.ok() && !req->options().skip_prechecks()) {
+    // Nothing moves before the destination is known to be able to run the VM.
+    v1::MigrationEvent pe;
+    pe.set_migration_id(id);
+    pe.set_phase(v1::MIGRATION_PHASE_PRECHECK);
+    auto findings = PrecheckMigration(ctx_.config, vm.spec(), *grpc_channel);
+    if (!findings.ok() || HasErrors(*findings)) {
+      ctx_.vms.EndMigrationOut(req->vm_name(), false);
+      pe.set_phase(v1::MIGRATION_PHASE_FAILED);
+      if (!findings.ok()) {
+        pe.set_error(absl::StrCat("precheck failed: ", findings.status().message()));
+      } else {
+        *pe.mutable_precheck() = FindingsToProto(*findings);
+        std::string errors;
+        for (const Finding& f : *findings) {
+          if (f.severity == Severity::kError) absl::StrAppend(&errors, errors.empty() ? "" : "; ", FindingCodeName(f.code), ": ", f.message);
+        }
+        pe.set_error(absl::StrCat("migration refused by prechecks: ", errors));
+      }
+      pe.set_message("refused; the VM keeps running on the source");
+      emit(pe);
+      spdlog::info("event=migration_out_refused migration={} vm={} error=\"{}\"", id, req->vm_name(), pe.error());
+      return grpc::Status::OK;
+    }
+    *pe.mutable_precheck() = FindingsToProto(*findings);
+    pe.set_message(findings->empty() ? "prechecks passed"
+                                     : absl::StrCat("prechecks passed with ", findings->size(), " warning(s)"));
+    emit(pe);
+    for (const Finding& f : *findings) precheck_warnings.push_back(absl::StrCat(FindingCodeName(f.code), ": ", f.message));
+  }
   absl::StatusOr<std::unique_ptr<GrpcPeerChannel>> channel =
       grpc_channel.ok() ? GrpcPeerChannel::Open(*grpc_channel, ctx_.secure)
                         : absl::StatusOr<std::unique_ptr<GrpcPeerChannel>>(grpc_channel.status());
@@ -118,6 +154,7 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
   PrecopySource source(vm, **channel, config, emit);
   ctx_.migrations.Add(id, &source);
   SourceResult result = source.Run();
+  for (const auto& w : precheck_warnings) result.stats.add_warnings(w);
   ctx_.migrations.Finish(id);
   channel->reset();
   const bool left = result.outcome == SourceOutcome::kCompleted;
@@ -171,6 +208,31 @@ grpc::Status AgentService::CancelMigration(grpc::ServerContext*, const v1::Cance
   }
   ctx_.migrations.Get(req->migration_id(), out->mutable_last_event());
   spdlog::info("event=migration_cancel_requested migration={}", req->migration_id());
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::AnnounceVm(grpc::ServerContext*, const v1::AnnounceVmRequest* req,
+                                      v1::AnnounceVmResponse* out) {
+  auto e = ctx_.vms.Find(req->name());
+  if (!e || !e->vm) return NotFound(req->name());
+  if (e->vm->spec().nics.empty()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("VM '", req->name(), "' has no NICs to announce"));
+  }
+  AnnounceResult a = AnnounceVmNics(ctx_.config, e->vm->spec());
+  out->set_frames_sent(static_cast<uint32_t>(a.frames_sent));
+  for (const auto& w : a.warnings) out->add_warnings(w);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::Precheck(grpc::ServerContext*, const v1::PrecheckRequest* req, v1::PrecheckReport* out) {
+  auto e = ctx_.vms.Find(req->vm_name());
+  if (!e || !e->vm) return NotFound(req->vm_name());
+  auto channel = ctx_.dial_peer(req->destination(), ExpectedPeerName(req->destination(), req->destination_name()));
+  if (!channel.ok()) return ToGrpcStatus(channel.status());
+  auto findings = PrecheckMigration(ctx_.config, e->vm->spec(), *channel);
+  if (!findings.ok()) return ToGrpcStatus(findings.status());
+  *out = FindingsToProto(*findings);
   return grpc::Status::OK;
 }
 

@@ -20,6 +20,8 @@ class AgentService final : public v1::Agent::Service {
   grpc::Status CancelMigration(grpc::ServerContext*, const v1::CancelMigrationRequest*,
                                v1::MigrationInfo*) override;
   grpc::Status GetHostInfo(grpc::ServerContext*, const v1::GetHostInfoRequest*, v1::HostInfo*) override;
+  grpc::Status AnnounceVm(grpc::ServerContext*, const v1::AnnounceVmRequest*, v1::AnnounceVmResponse*) override;
+  grpc::Status Precheck(grpc::ServerContext*, const v1::PrecheckRequest*, v1::PrecheckReport*) override;
 
  private:
   AgentContext& ctx_;

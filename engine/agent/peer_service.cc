@@ -5,13 +5,38 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/agent/host_facts_source.h"
+#include "engine/agent/vm_announce.h"
+#include "engine/agent/tls_config.h"
+#include "engine/host/disk_access.h"
+#include "engine/host/host_facts_proto.h"
 #include "engine/migration/migration_receiver.h"
+#include "engine/vm/vm_spec_proto.h"
 #include "engine/transport/grpc_peer_channel.h"
 
 namespace ferry {
 
+grpc::Status PeerService::GetHostFacts(grpc::ServerContext* context, const v1::GetHostFactsRequest* req,
+                                       v1::HostFacts* out) {
+  if (grpc::Status peer = RequireHostPeer(*context); !peer.ok()) return peer;
+  auto facts = AgentHostFacts(ctx_.config);
+  if (!facts.ok()) return ToGrpcStatus(facts.status());
+  auto vm = VmSpecFromProto(req->vm());
+  if (!vm.ok()) return ToGrpcStatus(vm.status());
+  // Only this host can tell whether it can open the VM's disks.
+  ProbeDiskAccess(*facts, *vm, HostFactsFromProto(req->source()));
+  *out = HostFactsToProto(*facts);
+  return grpc::Status::OK;
+}
+
 grpc::Status PeerService::Migrate(grpc::ServerContext* context,
                                   grpc::ServerReaderWriter<v1::PeerReply, v1::PeerMessage>* stream) {
+  // Only another agent (a host certificate from the cluster CA) may push a VM here.
+  if (grpc::Status peer = RequireHostPeer(*context); !peer.ok()) {
+    spdlog::warn("event=migration_in_refused reason=\"{}\" peer=\"{}\"", peer.error_message(),
+                 GetPeerIdentity(*context).ToString());
+    return peer;
+  }
   std::string reserved_name;
   std::shared_ptr<VmEntry> reserved;
   ReceiverHooks hooks;
@@ -45,6 +70,15 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
   while (stream->Read(&msg)) {
     std::optional<v1::PeerReply> reply = receiver.Handle(msg);
     if (reply) stream->Write(*reply);
+    if (reply && reply->has_resumed()) {
+      // Tell the network where the VM is now (after the resume: it never delays it).
+      v1::PeerReply announced;
+      AnnounceResult a = AnnounceVmNics(ctx_.config, reserved->vm->spec());
+      announced.mutable_announced()->set_frames_sent(a.frames_sent);
+      announced.mutable_announced()->set_frames_failed(a.frames_failed);
+      for (const auto& w : a.warnings) announced.mutable_announced()->add_warnings(w);
+      stream->Write(announced);
+    }
     if (reply && reply->has_error()) {
       spdlog::warn("event=migration_in_refused migration={} code={} error=\"{}\"", receiver.migration_id(),
                    v1::PeerErrorCode_Name(reply->error().code()), reply->error().message());

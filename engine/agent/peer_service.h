@@ -11,6 +11,8 @@ class PeerService final : public v1::Peer::Service {
   explicit PeerService(AgentContext& ctx) : ctx_(ctx) {}
   grpc::Status Migrate(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::PeerReply, v1::PeerMessage>* stream) override;
+  grpc::Status GetHostFacts(grpc::ServerContext* context, const v1::GetHostFactsRequest* req,
+                            v1::HostFacts* out) override;
 
  private:
   AgentContext& ctx_;

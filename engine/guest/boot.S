@@ -2,7 +2,8 @@
  * 32-bit protected mode with paging off; every vCPU of Ferry's microVM starts here at once (there
  * is no INIT/SIPI), so each finds its index from its initial APIC ID, takes its own stack, and all
  * but vCPU 0 wait while vCPU 0 builds the identity page tables. Then each switches to long mode
- * and calls guest_main(index).
+ * and calls guest_main(index), which drops to CPL 3 (enter_user) for everything but setup and
+ * halting: see guest_main.c for why. The page tables and GDT therefore allow user access.
  * Constants mirror guest_abi.h (which is C): multiboot magics, FERRY_MAX_VCPUS = 8. */
 
 #define MB_HEADER_MAGIC 0x1BADB002
@@ -68,13 +69,13 @@ _start32:
   mov $1, %ecx
 3:
   mov %ecx, boot_gib
-  movl $(pdpt + 3), pml4
+  movl $(pdpt + 7), pml4       /* present, writable, user */
   movl $0, pml4 + 4
   xor %edx, %edx
 4:
   mov %edx, %eax
   shl $12, %eax
-  add $(pds + 3), %eax
+  add $(pds + 7), %eax
   mov %eax, pdpt(, %edx, 8)
   movl $0, pdpt + 4(, %edx, 8)
   inc %edx
@@ -86,7 +87,7 @@ _start32:
 5:
   mov %edx, %eax
   shl $21, %eax
-  or $0x83, %eax              /* present, writable, 2 MiB page */
+  or $0x87, %eax              /* present, writable, user, 2 MiB page (write-back: PAT 0) */
   mov %eax, pds(, %edx, 8)
   mov %edx, %eax
   shr $11, %eax
@@ -143,12 +144,27 @@ halt64:
   hlt
   jmp halt64
 
+/* void enter_user(void (*fn)(uint32_t), uint32_t arg): continues at fn(arg) at CPL 3 on the current
+ * stack, interrupts off, IOPL 3 so the port I/O of the serial and status ports still works. */
+  .globl enter_user
+enter_user:
+  mov %rsp, %rcx              /* as after a call: fn sees the usual stack alignment */
+  pushq $0x23                 /* SS: user data, RPL 3 */
+  pushq %rcx
+  pushq $0x3002               /* RFLAGS: IOPL 3, IF 0 */
+  pushq $0x1b                 /* CS: 64-bit user code, RPL 3 */
+  pushq %rdi
+  mov %esi, %edi
+  iretq
+
   .section .data
   .balign 8
 gdt:
   .quad 0
   .quad 0x00af9a000000ffff    /* 0x08: 64-bit code */
   .quad 0x00cf92000000ffff    /* 0x10: flat data */
+  .quad 0x00affa000000ffff    /* 0x18: 64-bit user code (DPL 3) */
+  .quad 0x00cff2000000ffff    /* 0x20: flat user data (DPL 3) */
 gdt_ptr:
   .word gdt_ptr - gdt - 1
   .long gdt

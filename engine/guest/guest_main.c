@@ -1,6 +1,12 @@
 /* The built-in guest after boot.S: parse the command line, size the working set, calibrate the
  * TSC, then run the workload core (workload.c) on every vCPU, reporting on the serial and status
- * ports. Freestanding: no libc, interrupts stay off. */
+ * ports. Freestanding: no libc, interrupts stay off.
+ *
+ * Only checks that may end in a halt run at CPL 0; calibration, setup and the workload run at
+ * CPL 3 (enter_user, IOPL 3 keeps port I/O working). Under a PVM host (KVM without VMX, e.g.
+ * nested in a cloud VM) a guest that is not PVM-aware has its supervisor mode emulated
+ * instruction by instruction, ~1000x slower (a register loop: ~2 us per iteration at CPL 0,
+ * ~1 ns at CPL 3), while its user mode runs natively. Under VMX or SVM the CPL costs nothing. */
 #include <stdint.h>
 
 #include "engine/guest/guest_abi.h"
@@ -10,6 +16,8 @@ _Static_assert(FERRY_MAX_VCPUS == 8, "boot.S reserves stacks for 8 vCPUs");
 
 extern uint32_t boot_magic, boot_mbi, boot_gib;
 void guest_main(uint32_t idx);
+/* boot.S: continues at fn(arg) at CPL 3 on the current stack. */
+void enter_user(void (*fn)(uint32_t), uint32_t arg) __attribute__((noreturn));
 
 /* The compiler may emit calls to these even in freestanding code. */
 void *memset(void *d, int c, unsigned long n) {
@@ -169,8 +177,11 @@ static const char *pattern_name(uint32_t p) {
   return p == FW_PATTERN_SEQUENTIAL ? "sequential" : p == FW_PATTERN_HOTCOLD ? "hotcold" : "random";
 }
 
-/* vCPU 0's one-time setup; returns 0 after reporting why the guest cannot run. */
-static int boot(void) {
+static struct fw_config boot_cfg;
+static uint64_t boot_mem;
+
+/* vCPU 0's checks, at CPL 0 because a bad configuration ends in a halt; fills boot_cfg. */
+static void boot_check(void) {
   console(0, "ferry-guest: booting", 1);
   if (boot_magic != FERRY_MULTIBOOT_BOOTLOADER_MAGIC) {
     console(0, "ferry-guest: not started by a multiboot loader (bad EAX magic)", 1);
@@ -213,6 +224,15 @@ static int boot(void) {
     console(0, buf, 1);
     shutdown(1);
   }
+  boot_cfg = cfg;
+  boot_mem = mem;
+}
+
+/* vCPU 0's setup after boot_check, at CPL 3: the TSC calibration and laying out the working set
+ * run natively there (see the top of this file). */
+static void boot_setup(void) {
+  const struct fw_config cfg = boot_cfg;
+  const uint64_t mem = boot_mem;
   const char *source = "";
   uint64_t khz = tsc_khz(&cfg, &source);
   fw_init((void *)(uintptr_t)FERRY_GPA_WORKSET, &cfg, khz, rdtsc());
@@ -238,21 +258,29 @@ static int boot(void) {
   p = fw_append_str(p, end, source);
   fw_append_str(p, end, ")");
   console(0, buf, 1);
-  return 1;
 }
 
 static uint32_t boot_done; /* 1 once vCPU 0 has set up the workload */
 
-void guest_main(uint32_t idx) {
+/* At CPL 3: never halts (HLT would fault), so every path that halts stays in guest_main. */
+static void user_main(uint32_t idx) {
   void *ws = (void *)(uintptr_t)FERRY_GPA_WORKSET;
   if (idx == 0) {
-    boot();
+    boot_setup();
     __atomic_store_n(&boot_done, 1, __ATOMIC_RELEASE);
-  } else {
-    while (!__atomic_load_n(&boot_done, __ATOMIC_ACQUIRE)) cpu_relax();
   }
-  if (idx >= ((struct fw_state *)ws)->nworkers) halt_forever(); /* more vCPUs than ncpu= */
   for (;;) {
     if (fw_step(ws, idx, rdtsc(), &kEnv)) cpu_relax();
   }
+}
+
+void guest_main(uint32_t idx) {
+  if (idx == 0) {
+    boot_check();
+    enter_user(user_main, 0);
+  }
+  while (!__atomic_load_n(&boot_done, __ATOMIC_ACQUIRE)) cpu_relax();
+  const struct fw_state *st = (const struct fw_state *)(uintptr_t)FERRY_GPA_WORKSET;
+  if (idx >= st->nworkers) halt_forever(); /* more vCPUs than ncpu= */
+  enter_user(user_main, idx);
 }

@@ -24,6 +24,7 @@ enum fw_pattern { FW_PATTERN_SEQUENTIAL = 1, FW_PATTERN_RANDOM = 2, FW_PATTERN_H
 #define FW_STATE_MAGIC 0x64616f6c6b726f77ULL /* "workload" */
 #define FW_STATE_VERSION 1
 #define FW_SWEEP_PAGES_PER_MS 8 /* background verification per worker */
+#define FW_MAX_BACKLOG_MS 10    /* writes a late worker may make up (see fw_step) */
 
 struct fw_config {
   uint64_t ws_pages;         /* working-set size in 4 KiB pages */
@@ -55,6 +56,7 @@ struct fw_state {
   uint64_t gen_offset;     /* from the start of the working-set region */
   uint64_t pages_offset;
   struct fw_worker w[FERRY_MAX_VCPUS];
+  uint64_t written_at_last_hb_line; /* all workers' pages_written when worker 0 last wrote "hb" */
 };
 
 /* How the workload reports: the guest's serial port and status port, or the synthetic backend. */

@@ -90,23 +90,24 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
   BatchCounters c;
   absl::Status send_status;
   int64_t t0 = MonotonicNanos();
-  bool dropped = false;
-  uint64_t total_pages = pages.Count();
-  bool ok = EncodeDirtyPages(vm_.memory(), pages, round, kMaxBatchDataBytes, c, [&](v1::MemoryBatch& b) {
+  const DirtyBitmap* to_send = &pages;
+  DirtyBitmap without_one;
+  if (final_round && config_.test_drop_one_final_page) {
+    // Fault hook: forget the highest non-zero dirty page (the working set lies above the guest's
+    // own state, so this is a page the guest will re-check).
+    without_one = pages;
+    for (uint64_t p = pages.num_pages(); p-- > 0;) {
+      if (pages.Test(p) && !IsZeroPage(vm_.memory().page(p))) {
+        without_one.Clear(p);
+        break;
+      }
+    }
+    to_send = &without_one;
+  }
+  bool ok = EncodeDirtyPages(vm_.memory(), *to_send, round, kMaxBatchDataBytes, c, [&](v1::MemoryBatch& b) {
     if (cancelled()) {
       send_status = absl::CancelledError("migration cancelled by request");
       return false;
-    }
-    if (final_round && config_.test_drop_one_final_page && !dropped) {
-      // Fault hook: forget the last page of the first non-zero run.
-      for (auto& run : *b.mutable_runs()) {
-        if (!run.zero() && run.count() > 0) {
-          run.set_count(run.count() - 1);
-          run.mutable_data()->resize(uint64_t{run.count()} * kPageSize);
-          dropped = true;
-          break;
-        }
-      }
     }
     v1::PeerMessage msg;
     msg.mutable_memory()->Swap(&b);
@@ -131,11 +132,10 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
   double secs = static_cast<double>(t1 - t0) / 1e9;
   // Rounds of a few pages finish in microseconds and say nothing about the link; keep the last
   // bandwidth measured on a round big enough to mean something.
-  if (rs.bytes_sent() >= (1u << 20) && secs > 0) {
+  if (secs > 0 && rs.bytes_sent() > 0 && (rs.bytes_sent() >= (1u << 20) || last_bandwidth_bps_ <= 0)) {
     last_bandwidth_bps_ = static_cast<double>(rs.bytes_sent()) / secs;
   }
   rs.set_bandwidth_mibps(secs > 0 ? static_cast<double>(rs.bytes_sent()) / secs / 1048576.0 : 0);
-  (void)total_pages;
   return absl::OkStatus();
 }
 
@@ -145,7 +145,8 @@ absl::Status PrecopySource::Precopy(bool& force) {
   dirty_tracking_on_ = true;
   precopy_start_ns_ = MonotonicNanos();
   const uint64_t num_pages = vm_.memory().num_pages();
-  DirtyBitmap pages(num_pages);
+  pending_ = DirtyBitmap(num_pages);
+  DirtyBitmap& pages = pending_;
   pages.SetAll();
   // Clear whatever the log gathered before round 1: round 1 sends everything anyway.
   DirtyBitmap scratch(num_pages);
@@ -164,7 +165,11 @@ absl::Status PrecopySource::Precopy(bool& force) {
     last_dirty_rate_mibps_ = round_s > 0 ? static_cast<double>(dirty * kPageSize) / round_s / 1048576.0 : 0;
     remaining_bytes_ = dirty * kPageSize;
     uint64_t state_estimate = stats_.state_bytes() > 0 ? stats_.state_bytes() : kDeviceStateEstimateBytes;
-    last_expected_ms_ = ExpectedDowntimeMs(dirty * kPageSize, state_estimate, last_bandwidth_bps_);
+    // Nothing left to send but the device state: switch over (an idle guest must not spin
+    // through rounds for want of a bandwidth figure).
+    last_expected_ms_ = dirty == 0 && last_bandwidth_bps_ <= 0
+                            ? 0
+                            : ExpectedDowntimeMs(dirty * kPageSize, state_estimate, last_bandwidth_bps_);
     rs.set_dirty_rate_mibps(last_dirty_rate_mibps_);
     rs.set_dirty_pages_after(dirty);
     rs.set_expected_downtime_ms(last_expected_ms_);
@@ -200,7 +205,7 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
   RETURN_IF_ERROR(vm_.Pause());
   vm_paused_by_us_ = true;
   ++round_;
-  DirtyBitmap pages(vm_.memory().num_pages());
+  DirtyBitmap& pages = pending_;  // still holds what the last pre-copy round found dirty
   RETURN_IF_ERROR(vm_.CollectDirtyPages(pages));
   remaining_bytes_ = pages.Count() * kPageSize;
   v1::RoundStats rs;
@@ -232,6 +237,15 @@ absl::Status PrecopySource::Commit() {
   int64_t now = MonotonicNanos();
   stats_.set_downtime_same_clock(same_clock_);
   stats_.set_downtime_ms(NanosToMillis((same_clock_ ? reply.resumed().resume_ns() : now) - pause_ns_));
+  // The VM runs on the destination now; its announcement follows (a failed one is a warning).
+  Emit(v1::MIGRATION_PHASE_ANNOUNCE, "announcing the VM's MAC addresses from the destination");
+  v1::PeerReply announced;
+  if (channel_.Receive(announced).ok() && announced.has_announced()) {
+    stats_.set_frames_announced(announced.announced().frames_sent());
+    for (const auto& w : announced.announced().warnings()) stats_.add_warnings("announce: " + w);
+  } else {
+    stats_.add_warnings("announce: the destination did not report its RARP announcement");
+  }
   channel_.CloseSend();
   return absl::OkStatus();
 }

@@ -84,6 +84,9 @@ class PrecopySource {
   double progress_fraction_ = 0;
   uint32_t round_ = 0;
   v1::MigrationStats stats_;
+  // Pages dirtied since they were last sent: collected after each pre-copy round, sent by the
+  // next round or, at switch-over, together with the final collection.
+  DirtyBitmap pending_;
 };
 
 }  // namespace ferry

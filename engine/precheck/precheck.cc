@@ -76,7 +76,8 @@ class Checker {
               absl::StrCat(h->name, " (", h == &src_ ? "source" : "destination",
                            ") has no migration interface; configure one (host file "
                            "migration_interface.address, or a libvirt host interface with an IP address)"));
-      } else if (h->migration_interface->link_speed_mbps < kMinMigrationLinkMbps) {
+      } else if (h->migration_interface->link_speed_mbps != 0 &&  // 0: unknown (loopback, virtual NIC)
+                 h->migration_interface->link_speed_mbps < kMinMigrationLinkMbps) {
         Add(Severity::kWarning, FindingCode::kMigrationLinkSlow, h->name,
             absl::StrCat(h->name, "'s migration interface ", h->migration_interface->address, " runs at ",
                          h->migration_interface->link_speed_mbps, " Mbit/s (< ", kMinMigrationLinkMbps,

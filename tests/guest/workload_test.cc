@@ -127,6 +127,24 @@ TEST(WorkloadTest, PacesWritesToTheRate) {
   EXPECT_TRUE(rec.corruption_pages.empty());
 }
 
+TEST(WorkloadTest, MakesUpAShortPreemptionButNotALongPause) {
+  fw_config c = Config("ws=4 rate=4 pattern=sequential");  // 1024 pages/s: one per ~0.98 ms
+  Region r(c);
+  Recorder rec;
+  fw_env env = rec.env();
+  fw_init(r.ws(), &c, kTicksPerMs, 0);
+  fw_step(r.ws(), 0, 0, &env);
+  uint64_t before = r.state()->w[0].pages_written;
+  // The host ran something else for 6 ms: the missed writes follow (16 per step at most).
+  for (int i = 0; i < 4; ++i) fw_step(r.ws(), 0, 6 * kTicksPerMs, &env);
+  EXPECT_EQ(r.state()->w[0].pages_written - before, 6u);
+  // A 60 s pause: no more than FW_MAX_BACKLOG_MS worth of writes.
+  before = r.state()->w[0].pages_written;
+  for (int i = 0; i < 4; ++i) fw_step(r.ws(), 0, 60'000 * kTicksPerMs, &env);
+  EXPECT_LE(r.state()->w[0].pages_written - before, FW_MAX_BACKLOG_MS * 1024u / 1000u + 1u);
+  EXPECT_TRUE(rec.corruption_pages.empty());
+}
+
 TEST(WorkloadTest, HeartbeatsEveryMillisecondAndHbLineEverySecond) {
   fw_config c = Config("ws=1 rate=1 tick_ms=250");
   Region r(c);
@@ -135,7 +153,8 @@ TEST(WorkloadTest, HeartbeatsEveryMillisecondAndHbLineEverySecond) {
   fw_init(r.ws(), &c, kTicksPerMs, 0);
   for (uint64_t us = 0; us <= 2'000'000; us += 100) fw_step(r.ws(), 0, us * 1000, &env);
   EXPECT_NEAR(static_cast<double>(rec.heartbeats), 2000.0, 2.0);
-  EXPECT_EQ(rec.lines, (std::vector<std::string>{"hb 1", "hb 2"}));
+  // 1 MiB/s = 256 pages a second, reported on each hb line.
+  EXPECT_EQ(rec.lines, (std::vector<std::string>{"hb 1 w=256", "hb 2 w=256"}));
   EXPECT_EQ(std::count(rec.raw.begin(), rec.raw.end(), '.'), 8);
   // A clock jump (a long pause) gives one heartbeat, not a burst.
   uint64_t before = rec.heartbeats;

@@ -9,6 +9,7 @@
 
 #include "engine/agent/agent_server.h"
 #include "engine/agent/agent_tls.h"
+#include "engine/agent/tls_config.h"
 
 int main(int argc, char** argv) {
   using namespace ferry;
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   auto* listen = app.add_option("--listen", flags.listen, "listen address HOST:PORT (port 0: any free port)");
   auto* data_dir = app.add_option("--data-dir", flags.data_dir, "directory for VM logs and state");
   auto* port_file = app.add_option("--port-file", flags.port_file, "write the bound port here");
+  auto* host_facts = app.add_option("--host-facts", flags.host_facts, "host file (YAML) or libvirt:URI");
   auto* ca = app.add_option("--tls-ca", flags.tls_ca, "CA certificate (PEM)");
   auto* cert = app.add_option("--tls-cert", flags.tls_cert, "this host's certificate (PEM)");
   auto* key = app.add_option("--tls-key", flags.tls_key, "this host's private key (PEM)");
@@ -41,6 +43,7 @@ int main(int argc, char** argv) {
   if (*listen) config.listen = flags.listen;
   if (*data_dir) config.data_dir = flags.data_dir;
   if (*port_file) config.port_file = flags.port_file;
+  if (*host_facts) config.host_facts = flags.host_facts;
   if (*ca) config.tls_ca = flags.tls_ca;
   if (*cert) config.tls_cert = flags.tls_cert;
   if (*key) config.tls_key = flags.tls_key;
@@ -52,6 +55,7 @@ int main(int argc, char** argv) {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [" + config.name + "] %v");
   }
 
+  RouteGrpcLogsToSpdlog();
   auto security = MakeAgentSecurity(config);
   if (!security.ok()) {
     std::fprintf(stderr, "ferry-agent: %s\n", std::string(security.status().message()).c_str());

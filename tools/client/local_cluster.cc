@@ -96,6 +96,9 @@ absl::Status LocalCluster::Spawn(int index, const LocalClusterOptions& options, 
                                    "--listen",  "127.0.0.1:0", "--port-file",
                                    absl::StrCat(dir_, "/", a.name, ".port"),
                                    "--data-dir", absl::StrCat(dir_, "/", a.name)};
+  if (index < static_cast<int>(options.host_facts.size()) && !options.host_facts[index].empty()) {
+    args.insert(args.end(), {"--host-facts", options.host_facts[index]});
+  }
   if (options.tls) {
     std::string certs = dir_ + "/certs/";
     args.insert(args.end(), {"--tls-ca", certs + "ca.crt", "--tls-cert", certs + a.name + ".crt", "--tls-key",

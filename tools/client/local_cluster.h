@@ -20,6 +20,7 @@ struct LocalClusterOptions {
   std::string bin_dir;       // where ferry-agent is; empty: beside this executable, then $FERRY_BIN_DIR
   std::string test_faults;   // FERRY_TEST_FAULTS for the agents (tests only)
   bool keep_dir = false;     // keep the temporary directory (logs) after teardown
+  std::vector<std::string> host_facts;  // per agent: --host-facts (empty entries: none)
 };
 
 class LocalCluster {

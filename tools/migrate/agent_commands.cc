@@ -8,6 +8,8 @@
 #include "tools/client/agent_client.h"
 #include "tools/migrate/commands.h"
 #include "tools/client/stats_render.h"
+#include "engine/precheck/finding_proto.h"
+#include "tools/migrate/findings_render.h"
 
 namespace ferry::cli {
 namespace {
@@ -232,12 +234,53 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
     *req.mutable_options() = *opts;
     auto last = MigrateWithProgress(**stub, req, m->json);
     if (!last.ok()) return void(g.exit_code = Fail(last.status()));
+    bool refused = last->phase() == v1::MIGRATION_PHASE_FAILED && last->precheck().findings_size() > 0;
     if (m->json) {
-      std::printf("%s\n", ToJson(last->stats()).c_str());
+      std::printf("%s\n", ToJson(refused ? static_cast<const google::protobuf::Message&>(last->precheck())
+                                         : last->stats()).c_str());
+    } else if (refused) {
+      auto findings = FindingsFromProto(last->precheck());
+      if (findings.ok()) PrintFindings(*findings, false);
+      std::printf("%s\n", last->error().c_str());
     } else {
       PrintMigrationSummary(*last);
     }
-    g.exit_code = last->phase() == v1::MIGRATION_PHASE_COMPLETED ? 0 : 1;
+    g.exit_code = last->phase() == v1::MIGRATION_PHASE_COMPLETED ? 0 : (refused ? 3 : 1);
+  });
+
+  auto announce_name = std::make_shared<std::string>();
+  CLI::App* announce = vm->add_subcommand("announce", "send RARP announcements for a VM's NICs again");
+  announce->add_option("name", *announce_name, "VM name")->required();
+  announce->callback([&g, announce_name] {
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    grpc::ClientContext ctx;
+    v1::AnnounceVmRequest req;
+    req.set_name(*announce_name);
+    v1::AnnounceVmResponse resp;
+    grpc::Status st = (*stub)->AnnounceVm(&ctx, req, &resp);
+    if (!st.ok()) return void(g.exit_code = Fail(st));
+    std::printf("sent %u RARP frames for %s\n", resp.frames_sent(), announce_name->c_str());
+    for (const auto& w : resp.warnings()) std::printf("  warning: %s\n", w.c_str());
+  });
+
+  SetAgentPrecheckHandler([&g](const std::string& vm_name, const std::string& to, bool json) {
+    if (vm_name.empty() || to.empty()) {
+      std::fprintf(stderr, "migrate: precheck needs VM and --to HOST:PORT (or --vm/--source/--destination offline)\n");
+      return 2;
+    }
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
+    if (!stub.ok()) return Fail(stub.status());
+    grpc::ClientContext ctx;
+    v1::PrecheckRequest req;
+    req.set_vm_name(vm_name);
+    req.set_destination(to);
+    v1::PrecheckReport report;
+    grpc::Status st = (*stub)->Precheck(&ctx, req, &report);
+    if (!st.ok()) return Fail(st);
+    auto findings = FindingsFromProto(report);
+    if (!findings.ok()) return Fail(findings.status());
+    return PrintFindings(*findings, json);
   });
 
   CLI::App* host = SubcommandOf(app, "host", "host information");

@@ -1,0 +1,88 @@
+#pragma once
+// Helpers for end-to-end tests over real agent processes (tools/client/local_cluster.h).
+
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "proto/ferry/v1/agent.grpc.pb.h"
+#include "tools/client/agent_client.h"
+#include "tools/client/local_cluster.h"
+
+namespace ferry::e2e {
+
+inline bool KvmUsable() { return access("/dev/kvm", R_OK | W_OK) == 0; }
+
+inline v1::VmSpec GuestSpec(const std::string& name, v1::BackendKind backend, uint64_t memory_mib,
+                            uint64_t ws_mib, double rate_mibps) {
+  v1::VmSpec s;
+  s.set_name(name);
+  s.set_backend(backend);
+  s.set_memory_bytes(memory_mib << 20);
+  s.set_vcpus(1);
+  s.mutable_workload()->set_working_set_bytes(ws_mib << 20);
+  s.mutable_workload()->set_dirty_rate_mibps(rate_mibps);
+  s.mutable_workload()->set_pattern("random");
+  s.mutable_workload()->set_seed(7);
+  return s;
+}
+
+inline grpc::Status CreateVm(v1::Agent::Stub& stub, const v1::VmSpec& spec) {
+  grpc::ClientContext ctx;
+  v1::CreateVmRequest req;
+  *req.mutable_spec() = spec;
+  req.set_start(true);
+  v1::VmInfo info;
+  return stub.CreateVm(&ctx, req, &info);
+}
+
+inline grpc::Status GetVm(v1::Agent::Stub& stub, const std::string& name, v1::VmInfo* info) {
+  grpc::ClientContext ctx;
+  v1::GetVmRequest req;
+  req.set_name(name);
+  return stub.GetVm(&ctx, req, info);
+}
+
+inline v1::ListVmsResponse ListVms(v1::Agent::Stub& stub) {
+  grpc::ClientContext ctx;
+  v1::ListVmsResponse resp;
+  (void)stub.ListVms(&ctx, v1::ListVmsRequest(), &resp);
+  return resp;
+}
+
+// Waits until `name` has sent at least `count` heartbeats (false after `timeout_s`).
+inline bool WaitForHeartbeats(v1::Agent::Stub& stub, const std::string& name, uint64_t count, double timeout_s) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    v1::VmInfo info;
+    if (GetVm(stub, name, &info).ok() && info.health().heartbeats() >= count) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+inline v1::MigrateRequest MigrateTo(const cli::LocalCluster& c, int dst, const std::string& vm) {
+  v1::MigrateRequest req;
+  req.set_vm_name(vm);
+  req.set_destination(c.address(dst));
+  req.set_destination_name(c.name(dst));
+  return req;
+}
+
+// The guest keeps running here: its heartbeat count grows over `seconds` and it reports no
+// corruption.
+inline void ExpectGuestHealthy(v1::Agent::Stub& stub, const std::string& name, double seconds) {
+  v1::VmInfo a, b;
+  ASSERT_TRUE(GetVm(stub, name, &a).ok()) << name << " is not on this agent";
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  ASSERT_TRUE(GetVm(stub, name, &b).ok());
+  EXPECT_GT(b.health().heartbeats(), a.health().heartbeats()) << "guest heartbeat stopped";
+  EXPECT_EQ(b.health().corruptions(), 0u) << (b.health().corruption_reports_size() ? b.health().corruption_reports(0) : "");
+  EXPECT_EQ(b.state(), v1::VM_POWER_STATE_RUNNING);
+}
+
+}  // namespace ferry::e2e

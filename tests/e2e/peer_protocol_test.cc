@@ -1,0 +1,139 @@
+// Bad input on the Peer stream: each gets a clear error, and the agent keeps serving.
+#include <gtest/gtest.h>
+
+#include "engine/agent/tls_config.h"
+#include "engine/migration/protocol.h"
+#include "proto/ferry/v1/peer.grpc.pb.h"
+#include "tests/e2e/e2e_util.h"
+
+namespace ferry::e2e {
+namespace {
+
+class PeerProtocolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = cli::LocalCluster::Start({});
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c);
+    // Speak to host-b as host-a would: with host-a's certificate.
+    std::string certs = cluster_->dir() + "/certs/";
+    TlsConfig tls{certs + "ca.crt", certs + "host-a.crt", certs + "host-a.key", false};
+    auto ch = MakeChannel(cluster_->address(1), "host-b", tls);
+    ASSERT_TRUE(ch.ok()) << ch.status();
+    peer_ = v1::Peer::NewStub(*ch);
+  }
+
+  v1::PeerMessage Start(uint32_t version, const std::string& name = "intruder") {
+    v1::PeerMessage m;
+    m.mutable_start()->set_protocol_version(version);
+    m.mutable_start()->set_migration_id("test");
+    *m.mutable_start()->mutable_spec() = GuestSpec(name, v1::BACKEND_KIND_SYNTHETIC, 16, 1, 1);
+    return m;
+  }
+
+  // Sends `msgs` on one stream and returns the error the destination answered with.
+  v1::PeerError ErrorFor(const std::vector<v1::PeerMessage>& msgs) {
+    grpc::ClientContext ctx;
+    auto stream = peer_->Migrate(&ctx);
+    v1::PeerReply reply;
+    v1::PeerError error;
+    for (const auto& m : msgs) {
+      if (!stream->Write(m)) break;
+      if (m.has_start() || m.has_device_state()) {
+        if (!stream->Read(&reply)) break;
+        if (reply.has_error()) {
+          error = reply.error();
+          break;
+        }
+      }
+    }
+    if (error.code() == v1::PEER_ERROR_CODE_UNSPECIFIED) {
+      stream->WritesDone();
+      while (stream->Read(&reply)) {
+        if (reply.has_error()) error = reply.error();
+      }
+    }
+    grpc::Status st = stream->Finish();
+    EXPECT_FALSE(st.ok()) << "a refused stream must not end OK";
+    return error;
+  }
+
+  void ExpectAgentStillServes() {
+    auto stub = cluster_->Stub(1);
+    ASSERT_TRUE(stub.ok());
+    grpc::ClientContext ctx;
+    v1::HostInfo info;
+    ASSERT_TRUE((*stub)->GetHostInfo(&ctx, v1::GetHostInfoRequest(), &info).ok());
+    EXPECT_EQ(ListVms(**stub).vms_size(), 0) << "a refused migration left a VM behind";
+  }
+
+  std::unique_ptr<cli::LocalCluster> cluster_;
+  std::unique_ptr<v1::Peer::Stub> peer_;
+};
+
+v1::PeerMessage Memory(uint64_t first_page, uint32_t count, size_t data_bytes) {
+  v1::PeerMessage m;
+  auto* run = m.mutable_memory()->add_runs();
+  run->set_first_page(first_page);
+  run->set_count(count);
+  run->set_data(std::string(data_bytes, 'x'));
+  return m;
+}
+
+TEST_F(PeerProtocolTest, WrongProtocolVersionIsRefused) {
+  v1::PeerError e = ErrorFor({Start(kProtocolVersion + 1)});
+  EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_VERSION);
+  EXPECT_NE(e.message().find("protocol version"), std::string::npos) << e.message();
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, PageOutsideGuestMemoryIsRefused) {
+  v1::PeerError e = ErrorFor({Start(kProtocolVersion), Memory(1ull << 30, 1, 4096)});
+  EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_OUT_OF_RANGE);
+  EXPECT_NE(e.message().find("outside guest memory"), std::string::npos) << e.message();
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, DataLengthMismatchIsRefused) {
+  v1::PeerError e = ErrorFor({Start(kProtocolVersion), Memory(10, 2, 4096)});
+  EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_LENGTH_MISMATCH);
+  EXPECT_NE(e.message().find("expected 8192"), std::string::npos) << e.message();
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, DeviceStateBeforeMemoryIsRefused) {
+  v1::PeerMessage state;
+  state.mutable_device_state()->mutable_state()->set_backend(v1::BACKEND_KIND_SYNTHETIC);
+  v1::PeerError e = ErrorFor({Start(kProtocolVersion), state});
+  EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_MESSAGE);
+  EXPECT_NE(e.message().find("device state"), std::string::npos) << e.message();
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, DuplicateStartIsRefused) {
+  v1::PeerError e = ErrorFor({Start(kProtocolVersion), Start(kProtocolVersion)});
+  EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_MESSAGE);
+  EXPECT_NE(e.message().find("duplicate start"), std::string::npos) << e.message();
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, OrchestratorClientCertificateCannotPushAVm) {
+  std::string certs = cluster_->dir() + "/certs/";
+  TlsConfig tls{certs + "ca.crt", certs + "client.crt", certs + "client.key", false};
+  auto ch = MakeChannel(cluster_->address(1), "host-b", tls);
+  ASSERT_TRUE(ch.ok());
+  auto peer = v1::Peer::NewStub(*ch);
+  grpc::ClientContext ctx;
+  auto stream = peer->Migrate(&ctx);
+  stream->Write(Start(kProtocolVersion));
+  stream->WritesDone();
+  v1::PeerReply r;
+  while (stream->Read(&r)) {
+  }
+  grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  ExpectAgentStillServes();
+}
+
+}  // namespace
+}  // namespace ferry::e2e
