@@ -1,5 +1,6 @@
 #include "engine/memory/dirty_bitmap.h"
 
+#include <algorithm>
 #include <bit>
 #include <cassert>
 
@@ -13,7 +14,11 @@ void DirtyBitmap::Set(uint64_t page) {
 }
 
 void DirtyBitmap::SetRange(uint64_t first_page, uint64_t count) {
-  for (uint64_t p = first_page; p < first_page + count && p < num_pages_; ++p) Set(p);
+  uint64_t end = std::min(first_page + count, num_pages_);
+  uint64_t p = first_page;
+  for (; p < end && p % 64 != 0; ++p) Set(p);
+  for (; p + 64 <= end; p += 64) words_[p / 64] = ~uint64_t{0};
+  for (; p < end; ++p) Set(p);
 }
 
 bool DirtyBitmap::Test(uint64_t page) const {

@@ -1,6 +1,9 @@
 #include "engine/memory/guest_memory.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <sys/sysinfo.h>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +32,24 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Create(uint64_t bytes)
   if (p == MAP_FAILED) return ErrnoError("mmap guest memory");
   madvise(p, bytes, MADV_DONTDUMP);
   return std::unique_ptr<GuestMemory>(new GuestMemory(std::move(fd), static_cast<uint8_t*>(p), bytes));
+}
+
+void GuestMemory::MarkPopulatedPages(DirtyBitmap& out) const {
+  off_t pos = 0;
+  const off_t end = static_cast<off_t>(size_);
+  while (pos < end) {
+    off_t data = lseek(fd_.get(), pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) return;  // only holes from here on
+      out.SetAll();                // no hole information: every page may hold data
+      return;
+    }
+    off_t hole = lseek(fd_.get(), data, SEEK_HOLE);
+    if (hole < 0) hole = end;
+    out.SetRange(static_cast<uint64_t>(data) >> kPageShift,
+                 PagesFor(static_cast<uint64_t>(hole)) - (static_cast<uint64_t>(data) >> kPageShift));
+    pos = hole;
+  }
 }
 
 GuestMemory::~GuestMemory() { munmap(base_, size_); }

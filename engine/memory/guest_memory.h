@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/base/unique_fd.h"
+#include "engine/memory/dirty_bitmap.h"
 #include "engine/memory/page.h"
 
 namespace ferry {
@@ -31,6 +32,10 @@ class GuestMemory {
 
   // Faults every page in now, so the first guest or network write does not pay for it.
   void Prefault();
+
+  // Sets in `out` every page that may hold data; the others are holes of the memfd, zero
+  // without being read (reading a shmem hole would allocate it). Falls back to all pages.
+  void MarkPopulatedPages(DirtyBitmap& out) const;
 
  private:
   GuestMemory(UniqueFd fd, uint8_t* base, uint64_t size) : fd_(std::move(fd)), base_(base), size_(size) {}

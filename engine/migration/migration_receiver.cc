@@ -21,9 +21,13 @@ const char* ReceiverStateName(MigrationReceiver::State s) {
 
 MigrationReceiver::MigrationReceiver(ReceiverHooks hooks) : hooks_(std::move(hooks)) {}
 
-MigrationReceiver::~MigrationReceiver() { OnStreamEnd(); }
+MigrationReceiver::~MigrationReceiver() {
+  OnStreamEnd();
+  if (prefault_.joinable()) prefault_.join();
+}
 
 void MigrationReceiver::Discard() {
+  if (prefault_.joinable()) prefault_.join();
   if (vm_) {
     (void)vm_->Stop();
     vm_.reset();  // frees guest memory
@@ -82,7 +86,7 @@ std::optional<v1::PeerReply> MigrationReceiver::OnStart(const v1::StartMigration
   }
   vm_ = std::move(*vm);
   // Fault in the destination's memory now, while the first pages are still on their way.
-  vm_->memory().Prefault();
+  prefault_ = std::thread([mem = &vm_->memory()] { mem->Prefault(); });
   start_ = s;
   state_ = State::kStarted;
   v1::PeerReply r;
@@ -109,6 +113,7 @@ std::optional<v1::PeerReply> MigrationReceiver::OnDeviceState(const v1::DeviceSt
                 absl::StrCat("device state in state ", ReceiverStateName(state_),
                              " (expected after the memory rounds)"));
   }
+  if (prefault_.joinable()) prefault_.join();
   absl::Status st = vm_->RestoreState(d.state());
   if (!st.ok()) return Fail(v1::PEER_ERROR_CODE_STATE, absl::StrCat("cannot load device state: ", st.message()));
   state_ = State::kStateLoaded;

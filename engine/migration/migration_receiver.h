@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
 #include "engine/migration/page_batches.h"
@@ -57,6 +58,9 @@ class MigrationReceiver {
   v1::StartMigration start_;
   std::unique_ptr<Vm> vm_;
   BatchCounters counters_;
+  // Pre-faults the new VM's memory while the first rounds arrive (writes race benignly with
+  // it: populating a page does not change its content).
+  std::thread prefault_;
 };
 
 const char* ReceiverStateName(MigrationReceiver::State s);

@@ -10,13 +10,16 @@ namespace {
 // Appends [first, first+count) as runs: consecutive zero pages become one marker run,
 // consecutive data pages one data run.
 void AppendRuns(const GuestMemory& mem, uint64_t first, uint64_t count, v1::MemoryBatch& batch,
-                BatchCounters& c) {
+                BatchCounters& c, const DirtyBitmap* populated) {
+  auto is_zero = [&](uint64_t page) {
+    return (populated && !populated->Test(page)) || IsZeroPage(mem.page(page));
+  };
   uint64_t p = first;
   const uint64_t end = first + count;
   while (p < end) {
-    bool zero = IsZeroPage(mem.page(p));
+    bool zero = is_zero(p);
     uint64_t q = p + 1;
-    while (q < end && IsZeroPage(mem.page(q)) == zero) ++q;
+    while (q < end && is_zero(q) == zero) ++q;
     v1::PageRun* run = batch.add_runs();
     run->set_first_page(p);
     run->set_count(static_cast<uint32_t>(q - p));
@@ -36,7 +39,7 @@ void AppendRuns(const GuestMemory& mem, uint64_t first, uint64_t count, v1::Memo
 
 bool EncodeDirtyPages(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t round,
                       uint64_t max_data_bytes, BatchCounters& counters,
-                      const std::function<bool(v1::MemoryBatch&)>& emit) {
+                      const std::function<bool(v1::MemoryBatch&)>& emit, const DirtyBitmap* populated) {
   const uint64_t max_pages_per_batch = std::max<uint64_t>(1, max_data_bytes / kPageSize);
   v1::MemoryBatch batch;
   batch.set_round(round);
@@ -53,7 +56,7 @@ bool EncodeDirtyPages(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t
   pages.ForEachRun([&](uint64_t first, uint64_t count) {
     while (count > 0 && !stopped) {
       uint64_t take = std::min(count, max_pages_per_batch - batch_pages);
-      AppendRuns(mem, first, take, batch, counters);
+      AppendRuns(mem, first, take, batch, counters, populated);
       batch_pages += take;
       first += take;
       count -= take;
@@ -83,7 +86,7 @@ absl::Status ApplyMemoryBatch(const v1::MemoryBatch& batch, GuestMemory& mem, Ba
   for (const v1::PageRun& run : batch.runs()) {
     uint8_t* dst = mem.page(run.first_page());
     if (run.zero()) {
-      std::memset(dst, 0, uint64_t{run.count()} * kPageSize);
+      if (batch.round() != 1) std::memset(dst, 0, uint64_t{run.count()} * kPageSize);
     } else {
       std::memcpy(dst, run.data().data(), run.data().size());
     }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <xxhash.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/base/clock.h"
@@ -85,7 +87,7 @@ absl::Status PrecopySource::Start() {
 }
 
 absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, v1::RoundStats& rs,
-                                      bool final_round) {
+                                      bool final_round, const DirtyBitmap* populated) {
   BandwidthLimiter limiter(config_.options.max_bandwidth_mibps());
   BatchCounters c;
   absl::Status send_status;
@@ -97,8 +99,12 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
     // own state, so this is a page the guest will re-check).
     without_one = pages;
     for (uint64_t p = pages.num_pages(); p-- > 0;) {
-      if (pages.Test(p) && !IsZeroPage(vm_.memory().page(p))) {
+      if (!pages.Test(p)) continue;
+      auto sent = sent_hashes_.find(p);
+      uint64_t now = IsZeroPage(vm_.memory().page(p)) ? 0 : XXH3_64bits(vm_.memory().page(p), kPageSize);
+      if (sent == sent_hashes_.end() ? now != 0 : sent->second != now) {
         without_one.Clear(p);
+        stats_.add_warnings(absl::StrCat("test fault: page ", p, " of the final round was not sent"));
         break;
       }
     }
@@ -108,6 +114,14 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
     if (cancelled()) {
       send_status = absl::CancelledError("migration cancelled by request");
       return false;
+    }
+    if (config_.test_drop_one_final_page) {
+      for (const auto& run : b.runs()) {
+        for (uint32_t i = 0; i < run.count(); ++i) {
+          sent_hashes_[run.first_page() + i] =
+              run.zero() ? 0 : XXH3_64bits(run.data().data() + uint64_t{i} * kPageSize, kPageSize);
+        }
+      }
     }
     v1::PeerMessage msg;
     msg.mutable_memory()->Swap(&b);
@@ -119,7 +133,7 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
     limiter.Consume(bytes);
     remaining_bytes_ = remaining_bytes_ > bytes ? remaining_bytes_ - bytes : 0;
     return true;
-  });
+  }, populated);
   if (!ok && send_status.ok()) send_status = absl::InternalError("page encoding stopped");
   RETURN_IF_ERROR(send_status);
   int64_t t1 = MonotonicNanos();
@@ -156,7 +170,13 @@ absl::Status PrecopySource::Precopy(bool& force) {
     Emit(v1::MIGRATION_PHASE_PRECOPY, absl::StrFormat("round %u: %u pages", round_, pages.Count()));
     int64_t round_start = MonotonicNanos();
     v1::RoundStats rs;
-    RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/false));
+    // Round 1 reads only pages the memfd holds data for; holes go as zero markers unread.
+    DirtyBitmap populated;
+    if (round_ == 1) {
+      populated = DirtyBitmap(num_pages);
+      vm_.memory().MarkPopulatedPages(populated);
+    }
+    RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/false, round_ == 1 ? &populated : nullptr));
     if (cancelled()) return absl::CancelledError("migration cancelled by request");
     pages.ClearAll();
     RETURN_IF_ERROR(vm_.CollectDirtyPages(pages));

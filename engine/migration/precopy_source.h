@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "absl/status/status.h"
 #include "engine/migration/convergence.h"
@@ -58,7 +59,8 @@ class PrecopySource {
   absl::Status StopAndCopy(bool force);
   absl::Status Commit();
   // Sends every page set in `pages`; fills round statistics.
-  absl::Status SendPages(const DirtyBitmap& pages, uint32_t round, v1::RoundStats& rs, bool final_round);
+  absl::Status SendPages(const DirtyBitmap& pages, uint32_t round, v1::RoundStats& rs, bool final_round,
+                         const DirtyBitmap* populated = nullptr);
   absl::Status ExpectReply(v1::PeerReply::BodyCase want, v1::PeerReply& reply);
   void Emit(v1::MigrationPhase phase, const std::string& message);
   void RollBack(const absl::Status& why);
@@ -87,6 +89,9 @@ class PrecopySource {
   // Pages dirtied since they were last sent: collected after each pre-copy round, sent by the
   // next round or, at switch-over, together with the final collection.
   DirtyBitmap pending_;
+  // Test fault hook only: a hash of each page as last sent, so the hook drops a page whose
+  // destination copy is really stale (a dirty page re-sent with unchanged content is harmless).
+  std::unordered_map<uint64_t, uint64_t> sent_hashes_;
 };
 
 }  // namespace ferry
