@@ -6,16 +6,6 @@
 
 namespace ferry {
 
-const char* VmRunStateName(VmRunState s) {
-  switch (s) {
-    case VmRunState::kCreated: return "created";
-    case VmRunState::kRunning: return "running";
-    case VmRunState::kPaused: return "paused";
-    case VmRunState::kStopped: return "stopped";
-  }
-  return "unknown";
-}
-
 std::string GuestCommandLine(const WorkloadSpec& w) {
   return absl::StrFormat("ws=%d rate=%g pattern=%s seed=%d tick_ms=%d", w.working_set_bytes >> 20,
                          w.dirty_rate_mibps, w.pattern, w.seed, w.tick_ms);

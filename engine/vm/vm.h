@@ -16,7 +16,15 @@
 namespace ferry {
 
 enum class VmRunState { kCreated = 1, kRunning = 2, kPaused = 3, kStopped = 4 };
-const char* VmRunStateName(VmRunState s);
+inline const char* VmRunStateName(VmRunState s) {
+  switch (s) {
+    case VmRunState::kCreated: return "created";
+    case VmRunState::kRunning: return "running";
+    case VmRunState::kPaused: return "paused";
+    case VmRunState::kStopped: return "stopped";
+  }
+  return "unknown";
+}
 
 // What the VMM observed of its guest. Heartbeats are stamped with the host's monotonic clock on
 // arrival, so the largest gap is the stall an outside observer saw (the guest's own clocks stop

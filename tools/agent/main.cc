@@ -13,6 +13,14 @@
 
 int main(int argc, char** argv) {
   using namespace ferry;
+  // Block SIGTERM/SIGINT before any thread exists (gRPC starts some), so every thread inherits
+  // the mask; one thread waits for them and shuts down gracefully.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
   CLI::App app{"ferry-agent: runs VMs and migrates them to and from other agents"};
   std::string config_path;
   AgentConfig flags;
@@ -68,13 +76,6 @@ int main(int argc, char** argv) {
     spdlog::warn("**********************************************************************");
   }
 
-  // Block SIGTERM/SIGINT in every thread; one thread waits for them and shuts down gracefully.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
   auto server = AgentServer::Start(config, security->server_credentials, security->dial_peer, !config.insecure);
   if (!server.ok()) {
     std::fprintf(stderr, "ferry-agent: %s\n", std::string(server.status().message()).c_str());
@@ -88,5 +89,6 @@ int main(int argc, char** argv) {
   });
   (*server)->Wait();
   waiter.join();
+  spdlog::default_logger()->flush();
   return 0;
 }
