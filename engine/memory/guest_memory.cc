@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <sys/sysinfo.h>
 
@@ -54,15 +55,20 @@ void GuestMemory::MarkPopulatedPages(DirtyBitmap& out) const {
 
 GuestMemory::~GuestMemory() { munmap(base_, size_); }
 
-void GuestMemory::Prefault() {
-  // MADV_POPULATE_WRITE allocates and maps every page in one call (Linux 5.14+); fall back
-  // to touching each page.
+void GuestMemory::Prefault(const std::atomic<bool>* stop) {
+  constexpr uint64_t kStep = 16ull << 20;
+  for (uint64_t off = 0; off < size_; off += kStep) {
+    if (stop && stop->load(std::memory_order_relaxed)) return;
+    uint64_t len = std::min(kStep, size_ - off);
+    // MADV_POPULATE_WRITE allocates and maps the range in one call (Linux 5.14+); fall back to
+    // touching each page. Either leaves the content as it is.
 #ifdef MADV_POPULATE_WRITE
-  if (madvise(base_, size_, MADV_POPULATE_WRITE) == 0) return;
+    if (madvise(base_ + off, len, MADV_POPULATE_WRITE) == 0) continue;
 #endif
-  for (uint64_t off = 0; off < size_; off += kPageSize) {
-    volatile uint8_t* b = base_ + off;
-    *b = *b;
+    for (uint64_t p = off; p < off + len; p += kPageSize) {
+      volatile uint8_t* b = base_ + p;
+      *b = *b;
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 // Guest RAM: one memfd, mapped shared, so the VMM, KVM and (later) a transport sending straight
 // from guest memory all see the same pages. Guest-physical address 0 is offset 0.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -30,8 +31,9 @@ class GuestMemory {
   const uint8_t* page(uint64_t page_index) const { return base_ + (page_index << kPageShift); }
   int fd() const { return fd_.get(); }
 
-  // Faults every page in now, so the first guest or network write does not pay for it.
-  void Prefault();
+  // Faults every page in now, so the first guest or network write does not pay for it. Works in
+  // 16 MiB steps and returns early once `stop` is set (a migration must not wait for it).
+  void Prefault(const std::atomic<bool>* stop = nullptr);
 
   // Sets in `out` every page that may hold data; the others are holes of the memfd, zero
   // without being read (reading a shmem hole would allocate it). Falls back to all pages.

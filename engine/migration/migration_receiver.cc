@@ -23,11 +23,16 @@ MigrationReceiver::MigrationReceiver(ReceiverHooks hooks) : hooks_(std::move(hoo
 
 MigrationReceiver::~MigrationReceiver() {
   OnStreamEnd();
+  StopPrefault();
+}
+
+void MigrationReceiver::StopPrefault() {
+  stop_prefault_.store(true);
   if (prefault_.joinable()) prefault_.join();
 }
 
 void MigrationReceiver::Discard() {
-  if (prefault_.joinable()) prefault_.join();
+  StopPrefault();
   if (vm_) {
     (void)vm_->Stop();
     vm_.reset();  // frees guest memory
@@ -86,7 +91,7 @@ std::optional<v1::PeerReply> MigrationReceiver::OnStart(const v1::StartMigration
   }
   vm_ = std::move(*vm);
   // Fault in the destination's memory now, while the first pages are still on their way.
-  prefault_ = std::thread([mem = &vm_->memory()] { mem->Prefault(); });
+  prefault_ = std::thread([this, mem = &vm_->memory()] { mem->Prefault(&stop_prefault_); });
   start_ = s;
   state_ = State::kStarted;
   v1::PeerReply r;
@@ -113,7 +118,9 @@ std::optional<v1::PeerReply> MigrationReceiver::OnDeviceState(const v1::DeviceSt
                 absl::StrCat("device state in state ", ReceiverStateName(state_),
                              " (expected after the memory rounds)"));
   }
-  if (prefault_.joinable()) prefault_.join();
+  // The source has paused the guest: pre-faulting must not add to the downtime. Whatever is
+  // not faulted in yet faults in on first touch after the resume.
+  stop_prefault_.store(true);
   absl::Status st = vm_->RestoreState(d.state());
   if (!st.ok()) return Fail(v1::PEER_ERROR_CODE_STATE, absl::StrCat("cannot load device state: ", st.message()));
   state_ = State::kStateLoaded;
@@ -130,6 +137,7 @@ std::optional<v1::PeerReply> MigrationReceiver::OnCommit() {
   absl::Status st = vm_->Start();
   if (!st.ok()) return Fail(v1::PEER_ERROR_CODE_STATE, absl::StrCat("cannot resume the VM: ", st.message()));
   int64_t resumed = MonotonicNanos();
+  StopPrefault();  // returns within one 16 MiB step; the VM runs already
   state_ = State::kResumed;
   if (hooks_.adopt_vm) hooks_.adopt_vm(std::move(vm_), start_);
   v1::PeerReply r;

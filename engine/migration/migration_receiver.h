@@ -5,6 +5,7 @@
 // Abort (or the stream ending) before kResumed discards the VM; a message in the wrong state is
 // an error and also discards it. See docs/wire_protocol.md.
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -61,6 +62,8 @@ class MigrationReceiver {
   // Pre-faults the new VM's memory while the first rounds arrive (writes race benignly with
   // it: populating a page does not change its content).
   std::thread prefault_;
+  std::atomic<bool> stop_prefault_{false};
+  void StopPrefault();
 };
 
 const char* ReceiverStateName(MigrationReceiver::State s);
