@@ -65,6 +65,17 @@ inline bool WaitForHeartbeats(v1::Agent::Stub& stub, const std::string& name, ui
   return false;
 }
 
+// The destination discards an aborted VM once it has read the abort; give it a moment.
+inline int VmsAfterSettling(v1::Agent::Stub& stub, double timeout_s = 3) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  int n = ListVms(stub).vms_size();
+  while (n != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    n = ListVms(stub).vms_size();
+  }
+  return n;
+}
+
 inline v1::MigrateRequest MigrateTo(const cli::LocalCluster& c, int dst, const std::string& vm) {
   v1::MigrateRequest req;
   req.set_vm_name(vm);
