@@ -1,6 +1,6 @@
 set terminal pngcairo size 900,560 font 'DejaVu Sans,10'
 set output 'tls_vs_plaintext.png'
-set title 'Migration throughput with and without TLS, as a ratio to raw loopback TCP (2454 MiB/s), same run'
+set title 'Migration throughput with and without TLS, as a ratio to raw loopback TCP (2383 MiB/s), same run'
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
