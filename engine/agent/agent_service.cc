@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/agent/migration_precheck.h"
+#include "engine/host/cpu_model.h"
 #include "engine/agent/vm_announce.h"
 #include "engine/migration/protocol.h"
 #include "engine/precheck/finding_proto.h"
@@ -35,6 +36,11 @@ grpc::Status NotFound(const std::string& name) {
 grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequest* req, v1::VmInfo* out) {
   auto spec = VmSpecFromProto(req->spec());
   if (!spec.ok()) return ToGrpcStatus(spec.status());
+  // A named CPU model becomes its feature list here, so the VM (and later the destination) get
+  // exactly that CPUID set.
+  if (absl::Status st = ResolveVmCpu(*spec, absl::StrCat("VM '", spec->name, "'")); !st.ok()) {
+    return ToGrpcStatus(absl::InvalidArgumentError(st.message()));
+  }
   auto entry = ctx_.vms.Reserve(spec->name);
   if (!entry.ok()) return ToGrpcStatus(entry.status());
   if (!ctx_.config.data_dir.empty()) {

@@ -52,6 +52,8 @@ struct CreateArgs {
   uint64_t seed = 1;
   uint32_t tick_ms = 0;
   std::vector<std::string> nics;  // MAC@PORTGROUP
+  std::string cpu;                // model name (e.g. Nehalem, x86-64-v2)
+  std::vector<std::string> cpu_features;
 };
 
 struct MigrateArgs {
@@ -126,11 +128,15 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   create->add_option("--tick-ms", create_args->tick_ms, "print a '.' on serial every N ms");
   create->add_option("--backend", create_args->backend, "kvm | synthetic");
   create->add_option("--nic", create_args->nics, "MAC@PORTGROUP (repeatable)");
+  create->add_option("--cpu", create_args->cpu, "CPU model the guest sees (e.g. Nehalem, x86-64-v2)");
+  create->add_option("--cpu-feature", create_args->cpu_features, "an extra CPUID feature (repeatable)");
   create->callback([&g, create_args] {
     auto spec = BuildSpecFromFlags(create_args->name, create_args->memory, create_args->working_set,
                                    create_args->rate, create_args->pattern, create_args->backend,
                                    create_args->vcpus, create_args->seed, create_args->tick_ms);
     if (!spec.ok()) return void(g.exit_code = Fail(spec.status()));
+    spec->mutable_cpu()->set_model(create_args->cpu);
+    for (const auto& f : create_args->cpu_features) spec->mutable_cpu()->add_features(f);
     for (const std::string& nic : create_args->nics) {
       auto at = nic.find('@');
       if (at == std::string::npos) {
