@@ -110,6 +110,8 @@ absl::StatusOr<v1::MigrationEvent> MigrateWithProgress(v1::Agent::Stub& source, 
     }
     last = e;
     if (quiet) continue;
+    // The agent's closing event repeats the engine's final phase with the statistics attached.
+    if (e.phase() >= v1::MIGRATION_PHASE_COMPLETED && e.phase() == last_phase) continue;
     shown = std::max(shown, e.progress());  // the bar never runs backwards
     if (tty) {
       int width = 30, filled = static_cast<int>(shown * width);
@@ -118,8 +120,10 @@ absl::StatusOr<v1::MigrationEvent> MigrateWithProgress(v1::Agent::Stub& source, 
       std::fprintf(stderr, "\r\033[K[%s] %3.0f%% %-13s round %u  left %s  bw %.0f MiB/s  dirty %.1f MiB/s  ETA %.1fs",
                    bar.c_str(), shown * 100, PhaseName(e.phase()), e.round(), FormatBytes(e.remaining_bytes()).c_str(),
                    e.bandwidth_mibps(), e.dirty_rate_mibps(), e.eta_s());
-      if (e.phase() >= v1::MIGRATION_PHASE_COMPLETED) std::fprintf(stderr, "\n");
-    } else if (e.round() != last_round_printed || e.phase() != last_phase) {
+      if (e.phase() >= v1::MIGRATION_PHASE_COMPLETED && e.phase() != last_phase) std::fprintf(stderr, "\n");
+      last_phase = e.phase();
+    } else if (e.phase() != last_phase ||
+               (e.round() != last_round_printed && e.phase() < v1::MIGRATION_PHASE_COMPLETED)) {
       std::fprintf(stderr, "%3.0f%% %s round %u left %s bw %.0f MiB/s dirty %.1f MiB/s expected downtime %.1f ms%s%s\n",
                    shown * 100, PhaseName(e.phase()), e.round(), FormatBytes(e.remaining_bytes()).c_str(),
                    e.bandwidth_mibps(), e.dirty_rate_mibps(), e.expected_downtime_ms(),
