@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -49,6 +50,14 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   }
   if (c.name.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": field 'name' is empty"));
   return c;
+}
+
+std::string PrepareConsoleLogPath(const AgentConfig& config, const std::string& vm_name) {
+  if (config.data_dir.empty()) return "";
+  std::filesystem::path dir = std::filesystem::path(config.data_dir) / "vms" / vm_name;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  return (dir / "console.log").string();
 }
 
 std::string HostBootId() {

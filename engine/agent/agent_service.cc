@@ -1,6 +1,5 @@
 #include "engine/agent/agent_service.h"
 
-#include <filesystem>
 #include <random>
 
 #include <spdlog/spdlog.h>
@@ -43,12 +42,7 @@ grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequ
   }
   auto entry = ctx_.vms.Reserve(spec->name);
   if (!entry.ok()) return ToGrpcStatus(entry.status());
-  if (!ctx_.config.data_dir.empty()) {
-    std::filesystem::path dir = std::filesystem::path(ctx_.config.data_dir) / "vms" / spec->name;
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    spec->console_log_path = (dir / "console.log").string();
-  }
+  spec->console_log_path = PrepareConsoleLogPath(ctx_.config, spec->name);
   auto vm = CreateVmForBoot(*spec);
   if (!vm.ok()) {
     ctx_.vms.Release(spec->name);

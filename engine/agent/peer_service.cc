@@ -1,6 +1,5 @@
 #include "engine/agent/peer_service.h"
 
-#include <filesystem>
 
 #include <spdlog/spdlog.h>
 
@@ -48,13 +47,8 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     reserved_name = incoming.name;
     reserved = *entry;
     VmSpec spec = incoming;
-    if (!ctx_.config.data_dir.empty()) {
-      std::filesystem::path dir = std::filesystem::path(ctx_.config.data_dir) / "vms" / spec.name;
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
-      spec.console_log_path = (dir / "console.log").string();
-      reserved->console_log_path = spec.console_log_path;
-    }
+    spec.console_log_path = PrepareConsoleLogPath(ctx_.config, spec.name);
+    reserved->console_log_path = spec.console_log_path;
     return CreateVmForRestore(spec);
   };
   hooks.adopt_vm = [&](std::unique_ptr<Vm> vm, const v1::StartMigration& start) {

@@ -71,7 +71,6 @@ absl::Status PrecopySource::ExpectReply(v1::PeerReply::BodyCase want, v1::PeerRe
 }
 
 absl::Status PrecopySource::Start() {
-  state_ = State::kStarting;
   v1::PeerMessage msg;
   auto* start = msg.mutable_start();
   start->set_protocol_version(kProtocolVersion);
@@ -154,7 +153,6 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
 }
 
 absl::Status PrecopySource::Precopy(bool& force) {
-  state_ = State::kPrecopy;
   RETURN_IF_ERROR(vm_.EnableDirtyTracking());
   dirty_tracking_on_ = true;
   precopy_start_ns_ = MonotonicNanos();
@@ -215,7 +213,6 @@ absl::Status PrecopySource::Precopy(bool& force) {
 }
 
 absl::Status PrecopySource::StopAndCopy(bool force) {
-  state_ = State::kStopAndCopy;
   stats_.set_forced_switchover(force);
   stats_.set_expected_downtime_ms(last_expected_ms_);
   stats_.set_precopy_ms(NanosToMillis(MonotonicNanos() - precopy_start_ns_));
@@ -247,7 +244,6 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
 }
 
 absl::Status PrecopySource::Commit() {
-  state_ = State::kCommitting;
   Emit(v1::MIGRATION_PHASE_COMMIT, "handing the VM to the destination");
   v1::PeerMessage msg;
   msg.mutable_commit();
@@ -317,7 +313,6 @@ SourceResult PrecopySource::Run() {
       result.status = absl::OkStatus();
     }
   }
-  state_ = State::kDone;
   int64_t end = MonotonicNanos();
   stats_.set_total_ms(NanosToMillis(end - start_ns_));
   double copy_s = static_cast<double>(end - (precopy_start_ns_ ? precopy_start_ns_ : start_ns_)) / 1e9;

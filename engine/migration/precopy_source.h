@@ -1,8 +1,7 @@
 #pragma once
-// The source side of a live migration (DESIGN.md steps 2-5) as an explicit state machine:
-//   kIdle -> kStarting -> kPrecopy -> kStopAndCopy -> kCommitting -> kCompleted
-// and from any state before kCommitting -> kCancelled / kFailed with the VM running on the
-// source as before. Once Commit is sent the VM belongs to the destination; if the destination
+// The source side of a live migration (DESIGN.md steps 2-5). Run() goes through the phases in
+// order — Start -> Precopy -> StopAndCopy -> Commit — and a failure or cancel in any phase before
+// Commit ends it kCancelled / kFailed with the VM running on the source as before. Once Commit is sent the VM belongs to the destination; if the destination
 // does not confirm the resume, the source keeps its copy paused (never running twice, never
 // lost) and reports kCommitUnconfirmed.
 
@@ -52,8 +51,6 @@ class PrecopySource {
   void Cancel();
 
  private:
-  enum class State { kIdle, kStarting, kPrecopy, kStopAndCopy, kCommitting, kDone };
-
   absl::Status Start();
   absl::Status Precopy(bool& force);
   absl::Status StopAndCopy(bool force);
@@ -72,7 +69,6 @@ class PrecopySource {
   ConvergenceOptions convergence_;
   ProgressFn progress_;
   std::atomic<bool> cancel_{false};
-  State state_ = State::kIdle;
   bool vm_paused_by_us_ = false;
   bool dirty_tracking_on_ = false;
   bool same_clock_ = false;

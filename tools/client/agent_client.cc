@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/transport/grpc_peer_channel.h"
 #include "engine/agent/tls_config.h"
 
 namespace ferry::cli {
@@ -136,7 +137,7 @@ absl::StatusOr<v1::MigrationEvent> MigrateWithProgress(v1::Agent::Stub& source, 
   done.store(true);
   canceller.join();
   sigaction(SIGINT, &old, nullptr);
-  if (!st.ok()) return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+  if (!st.ok()) return FromGrpcStatus(st);
   if (!any) return absl::InternalError("the source agent sent no migration events");
   return last;
 }

@@ -20,6 +20,13 @@ extern char** environ;
 namespace ferry::cli {
 namespace fs = std::filesystem;
 
+namespace {
+
+// host-a, host-b, ...: each agent's name and the name on its certificate.
+std::string AgentName(int index) { return absl::StrCat("host-", std::string(1, static_cast<char>('a' + index))); }
+
+}  // namespace
+
 std::string SiblingBinary(const std::string& name) {
   std::error_code ec;
   fs::path self = fs::read_symlink("/proc/self/exe", ec);
@@ -52,7 +59,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClu
     if (!ca.ok()) return ca.status();
     if (auto st = WriteCertAndKey(*ca, certs, "ca"); !st.ok()) return st;
     for (int i = 0; i < options.agents; ++i) {
-      std::string name = absl::StrCat("host-", std::string(1, static_cast<char>('a' + i)));
+      std::string name = AgentName(i);
       auto host = IssueHostCert(*ca, name, {"127.0.0.1"});
       if (!host.ok()) return host.status();
       if (auto st = WriteCertAndKey(*host, certs, name); !st.ok()) return st;
@@ -91,7 +98,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClu
 
 absl::Status LocalCluster::Spawn(int index, const LocalClusterOptions& options, const std::string& agent_bin) {
   Agent a;
-  a.name = absl::StrCat("host-", std::string(1, static_cast<char>('a' + index)));
+  a.name = AgentName(index);
   std::vector<std::string> args = {agent_bin,   "--name",     a.name,
                                    "--listen",  "127.0.0.1:0", "--port-file",
                                    absl::StrCat(dir_, "/", a.name, ".port"),

@@ -7,6 +7,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/status/statusor.h"
+#include "proto/ferry/v1/migration.pb.h"
+#include "proto/ferry/v1/vm.pb.h"
 #include "tools/client/agent_client.h"
 
 namespace ferry::cli {
@@ -21,6 +24,16 @@ struct Globals {
 
 // The client certificate options as the client library takes them.
 inline ClientTls ClientTlsOf(const Globals& g) { return {g.tls_ca, g.tls_cert, g.tls_key, g.insecure}; }
+
+// Flag values -> API messages, shared by `vm create`/`vm migrate` and `demo` (agent_commands.cc).
+// Errors name the flag.
+absl::StatusOr<v1::VmSpec> BuildSpecFromFlags(const std::string& name, const std::string& memory,
+                                              const std::string& working_set, const std::string& rate,
+                                              const std::string& pattern, const std::string& backend,
+                                              uint32_t vcpus, uint64_t seed, uint32_t tick_ms);
+absl::StatusOr<v1::MigrationOptions> BuildMigrationOptions(uint32_t max_downtime_ms, const std::string& max_bandwidth,
+                                                           uint32_t timeout_s, uint32_t max_rounds,
+                                                           const std::string& policy);
 
 // Returns parent's subcommand `name`, creating it if no file has yet.
 CLI::App* SubcommandOf(CLI::App& parent, const std::string& name, const std::string& description);

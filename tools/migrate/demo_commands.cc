@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_format.h"
+#include "engine/transport/grpc_peer_channel.h"
 #include "engine/base/clock.h"
 #include "tools/client/agent_client.h"
 #include "tools/client/local_cluster.h"
@@ -15,14 +16,6 @@
 #include "tools/migrate/commands.h"
 
 namespace ferry::cli {
-
-absl::StatusOr<v1::VmSpec> BuildSpecFromFlags(const std::string& name, const std::string& memory,
-                                              const std::string& working_set, const std::string& rate,
-                                              const std::string& pattern, const std::string& backend,
-                                              uint32_t vcpus, uint64_t seed, uint32_t tick_ms);
-absl::StatusOr<v1::MigrationOptions> BuildMigrationOptions(uint32_t max_downtime_ms, const std::string& max_bandwidth,
-                                                           uint32_t timeout_s, uint32_t max_rounds,
-                                                           const std::string& policy);
 
 namespace {
 
@@ -40,7 +33,7 @@ absl::StatusOr<v1::VmInfo> GetVm(v1::Agent::Stub& stub, const std::string& name)
   req.set_name(name);
   v1::VmInfo info;
   grpc::Status st = stub.GetVm(&ctx, req, &info);
-  if (!st.ok()) return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+  if (!st.ok()) return FromGrpcStatus(st);
   return info;
 }
 
