@@ -70,6 +70,18 @@ class Vm {
   virtual absl::StatusOr<v1::VmState> SaveState() = 0;
   virtual absl::Status RestoreState(const v1::VmState& state) = 0;
 
+  // Auto-converge: the vCPUs (or the synthetic workload's threads) sleep `percent` % of the time
+  // in slices of a few ms (vMotion's stun-during-page-send); 0 runs the guest at full speed.
+  // The migration engine sets it only while migrating and always resets it to 0.
+  virtual absl::Status SetThrottle(uint32_t percent) {
+    (void)percent;
+    return absl::UnimplementedError("this VM backend cannot be throttled");
+  }
+  virtual uint32_t throttle_percent() const { return 0; }
+  // CLOCK_MONOTONIC when a vCPU first re-entered guest mode after the last Start/Resume; 0 when
+  // not yet or not known. Lets a destination report its "first guest instruction" figure.
+  virtual int64_t first_guest_entry_ns() const { return 0; }
+
   virtual GuestHealth health() const = 0;
   // Stamps of heartbeats as they arrive are also useful to merge across hosts: the last
   // heartbeat's host time, so a destination can compute the gap across a migration.
