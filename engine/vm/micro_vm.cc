@@ -16,6 +16,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/base/clock.h"
 #include "engine/base/status.h"
 #include "engine/guest/guest_abi.h"
 #include "engine/kvm/capabilities.h"
@@ -44,6 +45,8 @@ constexpr uint32_t kMsrMtrrDefType = 0x2ff;
 constexpr uint64_t kMtrrEnable = 1 << 11;
 constexpr uint64_t kMtrrTypeWriteBack = 6;
 constexpr int64_t kPauseTimeoutNs = 5'000'000'000;
+// Auto-converge: a throttled vCPU is kicked out of KVM_RUN once a slice and sleeps its share.
+constexpr int64_t kThrottleSliceNs = 10'000'000;
 
 int KickSignal() { return SIGRTMIN + 3; }
 
@@ -129,6 +132,12 @@ class MicroVm : public Vm {
   absl::Status CollectDirtyPages(DirtyBitmap& out) override;
   absl::StatusOr<v1::VmState> SaveState() override;
   absl::Status RestoreState(const v1::VmState& state) override;
+  absl::Status SetThrottle(uint32_t percent) override;
+  uint32_t throttle_percent() const override {
+    std::lock_guard lock(mu_);
+    return throttle_percent_;
+  }
+  int64_t first_guest_entry_ns() const override { return first_entry_ns_.load(); }
   GuestHealth health() const override { return monitor_.health(); }
 
  private:
@@ -137,6 +146,11 @@ class MicroVm : public Vm {
   bool HandleExit(KvmVcpu& vcpu);
   void RequestStopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void KickAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a kick: parks while a pause is requested, or sleeps the throttle's share of the slice.
+  // False when the vCPU must exit.
+  bool ServeKickLocked(std::unique_lock<std::mutex>& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartThrottleThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ThrottleLoop();
   absl::Status SetSlotFlags(uint32_t flags);
 
   VmSpec spec_;
@@ -166,6 +180,9 @@ class MicroVm : public Vm {
   std::vector<std::thread> threads_;
   std::vector<bool> thread_live_ ABSL_GUARDED_BY(mu_);  // vCPU thread started and not yet exited
   std::mutex join_mu_;  // serializes Stop() callers joining threads_
+  uint32_t throttle_percent_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread throttle_thread_;  // kicks throttled vCPUs; started on a running VM's first throttle
+  std::atomic<int64_t> first_entry_ns_{0};
 
   std::mutex dirty_mu_;
   bool tracking_ ABSL_GUARDED_BY(dirty_mu_) = false;
@@ -257,8 +274,10 @@ absl::Status MicroVm::Start() {
   }
   InstallKickHandler();
   thread_live_.assign(vcpus_.size(), true);
+  first_entry_ns_.store(0);
   for (uint32_t i = 0; i < vcpus_.size(); ++i) threads_.emplace_back([this, i] { VcpuLoop(i); });
   state_ = VmRunState::kRunning;
+  StartThrottleThreadLocked();
   return absl::OkStatus();
 }
 
@@ -279,19 +298,17 @@ void MicroVm::RequestStopLocked() {
 void MicroVm::VcpuLoop(uint32_t index) {
   KvmVcpu& vcpu = *vcpus_[index];
   for (;;) {
+    if (first_entry_ns_.load(std::memory_order_relaxed) == 0) {
+      int64_t unset = 0;
+      first_entry_ns_.compare_exchange_strong(unset, MonotonicNanos());
+    }
     int r = vcpu.Run();
     if (r == -EINTR || (r == 0 && vcpu.run()->exit_reason == KVM_EXIT_INTR)) {
       // A kick. KVM has completed any pending port I/O on this KVM_RUN, so state is consistent.
       std::unique_lock lock(mu_);
-      if (stop_requested_) break;
-      if (pause_requested_) {
-        ++parked_;
-        cv_.notify_all();
-        cv_.wait(lock, [this] { return !pause_requested_ || stop_requested_; });
-        --parked_;
-        if (stop_requested_) break;
-        vcpu.run()->immediate_exit = 0;
-      }
+      if (!ServeKickLocked(lock)) break;
+      // Under mu_: a pause or stop requested from here on kicks again.
+      vcpu.run()->immediate_exit = 0;
       continue;
     }
     if (r == -EAGAIN) continue;
@@ -307,6 +324,65 @@ void MicroVm::VcpuLoop(uint32_t index) {
   if (!stop_requested_) RequestStopLocked();
   if (++exited_ == vcpus_.size()) state_ = VmRunState::kStopped;
   cv_.notify_all();
+}
+
+bool MicroVm::ServeKickLocked(std::unique_lock<std::mutex>& lock) {
+  bool slept = false;
+  for (;;) {
+    if (stop_requested_) return false;
+    if (pause_requested_) {
+      ++parked_;
+      cv_.notify_all();
+      cv_.wait(lock, [this] { return !pause_requested_ || stop_requested_; });
+      --parked_;
+      return !stop_requested_;
+    }
+    if (slept || throttle_percent_ == 0) return true;
+    // Auto-converge: this vCPU's share of the slice; a pause, a stop or a new share cuts it short.
+    const uint32_t percent = throttle_percent_;
+    cv_.wait_for(lock, std::chrono::nanoseconds(kThrottleSliceNs * percent / 100),
+                 [this, percent] { return stop_requested_ || pause_requested_ || throttle_percent_ != percent; });
+    slept = true;
+  }
+}
+
+absl::Status MicroVm::SetThrottle(uint32_t percent) {
+  if (percent > 99) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("throttle of ", percent, " %: at most 99 % (the guest must keep running)"));
+  }
+  std::lock_guard lock(mu_);
+  throttle_percent_ = percent;
+  StartThrottleThreadLocked();
+  cv_.notify_all();  // the kicker and any sleeping vCPU re-read the share
+  return absl::OkStatus();
+}
+
+void MicroVm::StartThrottleThreadLocked() {
+  // Stop joins it; none is started once a stop was requested (or before the vCPUs run).
+  if (throttle_percent_ == 0 || throttle_thread_.joinable() || threads_.empty() || stop_requested_) return;
+  throttle_thread_ = std::thread([this] { ThrottleLoop(); });
+}
+
+// Kicks every vCPU once a slice while throttled and running; idle on the condition variable
+// otherwise, so an unthrottled VM pays nothing.
+void MicroVm::ThrottleLoop() {
+  std::unique_lock lock(mu_);
+  auto next = std::chrono::steady_clock::now();
+  while (!stop_requested_) {
+    if (throttle_percent_ == 0 || pause_requested_) {
+      cv_.wait(lock, [this] { return stop_requested_ || (throttle_percent_ > 0 && !pause_requested_); });
+      next = std::chrono::steady_clock::now();
+      continue;
+    }
+    next += std::chrono::nanoseconds(kThrottleSliceNs);
+    if (cv_.wait_until(lock, next, [this] { return stop_requested_ || throttle_percent_ == 0 || pause_requested_; })) {
+      continue;
+    }
+    // Late on a loaded host: carry on from now rather than kick in a burst.
+    next = std::max(next, std::chrono::steady_clock::now());
+    KickAllLocked();
+  }
 }
 
 bool MicroVm::HandleExit(KvmVcpu& vcpu) {
@@ -353,6 +429,7 @@ absl::Status MicroVm::Pause() {
   }
   pause_requested_ = true;
   KickAllLocked();
+  cv_.notify_all();  // vCPUs asleep for the throttle park at once
   bool parked = cv_.wait_for(lock, std::chrono::nanoseconds(kPauseTimeoutNs),
                              [this] { return parked_ + exited_ == vcpus_.size(); });
   if (!parked) {
@@ -371,6 +448,7 @@ absl::Status MicroVm::Resume() {
   }
   pause_requested_ = false;
   state_ = VmRunState::kRunning;
+  first_entry_ns_.store(0);
   cv_.notify_all();
   return absl::OkStatus();
 }
@@ -388,6 +466,7 @@ absl::Status MicroVm::Stop() {
   for (std::thread& t : threads_) {
     if (t.joinable()) t.join();
   }
+  if (throttle_thread_.joinable()) throttle_thread_.join();
   std::lock_guard lock(mu_);
   state_ = VmRunState::kStopped;
   return absl::OkStatus();
