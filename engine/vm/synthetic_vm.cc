@@ -28,6 +28,8 @@ namespace {
 
 constexpr uint64_t kTicksPerMs = 1'000'000;  // the synthetic guest clock counts nanoseconds
 constexpr int64_t kMaxSleepNs = 1'000'000;
+// Auto-converge: each worker sleeps its throttle's share of every slice (as MicroVm's vCPUs do).
+constexpr int64_t kThrottleSliceNs = 10'000'000;
 
 std::string SyntheticCmdline(const VmSpec& spec) {
   return absl::StrCat(GuestCommandLine(spec.workload), " ncpu=", spec.vcpus);
@@ -76,6 +78,7 @@ class SyntheticVm final : public Vm {
       }
     }
     host_base_ns_ = MonotonicNanos();
+    first_entry_ns_.store(0);
     for (uint32_t i = 0; i < spec_.vcpus; ++i) threads_.emplace_back([this, i] { Run(i); });
     state_ = VmRunState::kRunning;
     return absl::OkStatus();
@@ -101,6 +104,7 @@ class SyntheticVm final : public Vm {
       return absl::FailedPreconditionError(absl::StrCat("cannot resume a VM that is ", VmRunStateName(state_)));
     }
     pause_ = false;
+    first_entry_ns_.store(0);
     cv_.notify_all();
     state_ = VmRunState::kRunning;
     return absl::OkStatus();
@@ -177,6 +181,19 @@ class SyntheticVm final : public Vm {
     return absl::OkStatus();
   }
 
+  absl::Status SetThrottle(uint32_t percent) override {
+    if (percent > 99) {
+      return absl::InvalidArgumentError(absl::StrCat("throttle of ", percent,
+                                                     " %: at most 99 % (the guest must keep running)"));
+    }
+    std::lock_guard lock(mu_);
+    throttle_.store(percent);
+    cv_.notify_all();  // a worker asleep on the old share re-reads it
+    return absl::OkStatus();
+  }
+  uint32_t throttle_percent() const override { return throttle_.load(); }
+  int64_t first_guest_entry_ns() const override { return first_entry_ns_.load(); }
+
   GuestHealth health() const override { return monitor_.health(); }
 
  private:
@@ -187,6 +204,7 @@ class SyntheticVm final : public Vm {
   void Run(uint32_t idx) {
     const fw_env env{this, &SyntheticVm::ConsoleThunk, &SyntheticVm::StatusThunk};
     void* ws = Workset();
+    int64_t slice_start = 0;
     for (;;) {
       if (pause_.load(std::memory_order_acquire) || stop_.load(std::memory_order_acquire)) {
         std::unique_lock lock(mu_);
@@ -195,14 +213,37 @@ class SyntheticVm final : public Vm {
         cv_.wait(lock, [&] { return !pause_ || stop_; });
         --parked_;
         if (stop_) return;
+        slice_start = 0;  // a pause is not run time
+      }
+      if (first_entry_ns_.load(std::memory_order_relaxed) == 0) {
+        int64_t unset = 0;
+        first_entry_ns_.compare_exchange_strong(unset, MonotonicNanos());
       }
       uint64_t wait = fw_step(ws, idx, GuestNow(), &env);
+      Throttle(slice_start);
       if (wait != 0) {
         std::unique_lock lock(mu_);
         int64_t ns = std::min<int64_t>(static_cast<int64_t>(std::min<uint64_t>(wait, kMaxSleepNs)), kMaxSleepNs);
         cv_.wait_for(lock, std::chrono::nanoseconds(ns), [&] { return pause_ || stop_; });
       }
     }
+  }
+
+  // Once this worker has run its share of the slice, sleeps the rest (a pause, a stop or a new
+  // share cuts the sleep short). `slice_start` is 0 while unthrottled.
+  void Throttle(int64_t& slice_start) {
+    uint32_t percent = throttle_.load(std::memory_order_relaxed);
+    if (percent == 0) {
+      slice_start = 0;
+      return;
+    }
+    int64_t now = MonotonicNanos();
+    if (slice_start == 0) slice_start = now;
+    if (now - slice_start < kThrottleSliceNs * (100 - percent) / 100) return;
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::nanoseconds(kThrottleSliceNs * percent / 100),
+                 [&] { return pause_ || stop_ || throttle_ != percent; });
+    slice_start = MonotonicNanos();
   }
 
   static void ConsoleThunk(void* ctx, const char* text, int is_line) {
@@ -257,6 +298,8 @@ class SyntheticVm final : public Vm {
   std::condition_variable cv_;
   VmRunState state_ = VmRunState::kCreated;
   std::atomic<bool> pause_{false}, stop_{false};  // written under mu_, read lock-free by workers
+  std::atomic<uint32_t> throttle_{0};              // likewise
+  std::atomic<int64_t> first_entry_ns_{0};
   size_t parked_ = 0;
   bool restored_ = false;
   std::vector<std::thread> threads_;
