@@ -4,14 +4,15 @@
  * but vCPU 0 wait while vCPU 0 builds the identity page tables. Then each switches to long mode
  * and calls guest_main(index), which drops to CPL 3 (enter_user) for everything but setup and
  * halting: see guest_main.c for why. The page tables and GDT therefore allow user access.
- * Constants mirror guest_abi.h (which is C): multiboot magics, FERRY_MAX_VCPUS = 8. */
+ * Constants mirror guest_abi.h (which is C): multiboot magics, FERRY_MAX_VCPUS = 8,
+ * FERRY_GUEST_MAX_RAM_VIEW = 64 GiB. */
 
 #define MB_HEADER_MAGIC 0x1BADB002
 #define MB_BOOT_MAGIC 0x2BADB002
 #define MB_FLAGS 0x00010003 /* page-align modules, memory info, address fields (a.out kludge) */
 #define MAX_VCPUS 8
 #define STACK_SHIFT 14      /* 16 KiB per vCPU */
-#define MAX_GIB 64          /* identity map covers at most 64 GiB (one page directory per GiB) */
+#define MAX_GIB 64          /* page directories for 64 GiB of virtual space (FERRY_GUEST_MAX_RAM_VIEW) */
 
   .section .multiboot, "a"
   .balign 4
@@ -46,7 +47,8 @@ _start32:
   test %ebp, %ebp
   jnz wait_tables
 
-  /* vCPU 0: keep the boot information, then map [0, N GiB) with 2 MiB pages, N from mem_upper. */
+  /* vCPU 0: keep the boot information, then map [0, N GiB) with 2 MiB pages, N from mem_upper
+   * (RAM from 1 MiB up to the first hole). RAM above the hole is mapped later, in C (map_ram_view). */
   mov %esi, boot_magic
   mov %edi, boot_mbi
   mov $4, %ecx
@@ -176,6 +178,7 @@ tables_ready: .long 0
 
   .section .bss
   .balign 4096
+  .globl pdpt, pds
 pml4: .skip 4096
 pdpt: .skip 4096
 pds: .skip 4096 * MAX_GIB

@@ -13,6 +13,17 @@
 #define FERRY_GPA_IMAGE_LIMIT 0x00400000ULL    /* the image (incl. bss, page tables, stacks) ends below */
 #define FERRY_GPA_WORKSET 0x00400000ULL        /* generation table, then working-set pages */
 #define FERRY_GUEST_MIN_MEMORY (8ULL << 20)
+/* Guest RAM is one memfd. The microVM maps it as QEMU's pc machine does around the 32-bit MMIO
+ * hole: memfd [0, LOW_RAM_END) at GPA 0, and the rest (guests above 3 GiB) from GPA 4 GiB. The
+ * multiboot memory map lists both ranges. docs/memory_layout.md draws the whole layout. */
+#define FERRY_GPA_LOW_RAM_END 0xC0000000ULL  /* 3 GiB */
+#define FERRY_GPA_HIGH_RAM 0x100000000ULL    /* 4 GiB: memfd offset FERRY_GPA_LOW_RAM_END */
+/* The built-in guest maps RAM linearly: virtual [0, low end) is identity-mapped and each RAM range
+ * of the memory map above it follows at the next virtual address, so under Ferry's microVM a
+ * guest virtual address is a memfd offset (what the synthetic backend and the host-side checks
+ * use). The working-set region starts at FERRY_GPA_WORKSET in that view and must end below this
+ * (the guest's page directories cover 64 GiB). */
+#define FERRY_GUEST_MAX_RAM_VIEW (64ULL << 30)
 #define FERRY_MAX_VCPUS 8
 /* The workload's state block (config, per-vCPU cursors, rng, counters) opens the working-set
  * region; the generation table (one 32-bit generation per page) follows, then the pages. */

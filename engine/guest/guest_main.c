@@ -165,7 +165,46 @@ static uint64_t tsc_khz(const struct fw_config *c, const char **source) {
 
 struct multiboot_info {
   uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
+  uint32_t mods_count, mods_addr, syms[4], mmap_length, mmap_addr;
 };
+struct multiboot_mmap_entry {
+  uint32_t size; /* of the rest of the entry */
+  uint64_t base, length;
+  uint32_t type; /* 1 = RAM */
+} __attribute__((packed));
+
+/* boot.S's page tables: the PDPT and one page directory per GiB of virtual space. */
+extern uint64_t pdpt[], pds[];
+#define PAGE_2M (2ULL << 20)
+
+/* boot.S identity-mapped RAM from GPA 0 up to the first hole ([0, low_end), as mem_upper says).
+ * Every RAM range of the memory map above low_end follows it here, 2 MiB-aligned, at consecutive
+ * virtual addresses: a linear view of all RAM (see FERRY_GUEST_MAX_RAM_VIEW). Under Ferry's
+ * microVM a view address is then the memfd offset: GPA 4 GiB appears at 3 GiB. Returns the view's
+ * size. Runs on vCPU 0 before any vCPU touches the view above low_end. */
+static uint64_t map_ram_view(const struct multiboot_info *mbi, uint64_t low_end) {
+  uint64_t mapped = (uint64_t)boot_gib << 30;
+  uint64_t view = low_end < mapped ? low_end : mapped;
+  if (!(mbi->flags & (1u << 6))) return view;
+  const uint8_t *p = (const uint8_t *)(uintptr_t)mbi->mmap_addr, *end = p + mbi->mmap_length;
+  int extended = 0;
+  for (; p + sizeof(struct multiboot_mmap_entry) <= end; p += ((const struct multiboot_mmap_entry *)p)->size + 4) {
+    const struct multiboot_mmap_entry *e = (const struct multiboot_mmap_entry *)p;
+    if (e->type != 1 || e->base < low_end) continue;
+    uint64_t gpa = (e->base + PAGE_2M - 1) & ~(PAGE_2M - 1), top = (e->base + e->length) & ~(PAGE_2M - 1);
+    if (!extended) {
+      view &= ~(PAGE_2M - 1); /* the view continues on a 2 MiB boundary */
+      extended = 1;
+    }
+    for (; gpa < top && view < FERRY_GUEST_MAX_RAM_VIEW; gpa += PAGE_2M, view += PAGE_2M) {
+      uint64_t gib = view >> 30;
+      pdpt[gib] = (uint64_t)(uintptr_t)&pds[gib * 512] | 0x7; /* present, writable, user */
+      pds[view >> 21] = gpa | 0x87;                            /* + 2 MiB page */
+    }
+  }
+  if (extended) __asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" ::: "rax", "memory");
+  return view;
+}
 
 static void line2(const char *a, const char *b) {
   char buf[320], *end = buf + sizeof(buf);
@@ -203,9 +242,7 @@ static void boot_check(void) {
     console(0, "ferry-guest: the boot loader gave no memory size (multiboot flags bit 0)", 1);
     shutdown(3);
   }
-  uint64_t mem = (1ULL << 20) + ((uint64_t)mbi->mem_upper << 10);
-  uint64_t mapped = (uint64_t)boot_gib << 30;
-  uint64_t usable = mem < mapped ? mem : mapped;
+  uint64_t usable = map_ram_view(mbi, (1ULL << 20) + ((uint64_t)mbi->mem_upper << 10));
   uint64_t avail = usable > FERRY_GPA_WORKSET ? usable - FERRY_GPA_WORKSET : 0;
   if (!cfg.ws_given && fw_region_bytes(&cfg) > avail) {
     /* The default working set shrinks to what fits; an explicit one is refused below. */
@@ -225,7 +262,7 @@ static void boot_check(void) {
     shutdown(1);
   }
   boot_cfg = cfg;
-  boot_mem = mem;
+  boot_mem = usable;
 }
 
 /* vCPU 0's setup after boot_check, at CPL 3: the TSC calibration and laying out the working set
@@ -280,6 +317,8 @@ void guest_main(uint32_t idx) {
     enter_user(user_main, 0);
   }
   while (!__atomic_load_n(&boot_done, __ATOMIC_ACQUIRE)) cpu_relax();
+  /* vCPU 0 may have extended the page tables (map_ram_view) after this vCPU loaded them. */
+  __asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" ::: "rax", "memory");
   const struct fw_state *st = (const struct fw_state *)(uintptr_t)FERRY_GPA_WORKSET;
   if (idx >= st->nworkers) halt_forever(); /* more vCPUs than ncpu= */
   enter_user(user_main, idx);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/base/status.h"
 #include "engine/base/unique_fd.h"
+#include "engine/memory/dirty_bitmap.h"
 #include "engine/memory/page.h"
 #include "engine/state/file_util.h"
 #include "engine/state/state_file.h"
@@ -68,13 +69,18 @@ absl::StatusOr<uint64_t> WriteSparseMemory(const GuestMemory& mem, const std::st
   if (::ftruncate(fd.get(), static_cast<off_t>(mem.size())) != 0) return ErrnoError(absl::StrCat("truncate ", tmp));
   uint64_t written = 0;
   uint64_t p = 0, n = mem.num_pages();
+  // Memfd holes are zero without being read (reading one would allocate it: a big guest mostly
+  // never touched would fill the host's memory here).
+  DirtyBitmap populated(n);
+  mem.MarkPopulatedPages(populated);
+  auto has_data = [&](uint64_t page) { return populated.Test(page) && !IsZeroPage(mem.page(page)); };
   while (p < n) {
-    if (IsZeroPage(mem.page(p))) {
+    if (!has_data(p)) {
       ++p;
       continue;
     }
     uint64_t run = 1;
-    while (p + run < n && !IsZeroPage(mem.page(p + run))) ++run;
+    while (p + run < n && has_data(p + run)) ++run;
     uint64_t off = p * kPageSize, len = run * kPageSize, done = 0;
     while (done < len) {
       ssize_t w = ::pwrite(fd.get(), mem.page(p) + done, len - done, static_cast<off_t>(off + done));

@@ -13,6 +13,7 @@
 #include "engine/base/status.h"
 #include "engine/base/unique_fd.h"
 #include "engine/guest/guest_abi.h"
+#include "engine/vm/ram_layout.h"
 
 namespace ferry {
 namespace {
@@ -84,6 +85,11 @@ absl::Status PlaceSegment(const std::string& path, const std::vector<uint8_t>& f
     return absl::InvalidArgumentError(absl::StrFormat(
         "guest image %s needs guest memory up to 0x%x but the guest has only %d MiB (0x%x bytes)",
         path, gpa + mem_size, mem.size() >> 20, mem.size()));
+  }
+  if (gpa + mem_size > FERRY_GPA_LOW_RAM_END) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "guest image %s: segment [0x%x, 0x%x) reaches above 0x%x, where the 32-bit MMIO hole begins",
+        path, gpa, gpa + mem_size, FERRY_GPA_LOW_RAM_END));
   }
   std::memcpy(mem.data() + gpa, file.data() + offset, file_size);
   std::memset(mem.data() + gpa + file_size, 0, mem_size - file_size);
@@ -208,9 +214,13 @@ absl::StatusOr<MultibootEntry> LoadMultibootImage(const std::string& image_path,
     uint64_t base, length;
     uint32_t type;
   };
-  const Range ranges[] = {{0, kLowMemTop, 1},
-                          {kLowMemTop, FERRY_GPA_IMAGE - kLowMemTop, 2},
-                          {FERRY_GPA_IMAGE, mem.size() - FERRY_GPA_IMAGE, 1}};
+  // RAM as the microVM maps it (ram_layout.h): below 640 KiB, from 1 MiB to the end of the low
+  // range, and any RAM above 4 GiB.
+  const std::vector<RamRange> ram = GuestRamRanges(mem.size());
+  std::vector<Range> ranges = {{0, kLowMemTop, 1},
+                               {kLowMemTop, FERRY_GPA_IMAGE - kLowMemTop, 2},
+                               {FERRY_GPA_IMAGE, ram[0].bytes - FERRY_GPA_IMAGE, 1}};
+  for (size_t i = 1; i < ram.size(); ++i) ranges.push_back({ram[i].gpa, ram[i].bytes, 1});
   uint8_t* mmap = base + FERRY_GPA_MMAP;
   for (const Range& r : ranges) {
     Put32(mmap, 20);  // size of the rest of the entry
@@ -220,12 +230,13 @@ absl::StatusOr<MultibootEntry> LoadMultibootImage(const std::string& image_path,
     mmap += 24;
   }
   uint8_t* info = base + FERRY_GPA_MULTIBOOT_INFO;
-  uint64_t upper_kib = (mem.size() - FERRY_GPA_IMAGE) >> 10;
+  // mem_upper: the RAM from 1 MiB up to the first hole, as multiboot defines it.
+  uint64_t upper_kib = (ram[0].bytes - FERRY_GPA_IMAGE) >> 10;
   Put32(info + 0, kInfoMem | kInfoCmdline | kInfoMmap);
   Put32(info + 4, kLowMemTop >> 10);
   Put32(info + 8, static_cast<uint32_t>(std::min<uint64_t>(upper_kib, UINT32_MAX)));
   Put32(info + 16, FERRY_GPA_CMDLINE);
-  Put32(info + 44, static_cast<uint32_t>(sizeof(ranges) / sizeof(ranges[0]) * 24));
+  Put32(info + 44, static_cast<uint32_t>(ranges.size() * 24));
   Put32(info + 48, FERRY_GPA_MMAP);
   return MultibootEntry{entry, static_cast<uint32_t>(FERRY_GPA_MULTIBOOT_INFO)};
 }

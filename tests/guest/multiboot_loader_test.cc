@@ -100,6 +100,41 @@ TEST_F(MultibootLoaderTest, LoadsFerryGuestAndWritesBootInfo) {
   EXPECT_EQ(magic, FERRY_MULTIBOOT_HEADER_MAGIC);
 }
 
+// Above 3 GiB the microVM maps the rest of the memfd at GPA 4 GiB (ram_layout.h): the memory map
+// says so, and mem_upper stops at the hole as multiboot defines it.
+TEST_F(MultibootLoaderTest, MemoryMapListsRamAboveFourGiB) {
+  auto big = GuestMemory::Create(4608ull << 20);  // a memfd: untouched pages cost nothing
+  ASSERT_TRUE(big.ok()) << big.status();
+  auto r = LoadMultibootImage(GuestImage(), "", **big);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const uint8_t* base = (*big)->data();
+  uint32_t info[13];
+  std::memcpy(info, base + FERRY_GPA_MULTIBOOT_INFO, sizeof(info));
+  EXPECT_EQ(info[2], (FERRY_GPA_LOW_RAM_END - (1u << 20)) >> 10);  // mem_upper
+  struct Entry {
+    uint64_t base, length;
+    uint32_t type;
+    bool operator==(const Entry&) const = default;
+  };
+  std::vector<Entry> entries;
+  for (uint32_t off = 0; off < info[11]; off += 24) {
+    Entry e;
+    std::memcpy(&e.base, base + FERRY_GPA_MMAP + off + 4, 8);
+    std::memcpy(&e.length, base + FERRY_GPA_MMAP + off + 12, 8);
+    std::memcpy(&e.type, base + FERRY_GPA_MMAP + off + 20, 4);
+    entries.push_back(e);
+  }
+  std::vector<Entry> want = {{0, 0x9fc00, 1},
+                             {0x9fc00, 0x100000 - 0x9fc00, 2},
+                             {0x100000, FERRY_GPA_LOW_RAM_END - 0x100000, 1},
+                             {FERRY_GPA_HIGH_RAM, (4608ull << 20) - FERRY_GPA_LOW_RAM_END, 1}};
+  ASSERT_EQ(entries.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_TRUE(entries[i] == want[i]) << "entry " << i << ": base 0x" << std::hex << entries[i].base << " length 0x"
+                                       << entries[i].length << " type " << entries[i].type;
+  }
+}
+
 TEST_F(MultibootLoaderTest, CommandLineTooLongIsRejected) {
   auto r = LoadMultibootImage(GuestImage(), std::string(FERRY_CMDLINE_MAX, 'a'), *mem_);
   ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
