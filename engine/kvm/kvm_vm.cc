@@ -36,6 +36,26 @@ absl::Status KvmVm::GetDirtyLog(uint32_t slot, std::span<uint64_t> words) {
   return KvmIoctlStatus(fd_.get(), KVM_GET_DIRTY_LOG, &log, "KVM_GET_DIRTY_LOG");
 }
 
+absl::Status KvmVm::ClearDirtyLog(uint32_t slot, uint64_t first_page, uint32_t num_pages,
+                                  std::span<const uint64_t> words) {
+  if (first_page % 64 != 0 || words.size() < (uint64_t{num_pages} + 63) / 64) {
+    return absl::InvalidArgumentError("KVM_CLEAR_DIRTY_LOG: first page not 64-aligned or bitmap too short");
+  }
+  kvm_clear_dirty_log log{};
+  log.slot = slot;
+  log.num_pages = num_pages;
+  log.first_page = first_page;
+  log.dirty_bitmap = const_cast<uint64_t*>(words.data());  // KVM only reads it
+  return KvmIoctlStatus(fd_.get(), KVM_CLEAR_DIRTY_LOG, &log, "KVM_CLEAR_DIRTY_LOG");
+}
+
+absl::Status KvmVm::EnableCap(uint32_t cap, uint64_t arg0) {
+  kvm_enable_cap c{};
+  c.cap = cap;
+  c.args[0] = arg0;
+  return KvmIoctlStatus(fd_.get(), KVM_ENABLE_CAP, &c, "KVM_ENABLE_CAP");
+}
+
 absl::StatusOr<kvm_clock_data> KvmVm::GetClock() {
   kvm_clock_data c{};
   RETURN_IF_ERROR(KvmIoctlStatus(fd_.get(), KVM_GET_CLOCK, &c, "KVM_GET_CLOCK"));

@@ -1,4 +1,4 @@
-// The KVM microVM: guest RAM in one memslot, in-kernel irqchip, one thread per vCPU running
+// The KVM microVM: guest RAM in one memslot (two above 3 GiB: ram_layout.h), in-kernel irqchip, one thread per vCPU running
 // KVM_RUN, port-I/O devices on one bus. vCPU threads are a small state machine driven by the
 // controller: running -> parked (pause) -> running, or -> exited.
 #include "engine/vm/micro_vm.h"
@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -28,6 +29,7 @@
 #include "engine/vm/io_bus.h"
 #include "engine/vm/kvm_state.h"
 #include "engine/vm/multiboot_loader.h"
+#include "engine/vm/ram_layout.h"
 #include "engine/vm/serial_device.h"
 #include "engine/vm/status_port.h"
 #include "spdlog/spdlog.h"
@@ -35,12 +37,9 @@
 namespace ferry {
 namespace {
 
-constexpr uint32_t kRamSlot = 0;
-// Where QEMU puts them: just below the 4 GiB BIOS area, above any RAM we map.
+// Where QEMU puts them: just below the 4 GiB BIOS area, in the hole between the RAM slots.
 constexpr uint64_t kIdentityMapGpa = 0xfffbc000;
 constexpr uint64_t kTssGpa = 0xfffbd000;
-// One memslot from GPA 0; above this the 32-bit MMIO hole (and the TSS) begins.
-constexpr uint64_t kMaxRamBytes = 3ull << 30;
 constexpr uint32_t kMsrMtrrDefType = 0x2ff;
 constexpr uint64_t kMtrrEnable = 1 << 11;
 constexpr uint64_t kMtrrTypeWriteBack = 6;
@@ -78,6 +77,11 @@ absl::Status ValidateSpec(const VmSpec& spec) {
                                                    " MiB does not fit in ", spec.memory_bytes >> 20,
                                                    " MiB of guest memory"));
   }
+  if (needed > FERRY_GUEST_MAX_RAM_VIEW) {
+    return absl::InvalidArgumentError(absl::StrCat("working set of ", spec.workload.working_set_bytes >> 20,
+                                                   " MiB: the built-in guest maps ", FERRY_GUEST_MAX_RAM_VIEW >> 30,
+                                                   " GiB of RAM, its working set must end below that"));
+  }
   return absl::OkStatus();
 }
 
@@ -108,9 +112,10 @@ kvm_segment FlatSegment(uint16_t selector, uint8_t type) {
 
 class MicroVm : public Vm {
  public:
-  MicroVm(const VmSpec& spec, bool for_restore, KvmSystem kvm, std::unique_ptr<GuestMemory> mem)
-      : spec_(spec), for_restore_(for_restore), kvm_(std::move(kvm)), mem_(std::move(mem)),
-        pending_dirty_(mem_->num_pages()) {}
+  MicroVm(const VmSpec& spec, bool for_restore, const MicroVmOptions& options, KvmSystem kvm,
+          std::unique_ptr<GuestMemory> mem)
+      : spec_(spec), for_restore_(for_restore), options_(options), kvm_(std::move(kvm)), mem_(std::move(mem)),
+        ram_(GuestRamRanges(mem_->size())), pending_dirty_(mem_->num_pages()) {}
   ~MicroVm() override { (void)Stop(); }
 
   absl::Status Init();
@@ -139,6 +144,7 @@ class MicroVm : public Vm {
   }
   int64_t first_guest_entry_ns() const override { return first_entry_ns_.load(); }
   GuestHealth health() const override { return monitor_.health(); }
+  DirtyLogPath dirty_log_path() const { return dirty_log_path_; }
 
  private:
   void VcpuLoop(uint32_t index);
@@ -152,11 +158,23 @@ class MicroVm : public Vm {
   void StartThrottleThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ThrottleLoop();
   absl::Status SetSlotFlags(uint32_t flags);
+  // Picks the dirty-log path (KVM's offer AND options_) and enables manual protection if taken.
+  absl::Status SetUpDirtyLog();
+  // ORs every slot's log into `out` at the slot's memfd pages; with `reprotect` and manual
+  // protection, then clears what it reported (the legacy GET has already done so).
+  absl::Status HarvestDirtyLog(DirtyBitmap& out, bool reprotect) ABSL_EXCLUSIVE_LOCKS_REQUIRED(dirty_mu_);
+  // KVM_CLEAR_DIRTY_LOG of the pages set in `words`, one chunk of the slot per call, skipping
+  // chunks with nothing set: KVM holds its MMU lock for one chunk at a time, not the whole slot.
+  absl::Status ClearDirtyLogInChunks(uint32_t slot, std::span<const uint64_t> words);
 
   VmSpec spec_;
   bool for_restore_;
+  MicroVmOptions options_;
   KvmSystem kvm_;
   std::unique_ptr<GuestMemory> mem_;
+  std::vector<RamRange> ram_;  // range i is memory slot i
+  DirtyLogPath dirty_log_path_ = DirtyLogPath::kGetClears;
+  uint64_t clear_chunk_pages_ = 0;
   std::unique_ptr<KvmVm> vm_;
   std::vector<std::unique_ptr<KvmVcpu>> vcpus_;
   std::vector<std::vector<kvm_cpuid_entry2>> cpuid_;  // per vCPU
@@ -189,7 +207,7 @@ class MicroVm : public Vm {
   // Pages harvested from KVM's log when tracking was disabled, plus pages the VMM itself wrote:
   // reported by the next CollectDirtyPages.
   DirtyBitmap pending_dirty_ ABSL_GUARDED_BY(dirty_mu_);
-  std::vector<uint64_t> log_words_ ABSL_GUARDED_BY(dirty_mu_);
+  std::vector<uint64_t> log_words_ ABSL_GUARDED_BY(dirty_mu_);  // sized for the largest slot
 };
 
 absl::Status MicroVm::Init() {
@@ -199,8 +217,11 @@ absl::Status MicroVm::Init() {
   RETURN_IF_ERROR(vm_->SetIdentityMapAddr(kIdentityMapGpa));
   RETURN_IF_ERROR(vm_->SetTssAddr(kTssGpa));
   RETURN_IF_ERROR(vm_->CreateIrqchip());
+  RETURN_IF_ERROR(SetUpDirtyLog());
   RETURN_IF_ERROR(SetSlotFlags(0));
-  log_words_.assign((mem_->num_pages() + 63) / 64, 0);
+  uint64_t largest_slot = 0;
+  for (const RamRange& r : ram_) largest_slot = std::max(largest_slot, r.bytes >> kPageShift);
+  log_words_.assign((largest_slot + 63) / 64, 0);
 
   ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> cpuid, kvm_.SupportedCpuid());
   if (!spec_.cpu.features.empty()) RETURN_IF_ERROR(RestrictCpuid(cpuid, spec_.cpu.features));
@@ -261,7 +282,57 @@ absl::Status MicroVm::BootAt(uint32_t entry, uint32_t info_gpa) {
 }
 
 absl::Status MicroVm::SetSlotFlags(uint32_t flags) {
-  return vm_->SetUserMemoryRegion(kRamSlot, 0, mem_->size(), mem_->data(), flags);
+  for (uint32_t slot = 0; slot < ram_.size(); ++slot) {
+    const RamRange& r = ram_[slot];
+    RETURN_IF_ERROR(vm_->SetUserMemoryRegion(slot, r.gpa, r.bytes, mem_->data() + r.offset, flags));
+  }
+  return absl::OkStatus();
+}
+
+// KVM_GET_DIRTY_LOG alone clears and write-protects a whole slot under KVM's MMU lock: with
+// gigabytes of guest every vCPU that faults meanwhile stalls for the whole slot. Manual protection
+// (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, Linux 5.2; KVM_DIRTY_LOG_INITIALLY_SET on x86 since 5.7)
+// makes GET a copy and re-protects with KVM_CLEAR_DIRTY_LOG a chunk at a time; INITIALLY_SET
+// also makes enabling logging protect nothing up front (the first clear does it, in chunks).
+// Debian 12's 6.1 offers both (the capability reports 3), as does every kernel Ferry targets;
+// the legacy path stays for older kernels and is forced in tests (MicroVmOptions).
+absl::Status MicroVm::SetUpDirtyLog() {
+  uint64_t chunk = std::max<uint64_t>(options_.dirty_clear_chunk_bytes >> kPageShift, 64);
+  clear_chunk_pages_ = std::min<uint64_t>((chunk + 63) / 64 * 64, 1ull << 30);
+  int offered = kvm_.CheckExtension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+  uint64_t flags = static_cast<uint64_t>(std::max(offered, 0)) & options_.dirty_log_protect_flags &
+                   (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET);
+  if (!(flags & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
+    dirty_log_path_ = DirtyLogPath::kGetClears;
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(vm_->EnableCap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, flags));
+  dirty_log_path_ = (flags & KVM_DIRTY_LOG_INITIALLY_SET) ? DirtyLogPath::kManualProtectInitiallySet
+                                                          : DirtyLogPath::kManualProtect;
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::HarvestDirtyLog(DirtyBitmap& out, bool reprotect) {
+  for (uint32_t slot = 0; slot < ram_.size(); ++slot) {
+    std::span<uint64_t> words(log_words_.data(), ((ram_[slot].bytes >> kPageShift) + 63) / 64);
+    RETURN_IF_ERROR(vm_->GetDirtyLog(slot, words));
+    out.OrWords(ram_[slot].offset >> kPageShift, words);
+    if (reprotect && dirty_log_path_ != DirtyLogPath::kGetClears) {
+      RETURN_IF_ERROR(ClearDirtyLogInChunks(slot, words));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::ClearDirtyLogInChunks(uint32_t slot, std::span<const uint64_t> words) {
+  const uint64_t slot_pages = ram_[slot].bytes >> kPageShift;
+  for (uint64_t first = 0; first < slot_pages; first += clear_chunk_pages_) {
+    uint64_t n = std::min(clear_chunk_pages_, slot_pages - first);
+    std::span<const uint64_t> chunk = words.subspan(first / 64, (n + 63) / 64);
+    if (std::all_of(chunk.begin(), chunk.end(), [](uint64_t w) { return w == 0; })) continue;
+    RETURN_IF_ERROR(vm_->ClearDirtyLog(slot, first, static_cast<uint32_t>(n), chunk));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status MicroVm::Start() {
@@ -476,6 +547,12 @@ absl::Status MicroVm::EnableDirtyTracking() {
   std::lock_guard lock(dirty_mu_);
   if (tracking_) return absl::OkStatus();
   RETURN_IF_ERROR(SetSlotFlags(KVM_MEM_LOG_DIRTY_PAGES));
+  if (dirty_log_path_ == DirtyLogPath::kManualProtectInitiallySet) {
+    // The log starts all-set and nothing is write-protected yet: clear (protect) it chunk by chunk,
+    // so the first collect reports writes since now, as on the other paths.
+    std::fill(log_words_.begin(), log_words_.end(), ~0ull);
+    for (uint32_t slot = 0; slot < ram_.size(); ++slot) RETURN_IF_ERROR(ClearDirtyLogInChunks(slot, log_words_));
+  }
   tracking_ = true;
   return absl::OkStatus();
 }
@@ -484,8 +561,7 @@ absl::Status MicroVm::DisableDirtyTracking() {
   std::lock_guard lock(dirty_mu_);
   if (!tracking_) return absl::OkStatus();
   // Harvest first: pages dirtied since the last collect must survive the flag change.
-  RETURN_IF_ERROR(vm_->GetDirtyLog(kRamSlot, log_words_));
-  pending_dirty_.OrWords(0, log_words_);
+  RETURN_IF_ERROR(HarvestDirtyLog(pending_dirty_, /*reprotect=*/false));
   RETURN_IF_ERROR(SetSlotFlags(0));
   tracking_ = false;
   return absl::OkStatus();
@@ -497,10 +573,7 @@ absl::Status MicroVm::CollectDirtyPages(DirtyBitmap& out) {
                                                    mem_->num_pages()));
   }
   std::lock_guard lock(dirty_mu_);
-  if (tracking_) {
-    RETURN_IF_ERROR(vm_->GetDirtyLog(kRamSlot, log_words_));
-    out.OrWords(0, log_words_);
-  }
+  if (tracking_) RETURN_IF_ERROR(HarvestDirtyLog(out, /*reprotect=*/true));
   out.Or(pending_dirty_);
   pending_dirty_.ClearAll();
   return absl::OkStatus();
@@ -563,32 +636,29 @@ absl::Status MicroVm::RestoreState(const v1::VmState& s) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<MicroVm>> BuildMicroVm(const VmSpec& spec, bool for_restore) {
+absl::StatusOr<std::unique_ptr<MicroVm>> BuildMicroVm(const VmSpec& spec, bool for_restore,
+                                                      const MicroVmOptions& options) {
   RETURN_IF_ERROR(ValidateSpec(spec));
   std::string why;
   if (!KvmUsable(&why)) return absl::FailedPreconditionError(absl::StrCat("KVM is not usable: ", why));
   ASSIGN_OR_RETURN(KvmSystem kvm, KvmSystem::Open());
-  // GuestMemory refuses more than the host has; only then is the microVM's own limit worth citing.
+  // GuestMemory refuses more than the host has.
   ASSIGN_OR_RETURN(auto mem, GuestMemory::Create(spec.memory_bytes));
-  if (spec.memory_bytes > kMaxRamBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("memory = ", spec.memory_bytes >> 20,
-                                                   " MiB: the KVM microVM maps at most ", kMaxRamBytes >> 20,
-                                                   " MiB (use the synthetic backend for larger guests)"));
-  }
-  auto vm = std::make_unique<MicroVm>(spec, for_restore, std::move(kvm), std::move(mem));
+  auto vm = std::make_unique<MicroVm>(spec, for_restore, options, std::move(kvm), std::move(mem));
   RETURN_IF_ERROR(vm->Init());
   return vm;
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVm(const VmSpec& spec, bool for_restore) {
+absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVm(const VmSpec& spec, bool for_restore,
+                                                  const MicroVmOptions& options) {
   std::string image = spec.image_path.empty() ? DefaultGuestImagePath() : spec.image_path;
   if (!for_restore) {
     struct stat st {};
     if (::stat(image.c_str(), &st) != 0) return ErrnoError(absl::StrCat("guest image ", image));
   }
-  ASSIGN_OR_RETURN(auto vm, BuildMicroVm(spec, for_restore));
+  ASSIGN_OR_RETURN(auto vm, BuildMicroVm(spec, for_restore, options));
   if (!for_restore) {
     ASSIGN_OR_RETURN(MultibootEntry entry, LoadMultibootImage(image, vm->cmdline(), vm->memory()));
     RETURN_IF_ERROR(vm->BootAt(entry.entry_eip, entry.info_gpa));
@@ -597,15 +667,23 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVm(const VmSpec& spec, bool for_r
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmWithCode(const VmSpec& spec, uint64_t load_gpa,
-                                                          std::span<const uint8_t> code) {
-  ASSIGN_OR_RETURN(auto vm, BuildMicroVm(spec, /*for_restore=*/false));
-  if (load_gpa + code.size() > vm->memory().size() || load_gpa > 0xffffffffull) {
+                                                          std::span<const uint8_t> code,
+                                                          const MicroVmOptions& options) {
+  ASSIGN_OR_RETURN(auto vm, BuildMicroVm(spec, /*for_restore=*/false, options));
+  // Below 3 GiB a GPA is its memfd offset.
+  if (load_gpa + code.size() > std::min<uint64_t>(vm->memory().size(), FERRY_GPA_LOW_RAM_END)) {
     return absl::InvalidArgumentError(absl::StrFormat("code of %d bytes at 0x%x does not fit in guest memory",
                                                       code.size(), load_gpa));
   }
   std::memcpy(vm->memory().data() + load_gpa, code.data(), code.size());
   RETURN_IF_ERROR(vm->BootAt(static_cast<uint32_t>(load_gpa), 0));
   return std::unique_ptr<Vm>(std::move(vm));
+}
+
+absl::StatusOr<DirtyLogPath> MicroVmDirtyLogPath(const Vm& vm) {
+  const auto* micro = dynamic_cast<const MicroVm*>(&vm);
+  if (!micro) return absl::InvalidArgumentError("not a KVM microVM");
+  return micro->dirty_log_path();
 }
 
 }  // namespace ferry

@@ -10,13 +10,37 @@
 
 namespace ferry {
 
+// How a microVM reads KVM's dirty log (see SetUpDirtyLog in micro_vm.cc).
+enum class DirtyLogPath {
+  kGetClears = 1,                  // KVM_GET_DIRTY_LOG clears and re-protects a whole slot (old kernels)
+  kManualProtect = 2,              // GET copies; KVM_CLEAR_DIRTY_LOG re-protects chunk by chunk
+  kManualProtectInitiallySet = 3,  // and enabling logging protects nothing up front
+};
+
+// Knobs of the KVM backend. Production code uses the defaults; tests force the paths only older
+// kernels take.
+struct MicroVmOptions {
+  // KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 flags the VM may enable, ANDed with what KVM offers: 0 forces
+  // the legacy path, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE alone manual protection without
+  // KVM_DIRTY_LOG_INITIALLY_SET.
+  uint64_t dirty_log_protect_flags = ~0ull;
+  // Pages re-protected per KVM_CLEAR_DIRTY_LOG call (KVM holds its MMU lock for one chunk at a
+  // time); rounded up to a multiple of 64 pages.
+  uint64_t dirty_clear_chunk_bytes = 64ull << 20;
+};
+
 // Fails with a clear error (naming /dev/kvm or the missing capability) where KVM is unusable.
-absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVm(const VmSpec& spec, bool for_restore);
+absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVm(const VmSpec& spec, bool for_restore,
+                                                  const MicroVmOptions& options = {});
 
 // A microVM that runs `code` copied to guest-physical `load_gpa` instead of a multiboot image
 // (kvmtool's tiny test guests). Every vCPU starts at `load_gpa` in 32-bit protected mode with flat
 // segments, paging off, EAX=0x2BADB002, EBX=0.
 absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmWithCode(const VmSpec& spec, uint64_t load_gpa,
-                                                          std::span<const uint8_t> code);
+                                                          std::span<const uint8_t> code,
+                                                          const MicroVmOptions& options = {});
+
+// The dirty-log path a microVM took; InvalidArgument for another backend.
+absl::StatusOr<DirtyLogPath> MicroVmDirtyLogPath(const Vm& vm);
 
 }  // namespace ferry

@@ -36,6 +36,21 @@ inline std::vector<uint8_t> WriteDwordsThenShutdown(const std::vector<uint32_t>&
   return c;
 }
 
+// Writes `first` as WriteDwordsThenShutdown does, spins until the dword at `flag_gpa` is non-zero,
+// writes `second`, then shuts down.
+inline std::vector<uint8_t> WriteWaitWriteThenShutdown(const std::vector<uint32_t>& first, uint32_t flag_gpa,
+                                                       const std::vector<uint32_t>& second) {
+  std::vector<uint8_t> c = WriteDwordsThenShutdown(first);
+  c.resize(c.size() - 10);  // drop the shutdown
+  c.insert(c.end(), {0x83, 0x3D});  // cmp dword [disp32], 0
+  Put32(c, flag_gpa);
+  c.push_back(0x00);
+  c.insert(c.end(), {0x74, 0xF7});  // je back to the cmp
+  std::vector<uint8_t> rest = WriteDwordsThenShutdown(second);
+  c.insert(c.end(), rest.begin(), rest.end());
+  return c;
+}
+
 // Increments the dword at `counter_gpa` forever.
 inline std::vector<uint8_t> CountForever(uint32_t counter_gpa) {
   std::vector<uint8_t> c = {0xFF, 0x05};  // inc dword [disp32]
