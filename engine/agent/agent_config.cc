@@ -2,7 +2,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 #include <sstream>
 
@@ -30,7 +32,7 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   };
   for (auto [key, field] : {std::pair<const char*, std::string*>{"name", &c.name}, {"listen", &c.listen},
                             {"data_dir", &c.data_dir}, {"port_file", &c.port_file},
-                            {"host_facts", &c.host_facts}}) {
+                            {"host_facts", &c.host_facts}, {"data_listen", &c.data_listen}}) {
     absl::Status st = str(key, *field);
     if (!st.ok()) return st;
   }
@@ -48,6 +50,15 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": field 'insecure' must be true or false"));
     }
   }
+  if (root["connections"]) {
+    try {
+      int n = root["connections"].as<int>();
+      if (n < 0 || n > 16) throw YAML::Exception(YAML::Mark(), "range");
+      c.connections = static_cast<uint32_t>(n);
+    } catch (const YAML::Exception&) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": field 'connections' must be 0..16"));
+    }
+  }
   if (c.name.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": field 'name' is empty"));
   return c;
 }
@@ -58,6 +69,17 @@ std::string PrepareConsoleLogPath(const AgentConfig& config, const std::string& 
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   return (dir / "console.log").string();
+}
+
+uint32_t DefaultDataConnections() {
+  unsigned cores = std::thread::hardware_concurrency();
+  return std::clamp<uint32_t>(cores == 0 ? 2 : cores, 2, 8);
+}
+
+std::string HostOfAddress(const std::string& address) {
+  std::string host = address.substr(0, address.rfind(':'));
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host;
 }
 
 std::string HostBootId() {

@@ -8,7 +8,10 @@
 //   host_facts: /etc/ferry/host-a.yaml   # or libvirt:qemu:///system
 //   tls: {ca: ca.pem, cert: host-a.pem, key: host-a.key}
 //   insecure: false
+//   data_listen: 127.0.0.1:0   # the data port for incoming pages (default: listen's host, any port)
+//   connections: 0             # data connections per outgoing migration (0: from the cores)
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -25,7 +28,16 @@ struct AgentConfig {
   std::string tls_cert;
   std::string tls_key;
   bool insecure = false;
+  std::string data_listen;   // HOST:PORT; "" = listen's host, port 0
+  uint32_t connections = 0;  // 0 = DefaultDataConnections()
 };
+
+// Data connections per migration when neither the request nor the agent names a number: one per
+// core, at least 2 and at most 8 (each connection is one sending and one receiving thread).
+uint32_t DefaultDataConnections();
+
+// The host part of HOST:PORT ("[::1]:7001" -> "::1").
+std::string HostOfAddress(const std::string& address);
 
 // Errors name the file and the field.
 absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path);

@@ -13,6 +13,7 @@
 #include "engine/agent/agent_config.h"
 #include "engine/agent/vm_registry.h"
 #include "engine/migration/precopy_source.h"
+#include "engine/transport/data_listener.h"
 #include "proto/ferry/v1/migration.pb.h"
 
 namespace ferry {
@@ -45,6 +46,8 @@ struct AgentContext {
                                                                const std::string& expected_name)>
       dial_peer;
   bool secure = false;
+  // The data port: incoming migrations' data connections (docs/wire_protocol.md).
+  std::unique_ptr<DataListener> data_listener;
   // Test-only fault hooks, enabled by the FERRY_TEST_FAULTS environment variable of the agent.
   bool fault_drop_final_page = false;
 };

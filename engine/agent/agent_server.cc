@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace ferry {
@@ -30,6 +31,19 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
           absl::StrCat("cannot create data_dir ", s->ctx_.config.data_dir, ": ", ec.message()));
     }
   }
+  {
+    std::string data_listen = s->ctx_.config.data_listen;
+    if (data_listen.empty()) data_listen = HostOfAddress(s->ctx_.config.listen) + ":0";
+    std::string host = HostOfAddress(data_listen);
+    std::string port_text = data_listen.substr(data_listen.rfind(':') + 1);
+    int port = 0;
+    if (!absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("data_listen '", data_listen, "' is not HOST:PORT"));
+    }
+    auto listener = DataListener::Start(host, static_cast<uint16_t>(port));
+    if (!listener.ok()) return listener.status();
+    s->ctx_.data_listener = std::move(*listener);
+  }
   s->agent_service_ = std::make_unique<AgentService>(s->ctx_);
   s->peer_service_ = std::make_unique<PeerService>(s->ctx_);
   grpc::ServerBuilder builder;
@@ -50,8 +64,8 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
     }
     std::filesystem::rename(tmp, s->ctx_.config.port_file);
   }
-  spdlog::info("event=agent_listening name={} listen={} port={} tls={}", s->ctx_.config.name,
-               s->ctx_.config.listen, s->port_, secure);
+  spdlog::info("event=agent_listening name={} listen={} port={} data_port={} tls={}", s->ctx_.config.name,
+               s->ctx_.config.listen, s->port_, s->ctx_.data_listener->port(), secure);
   return s;
 }
 

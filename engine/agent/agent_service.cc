@@ -9,9 +9,12 @@
 #include "engine/agent/migration_precheck.h"
 #include "engine/host/cpu_model.h"
 #include "engine/agent/vm_announce.h"
+#include "engine/base/status.h"
 #include "engine/migration/protocol.h"
 #include "engine/precheck/finding_proto.h"
+#include "engine/transport/data_sender.h"
 #include "engine/transport/grpc_peer_channel.h"
+#include "engine/transport/sealed_stream.h"
 #include "engine/vm/vm_spec_proto.h"
 
 namespace ferry {
@@ -151,6 +154,38 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
   config.boot_id = ctx_.boot_id;
   config.options = req->options();
   config.test_drop_one_final_page = ctx_.fault_drop_final_page;
+  if (req->options().transport() != v1::TRANSPORT_GRPC) {
+    // Protocol 2: pages on data connections, proven with a fresh secret that travels only inside
+    // the (mutual-TLS) control stream, and encrypted unless both agents run --insecure.
+    auto secret = MigrationKey::Generate();
+    if (!secret.ok()) {
+      ctx_.vms.EndMigrationOut(req->vm_name(), false);
+      return ToGrpcStatus(secret.status());
+    }
+    v1::DataPathOffer offer;
+    uint32_t n = req->options().connections() > 0 ? req->options().connections()
+                 : ctx_.config.connections > 0   ? ctx_.config.connections
+                                                  : DefaultDataConnections();
+    offer.set_connections(n);
+    offer.set_encrypted(ctx_.secure);
+    offer.set_secret(secret->ToString());
+    config.data_path = offer;
+    const std::string host = HostOfAddress(req->destination());
+    config.open_data_path = [offer, host, id, zero_copy = req->options().zero_copy()](
+                                const v1::DataPathAccept& accept) -> absl::StatusOr<std::unique_ptr<PageSender>> {
+      if (accept.port() == 0 || accept.port() > 65535 || accept.connections() != offer.connections()) {
+        return absl::FailedPreconditionError("the destination answered the data-path offer with a bad port or count");
+      }
+      DataSenderOptions o;
+      o.migration_id = id;
+      o.secret = offer.secret();
+      o.connections = offer.connections();
+      o.encrypted = offer.encrypted();
+      o.zero_copy = zero_copy;
+      ASSIGN_OR_RETURN(auto sender, DataSender::Connect(host, static_cast<uint16_t>(accept.port()), o));
+      return std::unique_ptr<PageSender>(std::move(sender));
+    };
+  }
   PrecopySource source(vm, **channel, config, emit);
   ctx_.migrations.Add(id, &source);
   SourceResult result = source.Run();

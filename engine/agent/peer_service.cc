@@ -1,6 +1,8 @@
 #include "engine/agent/peer_service.h"
 
 
+#include <mutex>
+
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
@@ -58,12 +60,38 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     spdlog::info("event=migration_in_resumed vm={} migration={} from={}", start.spec().name(),
                  start.migration_id(), start.source_agent());
   };
+  // Replies come from this thread and, on a data-path failure, from a data connection's thread.
+  std::mutex write_mu;
+  auto write = [&](const v1::PeerReply& r) {
+    std::lock_guard<std::mutex> lock(write_mu);
+    stream->Write(r);
+  };
+  hooks.require_encrypted_data = ctx_.secure;
+  hooks.open_data_path = [&](const v1::StartMigration& start,
+                             GuestMemory& mem) -> absl::StatusOr<ReceiverHooks::DataPath> {
+    IncomingOptions o;
+    o.migration_id = start.migration_id();
+    o.secret = start.data_path().secret();
+    o.connections = start.data_path().connections();
+    o.encrypted = start.data_path().encrypted();
+    o.on_error = [&write, id = start.migration_id()](const absl::Status& st) {
+      spdlog::warn("event=data_path_failed migration={} error=\"{}\"", id, std::string(st.message()));
+      v1::PeerReply r;
+      r.mutable_error()->set_code(v1::PEER_ERROR_CODE_DATA_PATH);
+      r.mutable_error()->set_message(std::string(st.message()));
+      write(r);
+    };
+    ReceiverHooks::DataPath dp;
+    dp.pages = ctx_.data_listener->Expect(std::move(o), mem);
+    dp.port = ctx_.data_listener->port();
+    return dp;
+  };
   MigrationReceiver receiver(std::move(hooks));
   v1::PeerMessage msg;
   grpc::Status result = grpc::Status::OK;
   while (stream->Read(&msg)) {
     std::optional<v1::PeerReply> reply = receiver.Handle(msg);
-    if (reply) stream->Write(*reply);
+    if (reply) write(*reply);
     if (reply && reply->has_resumed()) {
       // Tell the network where the VM is now (after the resume: it never delays it).
       v1::PeerReply announced;
@@ -71,7 +99,7 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
       announced.mutable_announced()->set_frames_sent(a.frames_sent);
       announced.mutable_announced()->set_frames_failed(a.frames_failed);
       for (const auto& w : a.warnings) announced.mutable_announced()->add_warnings(w);
-      stream->Write(announced);
+      write(announced);
     }
     if (reply && reply->has_error()) {
       spdlog::warn("event=migration_in_refused migration={} code={} error=\"{}\"", receiver.migration_id(),

@@ -1,5 +1,8 @@
 #include "engine/migration/migration_receiver.h"
 
+#include <algorithm>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "engine/base/clock.h"
 #include "engine/migration/protocol.h"
@@ -33,6 +36,10 @@ void MigrationReceiver::StopPrefault() {
 
 void MigrationReceiver::Discard() {
   StopPrefault();
+  if (data_path_) {
+    data_path_->Close();  // no page lands in memory that is about to be freed
+    data_path_.reset();
+  }
   if (vm_) {
     (void)vm_->Stop();
     vm_.reset();  // frees guest memory
@@ -77,10 +84,31 @@ std::optional<v1::PeerReply> MigrationReceiver::OnStart(const v1::StartMigration
     return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
                 absl::StrCat("duplicate start: this migration is already ", ReceiverStateName(state_)));
   }
-  if (s.protocol_version() != kProtocolVersion) {
+  if (s.protocol_version() < kOldestProtocolVersion || s.protocol_version() > kProtocolVersion) {
     return Fail(v1::PEER_ERROR_CODE_BAD_VERSION,
                 absl::StrCat("protocol version ", s.protocol_version(), " is not supported (this agent speaks ",
-                             kProtocolVersion, ")"));
+                             kOldestProtocolVersion, " to ", kProtocolVersion, ")"));
+  }
+  if (s.has_data_path()) {
+    const v1::DataPathOffer& d = s.data_path();
+    if (s.protocol_version() < 2) {
+      return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE, "data connections need protocol version 2");
+    }
+    if (d.connections() == 0 || d.connections() > 16) {
+      return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
+                  absl::StrCat("data connections must be 1..16, not ", d.connections()));
+    }
+    if (d.secret().size() != 32) {
+      return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
+                  absl::StrCat("data-path secret is ", d.secret().size(), " bytes, expected 32"));
+    }
+    if (!d.encrypted() && hooks_.require_encrypted_data) {
+      return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
+                  "this agent runs with TLS and accepts only encrypted data connections");
+    }
+    if (!hooks_.open_data_path) {
+      return Fail(v1::PEER_ERROR_CODE_RESOURCE, "this agent has no data port; use --transport grpc");
+    }
   }
   auto spec = VmSpecFromProto(s.spec());
   if (!spec.ok()) return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE, std::string(spec.status().message()));
@@ -90,11 +118,20 @@ std::optional<v1::PeerReply> MigrationReceiver::OnStart(const v1::StartMigration
     return Fail(code, std::string(vm.status().message()));
   }
   vm_ = std::move(*vm);
+  v1::PeerReply r;
+  if (s.has_data_path()) {
+    auto dp = hooks_.open_data_path(s, vm_->memory());
+    if (!dp.ok()) {
+      return Fail(v1::PEER_ERROR_CODE_RESOURCE, absl::StrCat("cannot open the data port: ", dp.status().message()));
+    }
+    data_path_ = std::move(dp->pages);
+    r.mutable_started()->mutable_data_path()->set_port(dp->port);
+    r.mutable_started()->mutable_data_path()->set_connections(s.data_path().connections());
+  }
   // Fault in the destination's memory now, while the first pages are still on their way.
   prefault_ = std::thread([this, mem = &vm_->memory()] { mem->Prefault(&stop_prefault_); });
   start_ = s;
   state_ = State::kStarted;
-  v1::PeerReply r;
   r.mutable_started()->set_destination_agent(hooks_.agent_name);
   r.mutable_started()->set_destination_boot_id(hooks_.boot_id);
   return r;
@@ -105,6 +142,9 @@ std::optional<v1::PeerReply> MigrationReceiver::OnMemory(const v1::MemoryBatch& 
     return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
                 absl::StrCat("memory batch in state ", ReceiverStateName(state_), " (expected after start)"));
   }
+  if (data_path_) {
+    return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE, "memory batch on the control stream: pages travel on the data connections");
+  }
   absl::Status st = ApplyMemoryBatch(b, vm_->memory(), &counters_);
   if (absl::IsOutOfRange(st)) return Fail(v1::PEER_ERROR_CODE_OUT_OF_RANGE, std::string(st.message()));
   if (!st.ok()) return Fail(v1::PEER_ERROR_CODE_LENGTH_MISMATCH, std::string(st.message()));
@@ -113,7 +153,7 @@ std::optional<v1::PeerReply> MigrationReceiver::OnMemory(const v1::MemoryBatch& 
 }
 
 std::optional<v1::PeerReply> MigrationReceiver::OnDeviceState(const v1::DeviceStateMessage& d) {
-  if (state_ != State::kReceiving) {
+  if (state_ != State::kReceiving && !(data_path_ && state_ == State::kStarted)) {
     return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
                 absl::StrCat("device state in state ", ReceiverStateName(state_),
                              " (expected after the memory rounds)"));
@@ -121,11 +161,28 @@ std::optional<v1::PeerReply> MigrationReceiver::OnDeviceState(const v1::DeviceSt
   // The source has paused the guest: pre-faulting must not add to the downtime. Whatever is
   // not faulted in yet faults in on first touch after the resume.
   stop_prefault_.store(true);
+  v1::PeerReply r;
+  int64_t t0 = MonotonicNanos();
+  if (data_path_) {
+    // The ordering rule's last part: every final-round page has landed before the state loads.
+    if (d.final_round() == 0) {
+      return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE, "device state without the final round number");
+    }
+    absl::Status landed = data_path_->WaitRoundComplete(d.final_round(), kFinalPagesTimeoutMs);
+    if (!landed.ok()) {
+      return Fail(v1::PEER_ERROR_CODE_DATA_PATH,
+                  absl::StrCat("final pages did not arrive: ", landed.message()));
+    }
+    counters_.pages = data_path_->pages_received();
+    data_path_->Close();
+    data_path_.reset();
+  }
+  int64_t t1 = MonotonicNanos();
   absl::Status st = vm_->RestoreState(d.state());
   if (!st.ok()) return Fail(v1::PEER_ERROR_CODE_STATE, absl::StrCat("cannot load device state: ", st.message()));
   state_ = State::kStateLoaded;
-  v1::PeerReply r;
-  r.mutable_state_loaded();
+  r.mutable_state_loaded()->set_wait_final_pages_ms(NanosToMillis(t1 - t0));
+  r.mutable_state_loaded()->set_state_load_ms(NanosToMillis(MonotonicNanos() - t1));
   return r;
 }
 
@@ -134,14 +191,23 @@ std::optional<v1::PeerReply> MigrationReceiver::OnCommit() {
     return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
                 absl::StrCat("commit in state ", ReceiverStateName(state_), " (expected after device state)"));
   }
+  int64_t t0 = MonotonicNanos();
   absl::Status st = vm_->Start();
   if (!st.ok()) return Fail(v1::PEER_ERROR_CODE_STATE, absl::StrCat("cannot resume the VM: ", st.message()));
   int64_t resumed = MonotonicNanos();
+  // The first vCPU back in guest mode: wait for it briefly (the guest already runs; this only
+  // delays the reply).
+  int64_t first = 0;
+  while ((first = vm_->first_guest_entry_ns()) == 0 && MonotonicNanos() - resumed < 20'000'000) {
+    std::this_thread::yield();
+  }
   StopPrefault();  // returns within one 16 MiB step; the VM runs already
   state_ = State::kResumed;
   if (hooks_.adopt_vm) hooks_.adopt_vm(std::move(vm_), start_);
   v1::PeerReply r;
   r.mutable_resumed()->set_resume_ns(resumed);
+  r.mutable_resumed()->set_start_ms(NanosToMillis(resumed - t0));
+  if (first > 0) r.mutable_resumed()->set_first_instruction_ms(NanosToMillis(std::max<int64_t>(0, first - resumed)));
   return r;
 }
 

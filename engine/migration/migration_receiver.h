@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/migration/page_batches.h"
+#include "engine/migration/page_sender.h"
 #include "engine/vm/vm.h"
 #include "proto/ferry/v1/peer.pb.h"
 
@@ -25,6 +26,15 @@ struct ReceiverHooks {
   std::function<absl::StatusOr<std::unique_ptr<Vm>>(const VmSpec&)> create_vm;
   // Called once the VM runs here; takes ownership.
   std::function<void(std::unique_ptr<Vm>, const v1::StartMigration&)> adopt_vm;
+  // Protocol 2: registers the offered data connections with this host's data port, receiving
+  // into `mem`; returns the port they must dial. Unset: data connections are refused.
+  struct DataPath {
+    std::unique_ptr<IncomingPages> pages;
+    uint32_t port = 0;
+  };
+  std::function<absl::StatusOr<DataPath>(const v1::StartMigration&, GuestMemory& mem)> open_data_path;
+  // True when this agent requires encrypted data connections (it runs with TLS).
+  bool require_encrypted_data = false;
   std::string agent_name;
   std::string boot_id;
 };
@@ -58,6 +68,7 @@ class MigrationReceiver {
   State state_ = State::kEstablished;
   v1::StartMigration start_;
   std::unique_ptr<Vm> vm_;
+  std::unique_ptr<IncomingPages> data_path_;
   BatchCounters counters_;
   // Pre-faults the new VM's memory while the first rounds arrive (writes race benignly with
   // it: populating a page does not change its content).

@@ -1,6 +1,9 @@
 #include "engine/migration/precopy_source.h"
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <thread>
 
 #include <xxhash.h>
 
@@ -11,6 +14,7 @@
 #include "engine/migration/bandwidth_limiter.h"
 #include "engine/migration/page_batches.h"
 #include "engine/migration/protocol.h"
+#include "engine/migration/stream_page_sender.h"
 #include "engine/vm/vm_spec_proto.h"
 
 namespace ferry {
@@ -30,9 +34,14 @@ PrecopySource::PrecopySource(Vm& vm, MigrationChannel& channel, SourceConfig con
       channel_(channel),
       config_(std::move(config)),
       convergence_(ConvergenceOptionsFrom(config_.options)),
+      planner_(convergence_),
+      auto_converge_(AutoConvergeOptionsFrom(config_.options)),
       progress_(std::move(progress)) {}
 
-void PrecopySource::Cancel() { cancel_.store(true); }
+void PrecopySource::Cancel() {
+  cancel_.store(true);
+  if (PageSender* s = sender_.load()) s->Cancel();
+}
 
 void PrecopySource::Emit(v1::MigrationPhase phase, const std::string& message) {
   if (!progress_) return;
@@ -53,6 +62,8 @@ void PrecopySource::Emit(v1::MigrationPhase phase, const std::string& message) {
   progress_fraction_ = std::max(progress_fraction_, std::min(p, phase == v1::MIGRATION_PHASE_COMPLETED ? 1.0 : 0.99));
   e.set_progress(progress_fraction_);
   e.set_message(message);
+  e.set_connections(stats_.connections());
+  e.set_throttle_percent(vm_.throttle_percent());
   progress_(e);
 }
 
@@ -78,24 +89,79 @@ absl::Status PrecopySource::Start() {
   *start->mutable_spec() = VmSpecToProto(vm_.spec());
   start->set_source_agent(config_.source_agent);
   start->set_source_boot_id(config_.boot_id);
+  if (config_.data_path) *start->mutable_data_path() = *config_.data_path;
   RETURN_IF_ERROR(channel_.Send(msg));
   v1::PeerReply reply;
   RETURN_IF_ERROR(ExpectReply(v1::PeerReply::kStarted, reply));
   same_clock_ = !config_.boot_id.empty() && reply.started().destination_boot_id() == config_.boot_id;
+  return OpenPageSender(reply.started());
+}
+
+void PrecopySource::SetThrottle(uint32_t percent) {
+  if (percent == vm_.throttle_percent()) return;
+  absl::Status st = vm_.SetThrottle(percent);
+  if (!st.ok() && !absl::IsUnimplemented(st)) {
+    stats_.add_warnings(absl::StrCat("auto-converge: cannot throttle the guest: ", st.message()));
+  }
+}
+
+std::string PrecopySource::DestinationReason() {
+  // After a failed send the destination has usually said why on the control stream; wait for it
+  // briefly (a dead destination breaks the stream at once, a hung one is cut off).
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    if (!cv.wait_for(lock, std::chrono::seconds(2), [&] { return done; })) channel_.Abort();
+  });
+  v1::PeerReply r;
+  absl::Status st = channel_.Receive(r);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  watchdog.join();
+  if (st.ok() && r.has_error()) {
+    return absl::StrCat(v1::PeerErrorCode_Name(r.error().code()), ": ", r.error().message());
+  }
+  return "";
+}
+
+absl::Status PrecopySource::OpenPageSender(const v1::Started& started) {
+  if (config_.data_path) {
+    if (!started.has_data_path()) {
+      return absl::FailedPreconditionError(
+          "the destination did not accept data connections (an agent speaking protocol 1?); "
+          "retry with --transport grpc");
+    }
+    if (!config_.open_data_path) return absl::InternalError("no way to open data connections");
+    ASSIGN_OR_RETURN(page_sender_, config_.open_data_path(started.data_path()));
+  } else {
+    page_sender_ = std::make_unique<StreamPageSender>(channel_);
+  }
+  page_sender_->SetMaxBandwidth(config_.options.max_bandwidth_mibps());
+  sender_.store(page_sender_.get());
+  if (cancelled()) page_sender_->Cancel();
+  stats_.set_connections(page_sender_->connections());
+  stats_.set_encrypted(page_sender_->encrypted() || (!config_.data_path && std::string(channel_.name()) == "grpc+tls"));
+  stats_.set_zero_copy(page_sender_->zero_copy());
+  if (page_sender_->connections() > 0) {
+    stats_.set_transport(absl::StrCat(page_sender_->encrypted() ? "data+aes-gcm" : "data", " x",
+                                      page_sender_->connections()));
+  }
   return absl::OkStatus();
 }
 
 absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, v1::RoundStats& rs,
                                       bool final_round, const DirtyBitmap* populated) {
-  BandwidthLimiter limiter(config_.options.max_bandwidth_mibps());
-  BatchCounters c;
-  absl::Status send_status;
   int64_t t0 = MonotonicNanos();
   const DirtyBitmap* to_send = &pages;
   DirtyBitmap without_one;
   if (final_round && config_.test_drop_one_final_page) {
-    // Fault hook: forget the highest non-zero dirty page (the working set lies above the guest's
-    // own state, so this is a page the guest will re-check).
+    // Fault hook: forget the highest non-zero dirty page whose destination copy is really stale
+    // (the working set lies above the guest's own state, so this is a page the guest re-checks).
     without_one = pages;
     for (uint64_t p = pages.num_pages(); p-- > 0;) {
       if (!pages.Test(p)) continue;
@@ -108,44 +174,43 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
       }
     }
     to_send = &without_one;
-  }
-  bool ok = EncodeDirtyPages(vm_.memory(), *to_send, round, kMaxBatchDataBytes, c, [&](v1::MemoryBatch& b) {
-    if (cancelled()) {
-      send_status = absl::CancelledError("migration cancelled by request");
-      return false;
-    }
-    if (config_.test_drop_one_final_page) {
-      for (const auto& run : b.runs()) {
-        for (uint32_t i = 0; i < run.count(); ++i) {
-          sent_hashes_[run.first_page() + i] =
-              run.zero() ? 0 : XXH3_64bits(run.data().data() + uint64_t{i} * kPageSize, kPageSize);
-        }
+  } else if (config_.test_drop_one_final_page) {
+    // Remember what each page held when it was sent (test hook only: costs a hash per page).
+    pages.ForEachRun([&](uint64_t first, uint64_t count) {
+      for (uint64_t p = first; p < first + count; ++p) {
+        if (populated && !populated->Test(p)) continue;
+        const uint8_t* page = vm_.memory().page(p);
+        sent_hashes_[p] = IsZeroPage(page) ? 0 : XXH3_64bits(page, kPageSize);
       }
+    });
+  }
+  PageSender* sender = sender_.load();
+  RoundCounters c;
+  absl::Status sent = sender->SendRound(vm_.memory(), *to_send, round, populated, c);
+  if (!sent.ok() && !absl::IsCancelled(sent)) {
+    std::string why = DestinationReason();
+    if (!why.empty()) {
+      return absl::AbortedError(absl::StrCat("destination refused: ", why, " (here: ", sent.message(), ")"));
     }
-    v1::PeerMessage msg;
-    msg.mutable_memory()->Swap(&b);
-    uint64_t bytes = msg.ByteSizeLong();
-    send_status = channel_.Send(msg);
-    if (!send_status.ok()) return false;
-    stats_.set_bytes_transferred(stats_.bytes_transferred() + bytes);
-    rs.set_bytes_sent(rs.bytes_sent() + bytes);
-    limiter.Consume(bytes);
-    remaining_bytes_ = remaining_bytes_ > bytes ? remaining_bytes_ - bytes : 0;
-    return true;
-  }, populated);
-  if (!ok && send_status.ok()) send_status = absl::InternalError("page encoding stopped");
-  RETURN_IF_ERROR(send_status);
+  }
+  RETURN_IF_ERROR(sent);
+  if (cancelled()) return absl::CancelledError("migration cancelled by request");
   int64_t t1 = MonotonicNanos();
+  stats_.set_bytes_transferred(stats_.bytes_transferred() + c.wire_bytes);
+  rs.set_bytes_sent(rs.bytes_sent() + c.wire_bytes);
+  remaining_bytes_ = remaining_bytes_ > c.wire_bytes ? remaining_bytes_ - c.wire_bytes : 0;
   rs.set_round(round);
   rs.set_pages_sent(c.pages);
   rs.set_zero_pages(c.zero_pages);
   rs.set_duration_ms(NanosToMillis(t1 - t0));
+  rs.set_throttle_percent(vm_.throttle_percent());
   stats_.set_pages_sent(stats_.pages_sent() + c.pages);
   stats_.set_zero_pages(stats_.zero_pages() + c.zero_pages);
+  stats_.set_hole_pages(stats_.hole_pages() + c.hole_pages);
   double secs = static_cast<double>(t1 - t0) / 1e9;
   // Rounds of a few pages finish in microseconds and say nothing about the link; keep the last
   // bandwidth measured on a round big enough to mean something.
-  if (secs > 0 && rs.bytes_sent() > 0 && (rs.bytes_sent() >= (1u << 20) || last_bandwidth_bps_ <= 0)) {
+  if (secs > 0 && rs.bytes_sent() > 0 && (rs.bytes_sent() >= (4u << 20) || last_bandwidth_bps_ <= 0)) {
     last_bandwidth_bps_ = static_cast<double>(rs.bytes_sent()) / secs;
   }
   rs.set_bandwidth_mibps(secs > 0 ? static_cast<double>(rs.bytes_sent()) / secs / 1048576.0 : 0);
@@ -193,11 +258,21 @@ absl::Status PrecopySource::Precopy(bool& force) {
     rs.set_expected_downtime_ms(last_expected_ms_);
     *stats_.add_round_stats() = rs;
     stats_.set_rounds(round_);
-    double elapsed = static_cast<double>(MonotonicNanos() - precopy_start_ns_) / 1e9;
-    DecisionWithReason d = Decide(convergence_, round_, elapsed, last_expected_ms_, last_dirty_rate_mibps_,
-                                  last_bandwidth_bps_ / 1048576.0);
+    RoundOutcome outcome;
+    outcome.round = round_;
+    outcome.elapsed_s = static_cast<double>(MonotonicNanos() - precopy_start_ns_) / 1e9;
+    outcome.dirty_bytes = dirty * kPageSize;
+    outcome.expected_ms = last_expected_ms_;
+    outcome.dirty_rate_mibps = last_dirty_rate_mibps_;
+    outcome.bandwidth_mibps = last_bandwidth_bps_ / 1048576.0;
+    outcome.throttle_percent = rs.throttle_percent();
+    DecisionWithReason d = planner_.AfterRound(outcome);
     switch (d.decision) {
-      case Decision::kContinue: continue;
+      case Decision::kContinue:
+        // The guest outruns the link: slow its vCPUs just enough (and less again once rounds shrink).
+        SetThrottle(auto_converge_.AfterRound(outcome));
+        stats_.set_max_throttle_percent(auto_converge_.max_percent_used());
+        continue;
       case Decision::kSwitchOver:
         Emit(v1::MIGRATION_PHASE_PRECOPY, d.reason);
         return absl::OkStatus();
@@ -218,28 +293,45 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
   stats_.set_precopy_ms(NanosToMillis(MonotonicNanos() - precopy_start_ns_));
   Emit(v1::MIGRATION_PHASE_STOP_AND_COPY, "pausing the VM for the final copy");
   if (cancelled()) return absl::CancelledError("migration cancelled by request");
+  v1::PauseBreakdown& pause = *stats_.mutable_pause();
+  SetThrottle(0);  // the pause stops the vCPUs anyway; a rollback resumes them at full speed
   pause_ns_ = MonotonicNanos();
   RETURN_IF_ERROR(vm_.Pause());
   vm_paused_by_us_ = true;
+  int64_t t_paused = MonotonicNanos();
+  pause.set_vcpu_pause_ms(NanosToMillis(t_paused - pause_ns_));
   ++round_;
   DirtyBitmap& pages = pending_;  // still holds what the last pre-copy round found dirty
   RETURN_IF_ERROR(vm_.CollectDirtyPages(pages));
+  int64_t t_log = MonotonicNanos();
+  pause.set_dirty_log_ms(NanosToMillis(t_log - t_paused));
   remaining_bytes_ = pages.Count() * kPageSize;
   v1::RoundStats rs;
   RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/true));
   *stats_.add_round_stats() = rs;
   stats_.set_rounds(round_);
+  int64_t t_pages = MonotonicNanos();
+  pause.set_final_pages_ms(NanosToMillis(t_pages - t_log));
   ASSIGN_OR_RETURN(v1::VmState state, vm_.SaveState());
+  int64_t t_saved = MonotonicNanos();
+  pause.set_state_save_ms(NanosToMillis(t_saved - t_pages));
   v1::PeerMessage msg;
   *msg.mutable_device_state()->mutable_state() = std::move(state);
   msg.mutable_device_state()->set_source_pause_ns(pause_ns_);
+  msg.mutable_device_state()->set_final_round(round_);
   uint64_t bytes = msg.ByteSizeLong();
   stats_.set_state_bytes(bytes);
   RETURN_IF_ERROR(channel_.Send(msg));
   stats_.set_bytes_transferred(stats_.bytes_transferred() + bytes);
   v1::PeerReply reply;
   RETURN_IF_ERROR(ExpectReply(v1::PeerReply::kStateLoaded, reply));
-  stats_.set_stop_copy_ms(NanosToMillis(MonotonicNanos() - pause_ns_));
+  state_loaded_ns_ = MonotonicNanos();
+  const v1::StateLoaded& loaded = reply.state_loaded();
+  pause.set_wait_final_pages_ms(loaded.wait_final_pages_ms());
+  pause.set_state_load_ms(loaded.state_load_ms());
+  pause.set_state_transfer_ms(std::max(0.0, NanosToMillis(state_loaded_ns_ - t_saved) -
+                                                loaded.wait_final_pages_ms() - loaded.state_load_ms()));
+  stats_.set_stop_copy_ms(NanosToMillis(state_loaded_ns_ - pause_ns_));
   return absl::OkStatus();
 }
 
@@ -252,7 +344,10 @@ absl::Status PrecopySource::Commit() {
   RETURN_IF_ERROR(ExpectReply(v1::PeerReply::kResumed, reply));
   int64_t now = MonotonicNanos();
   stats_.set_downtime_same_clock(same_clock_);
-  stats_.set_downtime_ms(NanosToMillis((same_clock_ ? reply.resumed().resume_ns() : now) - pause_ns_));
+  int64_t resumed = same_clock_ ? reply.resumed().resume_ns() : now;
+  stats_.set_downtime_ms(NanosToMillis(resumed - pause_ns_));
+  stats_.mutable_pause()->set_resume_ms(NanosToMillis(resumed - state_loaded_ns_));
+  stats_.mutable_pause()->set_first_instruction_ms(reply.resumed().first_instruction_ms());
   // The VM runs on the destination now; its announcement follows (a failed one is a warning).
   Emit(v1::MIGRATION_PHASE_ANNOUNCE, "announcing the VM's MAC addresses from the destination");
   v1::PeerReply announced;
@@ -269,10 +364,13 @@ absl::Status PrecopySource::Commit() {
 void PrecopySource::RollBack(const absl::Status& why) {
   // Before commit the source still owns the VM: tell the destination to discard its copy and
   // let the guest run on here as before.
+  if (PageSender* s = sender_.exchange(nullptr)) s->Cancel();
+  page_sender_.reset();  // closes the data connections
   v1::PeerMessage abort;
   abort.mutable_abort()->set_reason(std::string(why.message()));
   (void)channel_.Send(abort);
   channel_.CloseSend();
+  SetThrottle(0);
   if (dirty_tracking_on_) (void)vm_.DisableDirtyTracking();
   dirty_tracking_on_ = false;
   if (vm_paused_by_us_) (void)vm_.Resume();
@@ -313,9 +411,14 @@ SourceResult PrecopySource::Run() {
       result.status = absl::OkStatus();
     }
   }
+  // The data connections close here: every page is in or the migration is over.
+  sender_.store(nullptr);
+  page_sender_.reset();
   int64_t end = MonotonicNanos();
   stats_.set_total_ms(NanosToMillis(end - start_ns_));
-  double copy_s = static_cast<double>(end - (precopy_start_ns_ ? precopy_start_ns_ : start_ns_)) / 1e9;
+  // Throughput counts the copying only: pre-copy and stop-and-copy, not the announcement.
+  int64_t copy_end = state_loaded_ns_ ? state_loaded_ns_ : end;
+  double copy_s = static_cast<double>(copy_end - (precopy_start_ns_ ? precopy_start_ns_ : start_ns_)) / 1e9;
   stats_.set_throughput_mib_s(copy_s > 0 ? static_cast<double>(stats_.bytes_transferred()) / copy_s / 1048576.0
                                          : 0);
   if (result.outcome == SourceOutcome::kCompleted) {

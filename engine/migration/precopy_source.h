@@ -7,13 +7,17 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
 #include "absl/status/status.h"
+#include "engine/migration/auto_converge.h"
 #include "engine/migration/convergence.h"
 #include "engine/migration/migration_channel.h"
+#include "engine/migration/page_sender.h"
 #include "engine/vm/vm.h"
 #include "proto/ferry/v1/migration.pb.h"
 
@@ -24,6 +28,10 @@ struct SourceConfig {
   std::string source_agent;
   std::string boot_id;  // this host's boot id (to know whether both ends share a clock)
   v1::MigrationOptions options;
+  // Protocol 2: offer these data connections at start (unset: pages travel on the control
+  // stream), and open them once the destination accepted (engine/transport's DataSender).
+  std::optional<v1::DataPathOffer> data_path;
+  std::function<absl::StatusOr<std::unique_ptr<PageSender>>(const v1::DataPathAccept&)> open_data_path;
   // Test-only fault hook: drop one dirty page from the final (stop-and-copy) round, so a test can
   // prove that a lost page is caught by the guest.
   bool test_drop_one_final_page = false;
@@ -58,6 +66,8 @@ class PrecopySource {
   // Sends every page set in `pages`; fills round statistics.
   absl::Status SendPages(const DirtyBitmap& pages, uint32_t round, v1::RoundStats& rs, bool final_round,
                          const DirtyBitmap* populated = nullptr);
+  absl::Status OpenPageSender(const v1::Started& started);
+  std::string DestinationReason();
   absl::Status ExpectReply(v1::PeerReply::BodyCase want, v1::PeerReply& reply);
   void Emit(v1::MigrationPhase phase, const std::string& message);
   void RollBack(const absl::Status& why);
@@ -65,8 +75,13 @@ class PrecopySource {
 
   Vm& vm_;
   MigrationChannel& channel_;
+  std::unique_ptr<PageSender> page_sender_;
+  std::atomic<PageSender*> sender_{nullptr};  // for Cancel from another thread
   SourceConfig config_;
   ConvergenceOptions convergence_;
+  SwitchoverPlanner planner_;
+  AutoConverge auto_converge_;
+  void SetThrottle(uint32_t percent);
   ProgressFn progress_;
   std::atomic<bool> cancel_{false};
   bool vm_paused_by_us_ = false;
@@ -75,6 +90,7 @@ class PrecopySource {
   int64_t start_ns_ = 0;
   int64_t precopy_start_ns_ = 0;
   int64_t pause_ns_ = 0;
+  int64_t state_loaded_ns_ = 0;
   uint64_t remaining_bytes_ = 0;
   double last_bandwidth_bps_ = 0;
   double last_dirty_rate_mibps_ = 0;

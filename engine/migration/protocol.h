@@ -5,8 +5,13 @@
 
 namespace ferry {
 
-// Major protocol version; a peer speaking another one is refused at Start.
-inline constexpr uint32_t kProtocolVersion = 1;
+// Major protocol version. Version 2 adds data connections (StartMigration.data_path); a
+// destination still serves version 1 sources (pages on the stream) and refuses anything else.
+inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kOldestProtocolVersion = 1;
+// How long a destination waits for the final round's pages once the device state arrived, with
+// no page landing meanwhile.
+inline constexpr int64_t kFinalPagesTimeoutMs = 30000;
 // Upper bound of page data in one MemoryBatch (gRPC's default message cap is 4 MiB).
 inline constexpr uint64_t kMaxBatchDataBytes = 1ull << 20;
 // Size the engine assumes for device state before it has measured it (for the first estimate).

@@ -192,6 +192,40 @@ absl::Status RecordSealer::SealInPlace(uint8_t* record, size_t n) {
   return absl::OkStatus();
 }
 
+absl::Status RecordSealer::SealGather(const iovec* parts, size_t nparts, size_t total, uint8_t* record) {
+  if (total > kMaxSealedPlaintext) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot seal ", total, " bytes in one record (max ",
+                                                   kMaxSealedPlaintext, ")"));
+  }
+  if (counter_ == UINT64_MAX) return absl::ResourceExhaustedError("sealed stream counter exhausted");
+  PutBe32(record, static_cast<uint32_t>(total));
+  uint8_t* nonce = record + kSealLengthBytes;
+  WriteNonce(nonce, direction_, connection_, counter_);
+  uint8_t* body = record + kSealHeaderBytes;
+  int len = 0;
+  if (EVP_EncryptInit_ex(ctx_.get(), nullptr, nullptr, nullptr, nonce) != 1 ||
+      EVP_EncryptUpdate(ctx_.get(), nullptr, &len, record, kSealLengthBytes) != 1) {
+    return CryptoError("sealing a record");
+  }
+  size_t at = 0;
+  for (size_t i = 0; i < nparts; ++i) {
+    if (parts[i].iov_len == 0) continue;
+    if (at + parts[i].iov_len > total) return absl::InvalidArgumentError("sealed parts exceed the record length");
+    if (EVP_EncryptUpdate(ctx_.get(), body + at, &len, static_cast<const uint8_t*>(parts[i].iov_base),
+                          static_cast<int>(parts[i].iov_len)) != 1) {
+      return CryptoError("sealing a record");
+    }
+    at += parts[i].iov_len;
+  }
+  if (at != total) return absl::InvalidArgumentError("sealed parts do not add up to the record length");
+  if (EVP_EncryptFinal_ex(ctx_.get(), body + total, &len) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_GET_TAG, kSealTagBytes, body + total) != 1) {
+    return CryptoError("sealing a record");
+  }
+  ++counter_;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<RecordOpener> RecordOpener::Create(const MigrationKey& key, uint32_t connection,
                                                   SealDirection direction) {
   ASSIGN_OR_RETURN(EVP_CIPHER_CTX * ctx, NewGcmContext(key, connection, direction, false));
@@ -209,7 +243,8 @@ absl::Status RecordOpener::Open(const uint8_t* record, size_t n, std::vector<uin
                                             kSealOverheadBytes, " bytes of header and tag"));
   }
   plain.resize(n - kSealOverheadBytes);
-  return Decrypt(record, n, plain.data());
+  iovec out{plain.data(), plain.size()};
+  return Decrypt(record, n, &out, 1);
 }
 
 absl::StatusOr<size_t> RecordOpener::OpenInPlace(uint8_t* record, size_t n) {
@@ -218,11 +253,28 @@ absl::StatusOr<size_t> RecordOpener::OpenInPlace(uint8_t* record, size_t n) {
     return absl::DataLossError(absl::StrCat("sealed record of ", n, " bytes is shorter than ",
                                             kSealOverheadBytes, " bytes of header and tag"));
   }
-  RETURN_IF_ERROR(Decrypt(record, n, record + kSealHeaderBytes));
+  iovec out{record + kSealHeaderBytes, n - kSealOverheadBytes};
+  RETURN_IF_ERROR(Decrypt(record, n, &out, 1));
   return n - kSealOverheadBytes;
 }
 
-absl::Status RecordOpener::Decrypt(const uint8_t* record, size_t n, uint8_t* plain_out) {
+absl::Status RecordOpener::OpenScatter(const uint8_t* record, size_t n, const iovec* out, size_t nout) {
+  if (n < kSealOverheadBytes) {
+    failed_ = true;
+    return absl::DataLossError(absl::StrCat("sealed record of ", n, " bytes is shorter than ",
+                                            kSealOverheadBytes, " bytes of header and tag"));
+  }
+  size_t total = 0;
+  for (size_t i = 0; i < nout; ++i) total += out[i].iov_len;
+  if (total != n - kSealOverheadBytes) {
+    failed_ = true;
+    return absl::DataLossError(absl::StrCat("sealed record carries ", n - kSealOverheadBytes,
+                                            " bytes where ", total, " were expected"));
+  }
+  return Decrypt(record, n, out, nout);
+}
+
+absl::Status RecordOpener::Decrypt(const uint8_t* record, size_t n, const iovec* out, size_t nout) {
   if (failed_) {
     return absl::FailedPreconditionError(
         "sealed stream already failed authentication; the connection must be dropped");
@@ -256,14 +308,21 @@ absl::Status RecordOpener::Decrypt(const uint8_t* record, size_t n, uint8_t* pla
   std::memcpy(tag, body + len, kSealTagBytes);
   int out_len = 0;
   bool ok = EVP_DecryptInit_ex(ctx_.get(), nullptr, nullptr, nullptr, nonce) == 1 &&
-            EVP_DecryptUpdate(ctx_.get(), nullptr, &out_len, record, kSealLengthBytes) == 1 &&
-            (len == 0 ||
-             EVP_DecryptUpdate(ctx_.get(), plain_out, &out_len, body, static_cast<int>(len)) == 1) &&
-            EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_SET_TAG, kSealTagBytes, tag) == 1 &&
-            EVP_DecryptFinal_ex(ctx_.get(), plain_out + len, &out_len) == 1;
+            EVP_DecryptUpdate(ctx_.get(), nullptr, &out_len, record, kSealLengthBytes) == 1;
+  size_t at = 0;
+  for (size_t i = 0; ok && i < nout; ++i) {
+    if (out[i].iov_len == 0) continue;
+    ok = EVP_DecryptUpdate(ctx_.get(), static_cast<uint8_t*>(out[i].iov_base), &out_len, body + at,
+                           static_cast<int>(out[i].iov_len)) == 1;
+    at += out[i].iov_len;
+  }
+  uint8_t final_block[16];
+  ok = ok && EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_SET_TAG, kSealTagBytes, tag) == 1 &&
+       EVP_DecryptFinal_ex(ctx_.get(), final_block, &out_len) == 1;
   if (!ok) {
     ERR_clear_error();
-    OPENSSL_cleanse(plain_out, len);  // never hand out unauthenticated plaintext
+    // never hand out unauthenticated plaintext
+    for (size_t i = 0; i < nout; ++i) OPENSSL_cleanse(out[i].iov_base, out[i].iov_len);
     return absl::DataLossError(absl::StrCat(
         "sealed record ", counter, " on connection ", connection_, " ", DirectionName(direction_),
         " failed authentication: it was modified in transit or sealed with another key"));

@@ -11,6 +11,7 @@
 // spliced-in record fails to open.
 
 #include <openssl/evp.h>
+#include <sys/uio.h>
 
 #include <array>
 #include <cstddef>
@@ -65,6 +66,10 @@ class RecordSealer {
   // record + kSealHeaderBytes. Encrypts it in place and fills the header and tag.
   absl::Status SealInPlace(uint8_t* record, size_t n);
 
+  // Seals the concatenation of `parts` (`total` bytes, e.g. guest pages read straight from guest
+  // memory) into `record`, which has room for kSealOverheadBytes + total.
+  absl::Status SealGather(const iovec* parts, size_t nparts, size_t total, uint8_t* record);
+
   uint64_t records_sealed() const { return counter_; }
 
  private:
@@ -92,6 +97,11 @@ class RecordOpener {
   // is returned.
   absl::StatusOr<size_t> OpenInPlace(uint8_t* record, size_t n);
 
+  // Decrypts one whole record straight into `out` (e.g. destination guest memory), whose lengths
+  // must add up to the record's plaintext length. On an authentication failure `out` holds
+  // garbage: the caller must discard what it points to (a migration discards its VM).
+  absl::Status OpenScatter(const uint8_t* record, size_t n, const iovec* out, size_t nout);
+
   uint64_t records_opened() const { return counter_; }
 
  private:
@@ -99,7 +109,7 @@ class RecordOpener {
     void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
   };
   RecordOpener() = default;
-  absl::Status Decrypt(const uint8_t* record, size_t n, uint8_t* plain_out);
+  absl::Status Decrypt(const uint8_t* record, size_t n, const iovec* out, size_t nout);
   std::unique_ptr<EVP_CIPHER_CTX, CtxFree> ctx_;
   uint32_t connection_ = 0;
   SealDirection direction_ = SealDirection::kSourceToDestination;

@@ -34,6 +34,13 @@ int main(int argc, char** argv) {
   auto* cert = app.add_option("--tls-cert", flags.tls_cert, "this host's certificate (PEM)");
   auto* key = app.add_option("--tls-key", flags.tls_key, "this host's private key (PEM)");
   auto* insecure = app.add_flag("--insecure", flags.insecure, "plaintext gRPC, for local debugging only");
+  std::string data_listen;
+  auto* data_listen_opt = app.add_option("--data-listen", data_listen,
+                                         "data port HOST:PORT for incoming pages (default: --listen's host, any port)");
+  uint32_t connections = 0;
+  auto* connections_opt = app.add_option("--connections", connections,
+                                         "data connections per outgoing migration (default: one per core, 2..8)")
+                              ->check(CLI::Range(1, 16));
   bool json_logs = false;
   app.add_flag("--json-logs", json_logs, "log as JSON lines");
   CLI11_PARSE(app, argc, argv);
@@ -56,6 +63,8 @@ int main(int argc, char** argv) {
   if (*cert) config.tls_cert = flags.tls_cert;
   if (*key) config.tls_key = flags.tls_key;
   if (*insecure) config.insecure = true;
+  if (*data_listen_opt) config.data_listen = data_listen;
+  if (*connections_opt) config.connections = connections;
 
   if (json_logs) {
     spdlog::set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%e","level":"%l","agent":")" + config.name + R"(","msg":"%v"})");

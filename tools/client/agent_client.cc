@@ -61,6 +61,11 @@ absl::StatusOr<std::unique_ptr<v1::Agent::Stub>> DialAgent(const ClientTls& t, c
   return v1::Agent::NewStub(*channel);
 }
 
+std::string ConnectionsText(uint32_t n) {
+  if (n == 0) return "the gRPC stream";
+  return n == 1 ? "1 connection" : std::to_string(n) + " connections";
+}
+
 absl::StatusOr<v1::MigrationEvent> MigrateWithProgress(v1::Agent::Stub& source, const v1::MigrateRequest& req,
                                                        bool quiet) {
   grpc::ClientContext ctx;
@@ -118,16 +123,22 @@ absl::StatusOr<v1::MigrationEvent> MigrateWithProgress(v1::Agent::Stub& source, 
       int width = 30, filled = static_cast<int>(shown * width);
       std::string bar(filled, '#');
       bar += std::string(width - filled, '-');
-      std::fprintf(stderr, "\r\033[K[%s] %3.0f%% %-13s round %u  left %s  bw %.0f MiB/s  dirty %.1f MiB/s  ETA %.1fs",
+      std::fprintf(stderr,
+                   "\r\033[K[%s] %3.0f%% %-13s round %u  left %s  bw %.0f MiB/s on %s  dirty %.1f MiB/s  "
+                   "throttle %u%%  ETA %.1fs",
                    bar.c_str(), shown * 100, PhaseName(e.phase()), e.round(), FormatBytes(e.remaining_bytes()).c_str(),
-                   e.bandwidth_mibps(), e.dirty_rate_mibps(), e.eta_s());
+                   e.bandwidth_mibps(), ConnectionsText(e.connections()).c_str(), e.dirty_rate_mibps(),
+                   e.throttle_percent(), e.eta_s());
       if (e.phase() >= v1::MIGRATION_PHASE_COMPLETED && e.phase() != last_phase) std::fprintf(stderr, "\n");
       last_phase = e.phase();
     } else if (e.phase() != last_phase ||
                (e.round() != last_round_printed && e.phase() < v1::MIGRATION_PHASE_COMPLETED)) {
-      std::fprintf(stderr, "%3.0f%% %s round %u left %s bw %.0f MiB/s dirty %.1f MiB/s expected downtime %.1f ms%s%s\n",
+      std::fprintf(stderr,
+                   "%3.0f%% %s round %u left %s bw %.0f MiB/s on %s dirty %.1f MiB/s throttle %u%% "
+                   "expected downtime %.1f ms%s%s\n",
                    shown * 100, PhaseName(e.phase()), e.round(), FormatBytes(e.remaining_bytes()).c_str(),
-                   e.bandwidth_mibps(), e.dirty_rate_mibps(), e.expected_downtime_ms(),
+                   e.bandwidth_mibps(), ConnectionsText(e.connections()).c_str(), e.dirty_rate_mibps(),
+                   e.throttle_percent(), e.expected_downtime_ms(),
                    e.message().empty() ? "" : ": ", e.message().c_str());
       last_round_printed = e.round();
       last_phase = e.phase();

@@ -22,6 +22,9 @@ absl::StatusOr<std::unique_ptr<v1::Agent::Stub>> DialAgent(const ClientTls& tls,
 
 // Runs a migration, drawing a live progress bar on stderr (a line per round when stderr is not a
 // terminal). Ctrl-C asks the source agent to cancel. Returns the last event (with statistics).
+// "2 connections", or "the gRPC stream" for 0.
+std::string ConnectionsText(uint32_t n);
+
 absl::StatusOr<v1::MigrationEvent> MigrateWithProgress(v1::Agent::Stub& source, const v1::MigrateRequest& req,
                                                        bool quiet);
 

@@ -60,6 +60,7 @@ struct MigrateArgs {
   std::string vm, to, to_name, policy = "cancel", max_bandwidth = "0";
   uint32_t max_downtime_ms = 300, timeout_s = 0, max_rounds = 30;
   bool json = false;
+  DataPathFlags data;
 };
 
 }  // namespace
@@ -111,6 +112,29 @@ absl::StatusOr<v1::MigrationOptions> BuildMigrationOptions(uint32_t max_downtime
     return absl::InvalidArgumentError(absl::StrCat("--policy '", policy, "' must be cancel or force"));
   }
   return o;
+}
+
+void AddDataPathFlags(CLI::App* cmd, DataPathFlags& f) {
+  cmd->add_option("--connections", f.connections, "data connections for the pages (default: the agent's, one per core)")
+      ->check(CLI::Range(1, 16));
+  cmd->add_option("--transport", f.transport, "data (TCP connections driven by io_uring, default) | grpc (the control stream)");
+  cmd->add_flag("--no-auto-converge", f.no_auto_converge, "never slow the guest's vCPUs to converge");
+  cmd->add_flag("--zero-copy", f.zero_copy, "send plaintext pages with IORING_OP_SENDMSG_ZC where the kernel has it");
+}
+
+absl::Status ApplyDataPathFlags(const DataPathFlags& f, v1::MigrationOptions& o) {
+  if (f.transport == "data") {
+    o.set_transport(v1::TRANSPORT_DATA);
+  } else if (f.transport == "grpc") {
+    o.set_transport(v1::TRANSPORT_GRPC);
+    if (f.connections > 0) return absl::InvalidArgumentError("--connections needs --transport data");
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--transport '", f.transport, "' must be data or grpc"));
+  }
+  o.set_connections(f.connections);
+  o.set_no_auto_converge(f.no_auto_converge);
+  o.set_zero_copy(f.zero_copy);
+  return absl::OkStatus();
 }
 
 void AddAgentCommands(CLI::App& app, Globals& g) {
@@ -228,9 +252,11 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   migrate->add_option("--max-rounds", m->max_rounds, "give up pre-copy after N rounds (then --policy)");
   migrate->add_option("--policy", m->policy, "when pre-copy cannot converge: cancel | force");
   migrate->add_flag("--json", m->json, "print the final statistics as JSON");
+  AddDataPathFlags(migrate, m->data);
   migrate->callback([&g, m] {
     auto opts = BuildMigrationOptions(m->max_downtime_ms, m->max_bandwidth, m->timeout_s, m->max_rounds, m->policy);
     if (!opts.ok()) return void(g.exit_code = Fail(opts.status()));
+    if (absl::Status st = ApplyDataPathFlags(m->data, *opts); !st.ok()) return void(g.exit_code = Fail(st));
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
     if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
     v1::MigrateRequest req;

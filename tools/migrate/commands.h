@@ -35,6 +35,17 @@ absl::StatusOr<v1::MigrationOptions> BuildMigrationOptions(uint32_t max_downtime
                                                            uint32_t timeout_s, uint32_t max_rounds,
                                                            const std::string& policy);
 
+// The data-path flags of `vm migrate` and `demo`: --connections, --transport, --no-auto-converge,
+// --zero-copy.
+struct DataPathFlags {
+  uint32_t connections = 0;
+  std::string transport = "data";
+  bool no_auto_converge = false;
+  bool zero_copy = false;
+};
+void AddDataPathFlags(CLI::App* cmd, DataPathFlags& f);
+absl::Status ApplyDataPathFlags(const DataPathFlags& f, v1::MigrationOptions& o);
+
 // Returns parent's subcommand `name`, creating it if no file has yet.
 CLI::App* SubcommandOf(CLI::App& parent, const std::string& name, const std::string& description);
 

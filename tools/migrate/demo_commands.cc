@@ -25,6 +25,7 @@ struct DemoArgs {
   uint32_t vcpus = 1, max_downtime_ms = 300;
   double warmup_s = 1.0, observe_s = 1.0;
   bool json = false, insecure = false, keep = false;
+  DataPathFlags data;
 };
 
 absl::StatusOr<v1::VmInfo> GetVm(v1::Agent::Stub& stub, const std::string& name) {
@@ -77,6 +78,9 @@ int RunDemo(const DemoArgs& a) {
     return 2;
   }
   auto opts = BuildMigrationOptions(a.max_downtime_ms, a.max_bandwidth, 0, 30, "cancel");
+  if (opts.ok()) {
+    if (absl::Status st = ApplyDataPathFlags(a.data, *opts); !st.ok()) opts = st;
+  }
   if (!opts.ok()) {
     std::fprintf(stderr, "migrate demo: %s\n", std::string(opts.status().message()).c_str());
     return 2;
@@ -167,6 +171,26 @@ int RunDemo(const DemoArgs& a) {
         {"state_bytes", s.state_bytes()},
         {"throughput_mib_s", s.throughput_mib_s()},
         {"transport", s.transport()},
+        {"connections", s.connections()},
+        {"encrypted", s.encrypted()},
+        {"zero_copy", s.zero_copy()},
+        {"hole_pages", s.hole_pages()},
+        {"max_throttle_percent", s.max_throttle_percent()},
+        {"throttle_by_round", [&] {
+           nlohmann::json t = nlohmann::json::array();
+           for (const auto& r : s.round_stats()) t.push_back(r.throttle_percent());
+           return t;
+         }()},
+        {"pause_ms",
+         {{"vcpu_pause", s.pause().vcpu_pause_ms()},
+          {"dirty_log", s.pause().dirty_log_ms()},
+          {"final_pages", s.pause().final_pages_ms()},
+          {"state_save", s.pause().state_save_ms()},
+          {"state_transfer", s.pause().state_transfer_ms()},
+          {"wait_final_pages", s.pause().wait_final_pages_ms()},
+          {"state_load", s.pause().state_load_ms()},
+          {"resume", s.pause().resume_ms()},
+          {"first_instruction", s.pause().first_instruction_ms()}}},
         {"backend", backend},
         {"forced_switchover", s.forced_switchover()},
         {"heartbeats_on_destination", h.heartbeats()},
@@ -207,6 +231,7 @@ void AddDemoCommand(CLI::App& app, Globals& g) {
   demo->add_flag("--insecure", a->insecure, "plaintext agents (default: mutual TLS with a temporary CA)");
   demo->add_flag("--keep", a->keep, "keep the temporary directory (agent logs, console logs)");
   demo->add_flag("--json", a->json, "print the summary as JSON");
+  AddDataPathFlags(demo, a->data);
   demo->callback([&g, a] { g.exit_code = RunDemo(*a); });
 }
 

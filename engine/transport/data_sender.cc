@@ -1,0 +1,387 @@
+#include "engine/transport/data_sender.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "engine/base/status.h"
+#include "engine/base/unique_fd.h"
+#include "engine/memory/page.h"
+#include "engine/transport/data_handshake.h"
+#include "engine/transport/sealed_stream.h"
+#include "engine/transport/uring_socket.h"
+
+namespace ferry {
+namespace {
+
+constexpr uint64_t kChunkPages = 256;  // 1 MiB of the bitmap per work item
+constexpr size_t kTableBytes = kDataHeaderBytes + size_t{kMaxRunsPerFrame} * kDataRunBytes;
+
+absl::StatusOr<UniqueFd> ConnectTcp(const std::string& host, uint16_t port, int64_t timeout_ms) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::string h = host;
+  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  int rc = getaddrinfo(h.c_str(), std::to_string(port).c_str(), &hints, &res);
+  if (rc != 0) return absl::UnavailableError(absl::StrCat("cannot resolve ", host, ": ", gai_strerror(rc)));
+  absl::Status last = absl::UnavailableError(absl::StrCat("no address for ", host));
+  for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    UniqueFd fd(::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol));
+    if (!fd.valid()) {
+      last = ErrnoError("socket");
+      continue;
+    }
+    if (::connect(fd.get(), a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      last = ErrnoError(absl::StrCat("connecting to the data port ", host, ":", port));
+      continue;
+    }
+    pollfd p{fd.get(), POLLOUT, 0};
+    int n = ::poll(&p, 1, static_cast<int>(timeout_ms));
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (n == 1) getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (n != 1 || err != 0) {
+      last = n == 1 ? ErrnoError(absl::StrCat("connecting to the data port ", host, ":", port), err)
+                    : absl::DeadlineExceededError(absl::StrCat("connecting to the data port ", host, ":", port,
+                                                               " timed out"));
+      continue;
+    }
+    int flags = fcntl(fd.get(), F_GETFL);
+    fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+    freeaddrinfo(res);
+    return fd;
+  }
+  freeaddrinfo(res);
+  return last;
+}
+
+void SetTimeouts(int fd, int64_t ms) {
+  timeval tv{ms / 1000, (ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+}  // namespace
+
+// One connection: its socket, ring, sealer, and two frame slots (one in flight, one being built).
+struct DataSender::Conn {
+  uint32_t index = 0;
+  std::string name;
+  UniqueFd fd;
+  std::unique_ptr<UringSocket> io;
+  std::optional<RecordSealer> sealer;
+  std::thread thread;
+  uint64_t frames = 0;
+  struct Slot {
+    std::vector<uint8_t> table;   // header + run table (plaintext), or both sealed records
+    std::vector<iovec> iov;
+    size_t bytes = 0;
+  };
+  Slot slots[2];
+  int next_slot = 0;
+  RoundCounters counters;  // this round's, merged by SendRound
+};
+
+// What one round asks of the connections.
+struct DataSender::Round {
+  const GuestMemory* mem = nullptr;
+  const DirtyBitmap* pages = nullptr;
+  const DirtyBitmap* populated = nullptr;
+  uint32_t round = 0;
+  uint64_t num_chunks = 0;
+  std::atomic<uint64_t> next_chunk{0};
+  std::vector<WireRun> holes;  // sent by connection 0
+};
+
+DataSender::DataSender(DataSenderOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<DataSender>> DataSender::Connect(const std::string& host, uint16_t port,
+                                                                DataSenderOptions options) {
+  if (options.connections == 0 || options.connections > 16) {
+    return absl::InvalidArgumentError(absl::StrCat("data connections must be 1..16, not ", options.connections));
+  }
+  std::unique_ptr<DataSender> s(new DataSender(std::move(options)));
+  const DataSenderOptions& o = s->options_;
+  s->zero_copy_ = o.zero_copy && !o.encrypted && !o.assume_no_zero_copy && KernelHasSendZeroCopy();
+  std::optional<MigrationKey> key;
+  if (o.encrypted) {
+    ASSIGN_OR_RETURN(MigrationKey k, MigrationKey::FromString(o.secret));
+    key = k;
+  }
+  for (uint32_t i = 0; i < o.connections; ++i) {
+    auto c = std::make_unique<Conn>();
+    c->index = i;
+    c->name = absl::StrCat("data connection ", i);
+    ASSIGN_OR_RETURN(c->fd, ConnectTcp(host, port, o.connect_timeout_ms));
+    int one = 1;
+    setsockopt(c->fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    SetTimeouts(c->fd.get(), o.connect_timeout_ms);
+    RETURN_IF_ERROR(ClientHandshake(c->fd.get(), o.secret, i, o.migration_id));
+    SetTimeouts(c->fd.get(), 0);
+    if (key) {
+      ASSIGN_OR_RETURN(RecordSealer sealer, RecordSealer::Create(*key, i, SealDirection::kSourceToDestination));
+      c->sealer.emplace(std::move(sealer));
+    }
+    ASSIGN_OR_RETURN(c->io, UringSocket::Create(c->fd.get(), o.stall_timeout_ms, "data connection"));
+    size_t slot_bytes = o.encrypted ? kTableBytes + 2 * kSealOverheadBytes + kMaxDataPagesPerFrame * kPageSize
+                                    : kTableBytes;
+    for (auto& slot : c->slots) slot.table.resize(slot_bytes);
+    s->conns_.push_back(std::move(c));
+  }
+  for (auto& c : s->conns_) {
+    Conn* conn = c.get();
+    DataSender* self = s.get();
+    conn->thread = std::thread([self, conn] { self->Loop(*conn); });
+  }
+  return s;
+}
+
+DataSender::~DataSender() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& c : conns_) {
+    if (c->thread.joinable()) c->thread.join();
+  }
+  // Sockets close with the Conns: the destination sees end of stream at a frame boundary.
+}
+
+void DataSender::Cancel() {
+  cancel_.store(true);
+}
+
+void DataSender::SetMaxBandwidth(double mibps) {
+  std::lock_guard<std::mutex> lock(limiter_mu_);
+  if (mibps == max_mibps_) return;
+  max_mibps_ = mibps;
+  limiter_ = mibps > 0 ? std::make_unique<BandwidthLimiter>(mibps) : nullptr;
+}
+
+void DataSender::ShutdownAll() {
+  for (auto& c : conns_) c->io->Shutdown();
+}
+
+void DataSender::Fail(const absl::Status& st) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = st;
+  }
+  ShutdownAll();
+}
+
+absl::Status DataSender::SendRound(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t round,
+                                   const DirtyBitmap* populated, RoundCounters& out) {
+  Round r;
+  r.mem = &mem;
+  r.pages = &pages;
+  r.populated = populated;
+  r.round = round;
+  r.num_chunks = (pages.num_pages() + kChunkPages - 1) / kChunkPages;
+  if (populated) {
+    // Never-touched ranges travel as one zero run each, unread.
+    uint64_t start = 0;
+    bool in_hole = false;
+    for (uint64_t p = 0; p <= pages.num_pages(); ++p) {
+      bool hole = p < pages.num_pages() && pages.Test(p) && !populated->Test(p);
+      if (p % 64 == 0 && p + 64 <= pages.num_pages()) {
+        // Skip words without holes (or wholly inside one) quickly.
+        uint64_t w = pages.words()[p / 64] & ~populated->words()[p / 64];
+        if ((w == 0 && !in_hole) || (w == ~0ull && in_hole)) {
+          p += 63;
+          continue;
+        }
+      }
+      if (hole && !in_hole) {
+        start = p;
+        in_hole = true;
+      } else if (!hole && in_hole) {
+        for (uint64_t at = start; at < p; at += UINT32_MAX) {
+          uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(p - at, UINT32_MAX));
+          r.holes.push_back(WireRun{at, n, kRunZero});
+        }
+        in_hole = false;
+      }
+    }
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!error_.ok()) return error_;
+    for (auto& c : conns_) c->counters = RoundCounters{};
+    round_ = &r;
+    done_ = 0;
+    ++generation_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return done_ == conns_.size(); });
+    round_ = nullptr;
+    for (auto& c : conns_) {
+      out.pages += c->counters.pages;
+      out.zero_pages += c->counters.zero_pages;
+      out.hole_pages += c->counters.hole_pages;
+      out.data_bytes += c->counters.data_bytes;
+      out.wire_bytes += c->counters.wire_bytes;
+    }
+    if (!error_.ok()) return error_;
+  }
+  if (cancel_.load()) return absl::CancelledError("migration cancelled by request");
+  return absl::OkStatus();
+}
+
+void DataSender::Loop(Conn& c) {
+  uint64_t seen = 0;
+  for (;;) {
+    Round* r = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      r = round_;
+    }
+    bool failed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      failed = !error_.ok();
+    }
+    if (!failed) {
+      absl::Status st = SendWork(c, *r);
+      if (!st.ok()) Fail(st);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++done_;
+    }
+    cv_.notify_all();
+  }
+}
+
+// Builds frames into slots and keeps one send in flight while the next frame is built.
+absl::Status DataSender::SendWork(Conn& c, Round& r) {
+  const bool sealed = c.sealer.has_value();
+  std::vector<WireRun> runs;
+  runs.reserve(kMaxRunsPerFrame);
+  uint32_t data_pages = 0;
+
+  auto emit = [&](FrameType type) -> absl::Status {
+    if (cancel_.load()) return absl::CancelledError("migration cancelled by request");
+    Conn::Slot& slot = c.slots[c.next_slot];
+    c.next_slot ^= 1;
+    FrameHeader h;
+    h.type = type;
+    h.run_count = static_cast<uint16_t>(runs.size());
+    h.round = r.round;
+    h.data_pages = data_pages;
+    h.index = c.frames++;
+    // Header and run table, in plaintext at the start of the slot (or past the record header).
+    uint8_t* table = slot.table.data() + (sealed ? kSealHeaderBytes : 0);
+    EncodeFrameHeader(h, table);
+    for (size_t i = 0; i < runs.size(); ++i) EncodeRun(runs[i], table + kDataHeaderBytes + i * kDataRunBytes);
+    size_t table_bytes = kDataHeaderBytes + runs.size() * kDataRunBytes;
+    slot.iov.clear();
+    std::vector<iovec> data;
+    for (const WireRun& run : runs) {
+      if (run.zero()) continue;
+      data.push_back(iovec{const_cast<uint8_t*>(r.mem->page(run.first_page)), run.count * kPageSize});
+    }
+    size_t data_bytes = size_t{data_pages} * kPageSize;
+    if (sealed) {
+      RETURN_IF_ERROR(c.sealer->SealInPlace(slot.table.data(), table_bytes));
+      size_t at = kSealOverheadBytes + table_bytes;
+      if (data_bytes > 0) {
+        RETURN_IF_ERROR(c.sealer->SealGather(data.data(), data.size(), data_bytes, slot.table.data() + at));
+        at += kSealOverheadBytes + data_bytes;
+      }
+      slot.iov.push_back(iovec{slot.table.data(), at});
+      slot.bytes = at;
+    } else {
+      slot.iov.push_back(iovec{slot.table.data(), table_bytes});
+      slot.iov.insert(slot.iov.end(), data.begin(), data.end());
+      slot.bytes = table_bytes + data_bytes;
+    }
+    {
+      std::lock_guard<std::mutex> lock(limiter_mu_);
+      if (limiter_) limiter_->Consume(slot.bytes);
+    }
+    RETURN_IF_ERROR(c.io->WaitSend());
+    RETURN_IF_ERROR(c.io->StartSend(slot.iov.data(), slot.iov.size(), slot.bytes, zero_copy_ && data_bytes > 0));
+    c.counters.wire_bytes += slot.bytes;
+    c.counters.data_bytes += data_bytes;
+    runs.clear();
+    data_pages = 0;
+    return absl::OkStatus();
+  };
+  auto add_run = [&](WireRun run) -> absl::Status {
+    while (run.count > 0) {
+      uint32_t take = run.count;
+      if (!run.zero()) take = std::min(take, kMaxDataPagesPerFrame - data_pages);
+      if (take == 0 || runs.size() == kMaxRunsPerFrame) {
+        RETURN_IF_ERROR(emit(FrameType::kBatch));
+        continue;
+      }
+      if (!runs.empty() && runs.back().flags == run.flags &&
+          runs.back().first_page + runs.back().count == run.first_page &&
+          uint64_t{runs.back().count} + take <= UINT32_MAX) {
+        runs.back().count += take;  // contiguous with the last run: extend it
+      } else {
+        runs.push_back(WireRun{run.first_page, take, run.flags});
+      }
+      c.counters.pages += take;
+      if (run.zero()) c.counters.zero_pages += take;
+      if (!run.zero()) data_pages += take;
+      run.first_page += take;
+      run.count -= take;
+    }
+    return absl::OkStatus();
+  };
+
+  if (c.index == 0) {
+    for (const WireRun& hole : r.holes) {
+      c.counters.hole_pages += hole.count;
+      RETURN_IF_ERROR(add_run(hole));
+    }
+  }
+  const auto words = r.pages->words();
+  const uint64_t num_pages = r.pages->num_pages();
+  for (;;) {
+    uint64_t chunk = r.next_chunk.fetch_add(1, std::memory_order_relaxed);
+    if (chunk >= r.num_chunks) break;
+    if (cancel_.load()) return absl::CancelledError("migration cancelled by request");
+    for (uint64_t w = chunk * (kChunkPages / 64); w < std::min<uint64_t>((chunk + 1) * (kChunkPages / 64), words.size()); ++w) {
+      uint64_t bits = words[w];
+      if (r.populated) bits &= r.populated->words()[w];
+      while (bits != 0) {
+        // One run of set bits within this word, then split it by zero pages.
+        int lo = __builtin_ctzll(bits);
+        uint64_t shifted = bits >> lo;
+        int len = shifted == ~0ull ? 64 - lo : __builtin_ctzll(~shifted);
+        uint64_t first = w * 64 + lo;
+        uint64_t end = std::min<uint64_t>(first + len, num_pages);
+        bits &= len == 64 ? 0 : ~(((1ull << len) - 1) << lo);
+        uint64_t p = first;
+        while (p < end) {
+          bool zero = IsZeroPage(r.mem->page(p));
+          uint64_t q = p + 1;
+          while (q < end && IsZeroPage(r.mem->page(q)) == zero) ++q;
+          RETURN_IF_ERROR(add_run(WireRun{p, static_cast<uint32_t>(q - p), zero ? kRunZero : 0u}));
+          p = q;
+        }
+      }
+    }
+  }
+  if (!runs.empty()) RETURN_IF_ERROR(emit(FrameType::kBatch));
+  RETURN_IF_ERROR(emit(FrameType::kRoundEnd));
+  return c.io->WaitSend();
+}
+
+}  // namespace ferry
