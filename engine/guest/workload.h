@@ -24,7 +24,7 @@ enum fw_pattern { FW_PATTERN_SEQUENTIAL = 1, FW_PATTERN_RANDOM = 2, FW_PATTERN_H
 #define FW_STATE_MAGIC 0x64616f6c6b726f77ULL /* "workload" */
 #define FW_STATE_VERSION 1
 #define FW_SWEEP_PAGES_PER_MS 8 /* background verification per worker */
-#define FW_MAX_BACKLOG_MS 10    /* writes a late worker may make up (see fw_step) */
+#define FW_MAX_BACKLOG_MS 2     /* writes a late worker may make up (see fw_step); below a throttle slice */
 
 struct fw_config {
   uint64_t ws_pages;         /* working-set size in 4 KiB pages */

@@ -128,8 +128,11 @@ std::optional<v1::PeerReply> MigrationReceiver::OnStart(const v1::StartMigration
     r.mutable_started()->mutable_data_path()->set_port(dp->port);
     r.mutable_started()->mutable_data_path()->set_connections(s.data_path().connections());
   }
-  // Fault in the destination's memory now, while the first pages are still on their way.
-  prefault_ = std::thread([this, mem = &vm_->memory()] { mem->Prefault(&stop_prefault_); });
+  // On the gRPC stream one thread applies every page: fault the destination's memory in beside
+  // it meanwhile. Data connections write with several threads, faulting in only the pages that
+  // carry data (a pre-fault of the whole guest would compete with them for the CPUs and touch
+  // never-used memory).
+  if (!data_path_) prefault_ = std::thread([this, mem = &vm_->memory()] { mem->Prefault(&stop_prefault_); });
   start_ = s;
   state_ = State::kStarted;
   r.mutable_started()->set_destination_agent(hooks_.agent_name);

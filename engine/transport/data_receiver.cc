@@ -190,6 +190,11 @@ absl::Status IncomingSession::ReceiveLoop(Conn& c) {
     }
     if (h.type == FrameType::kRoundEnd) {
       RoundDone(c, round);
+      uint8_t ack[kAckBytes];
+      EncodeAck(round, ack);
+      iovec iov{ack, sizeof(ack)};
+      RETURN_IF_ERROR(c.io->StartSend(&iov, 1, sizeof(ack), false));
+      RETURN_IF_ERROR(c.io->WaitSend());
       ++round;
       continue;
     }

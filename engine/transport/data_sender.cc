@@ -381,7 +381,12 @@ absl::Status DataSender::SendWork(Conn& c, Round& r) {
   }
   if (!runs.empty()) RETURN_IF_ERROR(emit(FrameType::kBatch));
   RETURN_IF_ERROR(emit(FrameType::kRoundEnd));
-  return c.io->WaitSend();
+  RETURN_IF_ERROR(c.io->WaitSend());
+  // The round ends when the destination has applied it on every connection.
+  uint8_t ack[kAckBytes];
+  iovec iov{ack, sizeof(ack)};
+  RETURN_IF_ERROR(c.io->RecvAll(&iov, 1, sizeof(ack), false, true).status());
+  return DecodeAck(ack, r.round);
 }
 
 }  // namespace ferry

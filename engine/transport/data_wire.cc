@@ -18,6 +18,20 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the data-connection fo
 
 }  // namespace
 
+void EncodeAck(uint32_t round, uint8_t* out) {
+  Put32(out, kAckMagic);
+  Put32(out + 4, round);
+}
+
+absl::Status DecodeAck(const uint8_t* in, uint32_t expected_round) {
+  if (Get32(in) != kAckMagic) return absl::DataLossError("the destination's round acknowledgement is malformed");
+  if (Get32(in + 4) != expected_round) {
+    return absl::DataLossError(absl::StrCat("the destination acknowledged round ", Get32(in + 4), " where round ",
+                                            expected_round, " ended"));
+  }
+  return absl::OkStatus();
+}
+
 void EncodeFrameHeader(const FrameHeader& h, uint8_t* out) {
   std::memset(out, 0, kDataHeaderBytes);
   Put32(out, kDataMagic);

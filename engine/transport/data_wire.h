@@ -45,6 +45,14 @@ struct WireRun {
   bool zero() const { return flags & kRunZero; }
 };
 
+// The destination's acknowledgement, on each connection, once every connection has applied a
+// round: u32 magic "FDPA" | u32 round. The source's round ends only with it, so its bandwidth
+// figure is end to end and no backlog sits in socket buffers when the guest pauses.
+inline constexpr uint32_t kAckMagic = 0x41504446;  // "FDPA"
+inline constexpr size_t kAckBytes = 8;
+void EncodeAck(uint32_t round, uint8_t* out);
+absl::Status DecodeAck(const uint8_t* in, uint32_t expected_round);
+
 void EncodeFrameHeader(const FrameHeader& h, uint8_t* out);
 void EncodeRun(const WireRun& r, uint8_t* out);
 
