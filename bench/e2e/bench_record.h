@@ -18,6 +18,14 @@ struct Scenario {
   std::string pattern = "random";
   bool tls = true;
   int repeat_index = 0;
+  // The data-path suite's knobs (defaults: the product's defaults).
+  std::string transport = "data";  // data | grpc
+  uint32_t connections = 0;        // 0 = the agent's default
+  int warmup_ms = -1;              // -1 = the runner's --warmup-ms
+  bool auto_converge = true;
+  uint32_t timeout_s = 0;          // 0 = the runner's
+  bool force_switchover = true;
+  std::string label;               // what the suite measures with this run
 };
 
 // The workload's own rate 0 means "unlimited", so a requested rate of 0 runs as this trickle
@@ -57,6 +65,15 @@ struct RunRecord {
   std::string transport;
   double last_round_dirty_rate_mibps = 0;  // measured by the engine in the last pre-copy round
   double create_ms = 0;                    // CreateVm + warm-up (not part of the migration)
+  uint32_t connections = 0;
+  bool encrypted = false;
+  double round1_mib_s = 0;          // link throughput during round 1 (end to end)
+  double run_baseline_mib_s = 0;    // raw loopback TCP measured just before this run
+  double round1_ratio = 0;          // round1_mib_s / run_baseline_mib_s
+  uint32_t max_throttle_percent = 0;
+  std::vector<uint32_t> throttle_by_round;
+  std::vector<std::pair<std::string, double>> pause_parts;  // PauseBreakdown, in order
+  uint64_t hole_pages = 0;
 };
 
 struct TcpBaseline {

@@ -59,6 +59,20 @@ json RunJson(const RunRecord& r) {
       {"destination_heartbeats", r.destination_heartbeats},
       {"transport", r.transport},
       {"create_and_warmup_ms", r.create_ms},
+      {"label", s.label},
+      {"connections", r.connections},
+      {"encrypted", r.encrypted},
+      {"round1_mib_s", r.round1_mib_s},
+      {"run_baseline_tcp_mib_s", r.run_baseline_mib_s},
+      {"round1_ratio_to_run_baseline", r.round1_ratio},
+      {"max_throttle_percent", r.max_throttle_percent},
+      {"throttle_by_round", r.throttle_by_round},
+      {"hole_pages", r.hole_pages},
+      {"pause_ms", [&] {
+         json p = json::object();
+         for (const auto& [k, v] : r.pause_parts) p[k] = v;
+         return p;
+       }()},
   };
 }
 

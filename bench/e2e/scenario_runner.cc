@@ -82,6 +82,18 @@ void FillFromStats(const v1::MigrationStats& st, RunRecord& r) {
   r.throughput_mib_s = st.throughput_mib_s();
   r.forced_switchover = st.forced_switchover();
   r.transport = st.transport();
+  r.connections = st.connections();
+  r.encrypted = st.encrypted();
+  r.max_throttle_percent = st.max_throttle_percent();
+  r.hole_pages = st.hole_pages();
+  for (const auto& rs : st.round_stats()) r.throttle_by_round.push_back(rs.throttle_percent());
+  if (st.round_stats_size() > 0) r.round1_mib_s = st.round_stats(0).bandwidth_mibps();
+  const v1::PauseBreakdown& p = st.pause();
+  r.pause_parts = {{"vcpu_pause", p.vcpu_pause_ms()},       {"dirty_log", p.dirty_log_ms()},
+                   {"final_pages", p.final_pages_ms()},     {"state_save", p.state_save_ms()},
+                   {"state_transfer", p.state_transfer_ms()}, {"wait_final_pages", p.wait_final_pages_ms()},
+                   {"state_load", p.state_load_ms()},       {"resume", p.resume_ms()},
+                   {"first_instruction", p.first_instruction_ms()}};
   // The last pre-copy round (the final entry is the stop-and-copy round).
   if (st.round_stats_size() >= 2) {
     r.last_round_dirty_rate_mibps = st.round_stats(st.round_stats_size() - 2).dirty_rate_mibps();
@@ -121,7 +133,7 @@ RunRecord RunScenario(cli::LocalCluster& cluster, const Scenario& s, const Runne
     StopVm(**src, name);
     return r;
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(o.warmup_ms));
+  std::this_thread::sleep_for(std::chrono::milliseconds(s.warmup_ms >= 0 ? s.warmup_ms : o.warmup_ms));
   r.create_ms = create_watch.ElapsedMillis();
   if (auto before = GetVm(**src, name); before.ok()) {
     r.guest_stall_before_ms = before->health().max_heartbeat_gap_ms();
@@ -136,7 +148,12 @@ RunRecord RunScenario(cli::LocalCluster& cluster, const Scenario& s, const Runne
   opt->set_max_downtime_ms(o.max_downtime_ms);
   opt->set_max_rounds(o.max_rounds);
   opt->set_timeout_s(o.timeout_s);
-  opt->set_policy(o.force_switchover ? v1::CONVERGENCE_POLICY_FORCE_SWITCHOVER : v1::CONVERGENCE_POLICY_CANCEL);
+  opt->set_policy(o.force_switchover && s.force_switchover ? v1::CONVERGENCE_POLICY_FORCE_SWITCHOVER
+                                                           : v1::CONVERGENCE_POLICY_CANCEL);
+  if (s.timeout_s > 0) opt->set_timeout_s(s.timeout_s);
+  opt->set_transport(s.transport == "grpc" ? v1::TRANSPORT_GRPC : v1::TRANSPORT_DATA);
+  opt->set_connections(s.connections);
+  opt->set_no_auto_converge(!s.auto_converge);
   auto last = cli::MigrateWithProgress(**src, req, /*quiet=*/true);
   if (!last.ok()) {
     r.error = absl::StrCat("Migrate: ", last.status().message());
