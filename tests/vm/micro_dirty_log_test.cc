@@ -63,6 +63,7 @@ struct PathCase {
   const char* name;
   uint64_t protect_flags;  // MicroVmOptions::dirty_log_protect_flags
   DirtyLogPath path;
+  friend void PrintTo(const PathCase& c, std::ostream* os) { *os << c.name; }
 };
 
 class MicroVmDirtyLog : public ::testing::TestWithParam<PathCase> {
