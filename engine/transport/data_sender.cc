@@ -159,7 +159,9 @@ DataSender::~DataSender() {
 }
 
 void DataSender::Cancel() {
-  cancel_.store(true);
+  // Prompt even while a thread waits on the network: the connections are finished either way.
+  if (cancel_.exchange(true)) return;
+  ShutdownAll();
 }
 
 void DataSender::SetMaxBandwidth(double mibps) {
