@@ -74,7 +74,7 @@ void IncomingSession::Fail(const absl::Status& st) {
     if (!error_.ok() || closing_) return;
     error_ = st;
     for (auto& c : conns_) {
-      if (c) c->io->Shutdown();
+      if (c && c->io) c->io->Shutdown();
     }
   }
   cv_.notify_all();
@@ -86,12 +86,21 @@ void IncomingSession::Close() {
     std::lock_guard<std::mutex> lock(mu_);
     closing_ = true;
     for (auto& c : conns_) {
-      if (c) c->io->Shutdown();
+      if (c && c->io) c->io->Shutdown();
     }
   }
   cv_.notify_all();
   for (auto& c : conns_) {
     if (c && c->thread.joinable()) c->thread.join();
+  }
+  // Close the sockets now, not when the session is destroyed: a shut-down socket that is never
+  // read keeps a zero window, and the source would wait out its stall timeout instead of
+  // seeing the connection reset.
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& c : conns_) {
+    if (!c) continue;
+    c->io.reset();
+    c->fd.Reset();
   }
 }
 

@@ -181,10 +181,13 @@ absl::StatusOr<bool> UringSocket::RecvAll(const iovec* iov, size_t iovcnt, size_
     msg.msg_iov = v.data() + first;
     msg.msg_iovlen = v.size() - first;
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    io_uring_prep_recvmsg(sqe, fd_, &msg, MSG_WAITALL);
-    io_uring_submit(&ring_);
     // Only the first byte of a frame may wait unbounded; once a frame started, it must finish.
-    ASSIGN_OR_RETURN(int res, Complete(bounded || got > 0, nullptr));
+    // So the unbounded wait must not be MSG_WAITALL, or a peer stalling inside the first read
+    // (e.g. a partial frame header) would never time out.
+    const bool bound = bounded || got > 0;
+    io_uring_prep_recvmsg(sqe, fd_, &msg, bound ? MSG_WAITALL : 0);
+    io_uring_submit(&ring_);
+    ASSIGN_OR_RETURN(int res, Complete(bound, nullptr));
     if (res < 0) {
       if (shut_.load()) return absl::CancelledError(absl::StrCat(name_, ": connection shut down"));
       return UringError(name_, "receiving", -res);
