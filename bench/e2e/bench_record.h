@@ -23,6 +23,7 @@ struct Scenario {
   uint32_t connections = 0;        // 0 = the agent's default
   int warmup_ms = -1;              // -1 = the runner's --warmup-ms
   bool auto_converge = true;
+  bool zero_copy = false;
   uint32_t timeout_s = 0;          // 0 = the runner's
   bool force_switchover = true;
   std::string label;               // what the suite measures with this run

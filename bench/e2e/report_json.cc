@@ -62,6 +62,7 @@ json RunJson(const RunRecord& r) {
       {"label", s.label},
       {"connections", r.connections},
       {"encrypted", r.encrypted},
+      {"zero_copy_requested", s.zero_copy},
       {"round1_mib_s", r.round1_mib_s},
       {"run_baseline_tcp_mib_s", r.run_baseline_mib_s},
       {"round1_ratio_to_run_baseline", r.round1_ratio},

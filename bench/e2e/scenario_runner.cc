@@ -154,6 +154,7 @@ RunRecord RunScenario(cli::LocalCluster& cluster, const Scenario& s, const Runne
   opt->set_transport(s.transport == "grpc" ? v1::TRANSPORT_GRPC : v1::TRANSPORT_DATA);
   opt->set_connections(s.connections);
   opt->set_no_auto_converge(!s.auto_converge);
+  opt->set_zero_copy(s.zero_copy);
   auto last = cli::MigrateWithProgress(**src, req, /*quiet=*/true);
   if (!last.ok()) {
     r.error = absl::StrCat("Migrate: ", last.status().message());
