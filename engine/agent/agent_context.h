@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "engine/agent/agent_config.h"
+#include "engine/agent/link_history.h"
 #include "engine/agent/vm_registry.h"
 #include "engine/migration/precopy_source.h"
 #include "engine/transport/data_listener.h"
@@ -41,6 +42,7 @@ struct AgentContext {
   std::string boot_id;
   VmRegistry vms;
   MigrationTable migrations;
+  LinkHistory links;  // what completed migrations to each destination carried
   // Opens a channel to another agent (TLS-aware); expected_name is the peer's certificate name.
   std::function<absl::StatusOr<std::shared_ptr<grpc::Channel>>(const std::string& address,
                                                                const std::string& expected_name)>

@@ -116,7 +116,9 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
     v1::MigrationEvent pe;
     pe.set_migration_id(id);
     pe.set_phase(v1::MIGRATION_PHASE_PRECHECK);
-    auto findings = PrecheckMigration(ctx_.config, vm.spec(), *grpc_channel);
+    auto findings = PrecheckMigration(ctx_.config, vm.spec(), *grpc_channel,
+                                      {[&vm] { return SampleDirtyRate(vm); }, &ctx_.links, req->destination(),
+                                       req->options()});
     if (!findings.ok() || HasErrors(*findings)) {
       ctx_.vms.EndMigrationOut(req->vm_name(), false);
       pe.set_phase(v1::MIGRATION_PHASE_FAILED);
@@ -194,6 +196,7 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
   channel->reset();
   const bool left = result.outcome == SourceOutcome::kCompleted;
   ctx_.vms.EndMigrationOut(req->vm_name(), left);
+  if (left) ctx_.links.Record(req->destination(), req->options(), result.stats);
 
   v1::MigrationEvent last;
   last.set_migration_id(id);
@@ -265,7 +268,9 @@ grpc::Status AgentService::Precheck(grpc::ServerContext*, const v1::PrecheckRequ
   if (!e || !e->vm) return NotFound(req->vm_name());
   auto channel = ctx_.dial_peer(req->destination(), ExpectedPeerName(req->destination(), req->destination_name()));
   if (!channel.ok()) return ToGrpcStatus(channel.status());
-  auto findings = PrecheckMigration(ctx_.config, e->vm->spec(), *channel);
+  auto findings = PrecheckMigration(
+      ctx_.config, e->vm->spec(), *channel,
+      {[&] { return SampleIdleVmDirtyRate(ctx_.vms, req->vm_name()); }, &ctx_.links, req->destination(), {}});
   if (!findings.ok()) return ToGrpcStatus(findings.status());
   *out = FindingsToProto(*findings);
   return grpc::Status::OK;

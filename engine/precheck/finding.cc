@@ -26,6 +26,7 @@ constexpr CodeName kCodes[] = {
     {FindingCode::kMigrationLinkSlow, "MIGRATION_LINK_SLOW"},
     {FindingCode::kInsufficientMemory, "INSUFFICIENT_MEMORY"},
     {FindingCode::kKvmCapabilityMissing, "KVM_CAPABILITY_MISSING"},
+    {FindingCode::kConvergenceForecast, "CONVERGENCE_FORECAST"},
 };
 
 }  // namespace

@@ -26,6 +26,7 @@ enum class FindingCode {
   kMigrationLinkSlow = 11,
   kInsufficientMemory = 12,
   kKvmCapabilityMissing = 13,
+  kConvergenceForecast = 14,
 };
 
 struct Finding {
