@@ -100,7 +100,7 @@ bool HasWarningContaining(const v1::MigrationStats& s, const std::string& needle
                      [&](const std::string& w) { return w.find(needle) != std::string::npos; });
 }
 
-class AnnounceE2E : public ::testing::Test {
+class AnnounceE2E : public ::testing::TestWithParam<TransportParam> {
  protected:
   void SetUp() override {
     auto ns = ScopedNetns::Enter();
@@ -188,13 +188,13 @@ class AnnounceE2E : public ::testing::Test {
   std::unique_ptr<v1::Agent::Stub> a_, b_;
 };
 
-TEST_F(AnnounceE2E, MigratedVmAnnouncesEachMacFiveTimesOnlyOnItsPortGroupsInterface) {
+TEST_P(AnnounceE2E, MigratedVmAnnouncesEachMacFiveTimesOnlyOnItsPortGroupsInterface) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(kBlueSwitch));
   ASSERT_NO_FATAL_FAILURE(CreateTwoNicVm());
   std::unique_ptr<BackgroundCapture> red, blue;
   ASSERT_TRUE(Capture(kRedWire, 5, red) && Capture(kBlueWire, 5, blue));
 
-  auto last = MigrateWithProgress(*a_, MigrateTo(*cluster_, 1, "vm1"), /*quiet=*/true);
+  auto last = MigrateWithProgress(*a_, WithTransport(MigrateTo(*cluster_, 1, "vm1"), GetParam().kind), /*quiet=*/true);
   const auto on_red = red->Finish();
   const auto on_blue = blue->Finish();
   ASSERT_TRUE(last.ok()) << last.status();
@@ -208,13 +208,13 @@ TEST_F(AnnounceE2E, MigratedVmAnnouncesEachMacFiveTimesOnlyOnItsPortGroupsInterf
   EXPECT_TRUE(GetVm(*b_, "vm1", &info).ok()) << "the VM is not on the destination";
 }
 
-TEST_F(AnnounceE2E, AnnounceVmSendsFiveMoreFramesPerMacOnDemand) {
+TEST_P(AnnounceE2E, AnnounceVmSendsFiveMoreFramesPerMacOnDemand) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(kBlueSwitch));
   ASSERT_NO_FATAL_FAILURE(CreateTwoNicVm());
   {
     std::unique_ptr<BackgroundCapture> red, blue;
     ASSERT_TRUE(Capture(kRedWire, 5, red) && Capture(kBlueWire, 5, blue));
-    auto last = MigrateWithProgress(*a_, MigrateTo(*cluster_, 1, "vm1"), true);
+    auto last = MigrateWithProgress(*a_, WithTransport(MigrateTo(*cluster_, 1, "vm1"), GetParam().kind), true);
     EXPECT_EQ(red->Finish().size(), 5u);
     EXPECT_EQ(blue->Finish().size(), 5u);
     ASSERT_TRUE(last.ok()) << last.status();
@@ -243,7 +243,7 @@ TEST_F(AnnounceE2E, AnnounceVmSendsFiveMoreFramesPerMacOnDemand) {
   EXPECT_EQ(a_->AnnounceVm(&ctx2, req, &gone).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(AnnounceE2E, PortGroupWithoutInterfaceOnDestinationIsAWarningNotAFailure) {
+TEST_P(AnnounceE2E, PortGroupWithoutInterfaceOnDestinationIsAWarningNotAFailure) {
   // On the destination pg-blue is on a switch whose interface does not exist: the precheck sees
   // a port group with an uplink and passes, the announcement cannot send on it.
   ASSERT_NO_FATAL_FAILURE(StartCluster("nosuch0"));
@@ -254,7 +254,7 @@ TEST_F(AnnounceE2E, PortGroupWithoutInterfaceOnDestinationIsAWarningNotAFailure)
   auto blue = RarpCapture::Open(kBlueWire);
   ASSERT_TRUE(blue.ok()) << blue.status();
 
-  auto last = MigrateWithProgress(*a_, MigrateTo(*cluster_, 1, "vm1"), true);
+  auto last = MigrateWithProgress(*a_, WithTransport(MigrateTo(*cluster_, 1, "vm1"), GetParam().kind), true);
   const auto on_red = red->Finish();
   // The destination reports its announcement (all of it) before the migration completes.
   const auto on_blue = blue->Read(1, /*timeout_ms=*/300, /*linger_ms=*/0);
@@ -270,6 +270,10 @@ TEST_F(AnnounceE2E, PortGroupWithoutInterfaceOnDestinationIsAWarningNotAFailure)
   v1::VmInfo info;
   EXPECT_TRUE(GetVm(*b_, "vm1", &info).ok()) << "the VM is not on the destination";
 }
+
+// The announcement is the destination's, whichever way the pages came.
+INSTANTIATE_TEST_SUITE_P(Transports, AnnounceE2E, ::testing::Values(kDataTransport, kGrpcTransport),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace ferry::e2e

@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ostream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -16,6 +18,29 @@
 namespace ferry::e2e {
 
 inline bool KvmUsable() { return access("/dev/kvm", R_OK | W_OK) == 0; }
+
+// How pages travel: every migration test runs on both (MigrationOptions.transport).
+struct TransportParam {
+  v1::Transport kind;
+  const char* name;
+};
+inline void PrintTo(const TransportParam& t, std::ostream* os) { *os << t.name; }
+inline constexpr TransportParam kDataTransport{v1::TRANSPORT_DATA, "Data"};
+inline constexpr TransportParam kGrpcTransport{v1::TRANSPORT_GRPC, "Grpc"};
+
+// The statistics name the transport the migration used: data connections sealed with AES-GCM
+// (plaintext between --insecure agents), or the gRPC stream (TLS unless --insecure).
+inline void ExpectTransport(const v1::MigrationStats& s, v1::Transport kind, bool tls) {
+  if (kind == v1::TRANSPORT_GRPC) {
+    EXPECT_EQ(s.transport(), tls ? "grpc+tls" : "grpc");
+    EXPECT_EQ(s.connections(), 0u) << "pages on the gRPC stream use no data connection";
+    EXPECT_EQ(s.encrypted(), tls);
+    return;
+  }
+  EXPECT_GT(s.connections(), 0u) << s.transport();
+  EXPECT_EQ(s.transport(), (tls ? "data+aes-gcm x" : "data x") + std::to_string(s.connections()));
+  EXPECT_EQ(s.encrypted(), tls);
+}
 
 inline v1::VmSpec GuestSpec(const std::string& name, v1::BackendKind backend, uint64_t memory_mib,
                             uint64_t ws_mib, double rate_mibps) {
@@ -82,6 +107,24 @@ inline v1::MigrateRequest MigrateTo(const cli::LocalCluster& c, int dst, const s
   req.set_destination(c.address(dst));
   req.set_destination_name(c.name(dst));
   return req;
+}
+
+// `req` sent to the source with its transport set to `kind`.
+inline v1::MigrateRequest WithTransport(v1::MigrateRequest req, v1::Transport kind) {
+  req.mutable_options()->set_transport(kind);
+  return req;
+}
+
+// Follows a migration to its end, keeping every event (MigrateWithProgress keeps only the last).
+inline std::vector<v1::MigrationEvent> MigrateCollectingEvents(v1::Agent::Stub& stub, const v1::MigrateRequest& req) {
+  grpc::ClientContext ctx;
+  auto reader = stub.Migrate(&ctx, req);
+  std::vector<v1::MigrationEvent> events;
+  v1::MigrationEvent e;
+  while (reader->Read(&e)) events.push_back(e);
+  grpc::Status st = reader->Finish();
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return events;
 }
 
 // The guest keeps running here: its heartbeat count grows over `seconds` and it reports no

@@ -31,6 +31,16 @@ class PeerProtocolTest : public ::testing::Test {
     return m;
   }
 
+  // A protocol-2 start offering data connections (valid unless the caller changes it).
+  v1::PeerMessage DataPathStart(uint32_t connections = 2, size_t secret_bytes = 32, bool encrypted = true) {
+    v1::PeerMessage m = Start(kProtocolVersion);
+    v1::DataPathOffer* d = m.mutable_start()->mutable_data_path();
+    d->set_connections(connections);
+    d->set_encrypted(encrypted);
+    d->set_secret(std::string(secret_bytes, '\x5a'));
+    return m;
+  }
+
   // Sends `msgs` on one stream and returns the error the destination answered with.
   v1::PeerError ErrorFor(const std::vector<v1::PeerMessage>& msgs) {
     grpc::ClientContext ctx;
@@ -114,6 +124,107 @@ TEST_F(PeerProtocolTest, DuplicateStartIsRefused) {
   v1::PeerError e = ErrorFor({Start(kProtocolVersion), Start(kProtocolVersion)});
   EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_MESSAGE);
   EXPECT_NE(e.message().find("duplicate start"), std::string::npos) << e.message();
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, Version3IsRefusedNamingTheVersionsSpoken) {
+  v1::PeerError e = ErrorFor({Start(3)});
+  EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_VERSION);
+  EXPECT_NE(e.message().find("protocol version 3"), std::string::npos) << e.message();
+  EXPECT_NE(e.message().find("1 to 2"), std::string::npos) << e.message();
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, Version1WithoutDataPathIsStillServed) {
+  grpc::ClientContext ctx;
+  auto stream = peer_->Migrate(&ctx);
+  ASSERT_TRUE(stream->Write(Start(1)));
+  v1::PeerReply reply;
+  ASSERT_TRUE(stream->Read(&reply));
+  ASSERT_TRUE(reply.has_started()) << reply.DebugString();
+  EXPECT_EQ(reply.started().destination_agent(), "host-b");
+  EXPECT_FALSE(reply.started().has_data_path()) << "a version-1 source gets no data port";
+  // Pages on the stream, as version 1 sends them, are accepted.
+  ASSERT_TRUE(stream->Write(Memory(0, 1, 4096)));
+  v1::PeerMessage abort;
+  abort.mutable_abort()->set_reason("test over");
+  ASSERT_TRUE(stream->Write(abort));
+  stream->WritesDone();
+  while (stream->Read(&reply)) {
+    EXPECT_FALSE(reply.has_error()) << reply.error().message();
+  }
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(VmsAfterSettling(**cluster_->Stub(1)), 0);
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, Version1WithDataPathIsRefused) {
+  v1::PeerMessage m = DataPathStart();
+  m.mutable_start()->set_protocol_version(1);
+  v1::PeerError e = ErrorFor({m});
+  EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_MESSAGE);
+  EXPECT_NE(e.message().find("protocol version 2"), std::string::npos) << e.message();
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, DataPathStartIsAnsweredWithAPort) {
+  grpc::ClientContext ctx;
+  auto stream = peer_->Migrate(&ctx);
+  ASSERT_TRUE(stream->Write(DataPathStart(3)));
+  v1::PeerReply reply;
+  ASSERT_TRUE(stream->Read(&reply));
+  ASSERT_TRUE(reply.has_started()) << reply.DebugString();
+  ASSERT_TRUE(reply.started().has_data_path());
+  EXPECT_GT(reply.started().data_path().port(), 0u);
+  EXPECT_LE(reply.started().data_path().port(), 65535u);
+  EXPECT_EQ(reply.started().data_path().connections(), 3u);
+  stream->WritesDone();  // no connection ever dialled: the stream's end discards the VM
+  while (stream->Read(&reply)) {
+  }
+  EXPECT_FALSE(stream->Finish().ok());
+  EXPECT_EQ(VmsAfterSettling(**cluster_->Stub(1)), 0);
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, DataPathSecretOfWrongLengthIsRefused) {
+  for (size_t bytes : {0, 16, 31, 33, 64}) {
+    v1::PeerError e = ErrorFor({DataPathStart(2, bytes)});
+    EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_MESSAGE) << bytes << " bytes";
+    EXPECT_NE(e.message().find("secret"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("32"), std::string::npos) << e.message();
+  }
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, DataPathConnectionCountOutside1To16IsRefused) {
+  for (uint32_t n : {0u, 17u, 1000u}) {
+    v1::PeerError e = ErrorFor({DataPathStart(n)});
+    EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_MESSAGE) << n << " connections";
+    EXPECT_NE(e.message().find("1..16"), std::string::npos) << e.message();
+  }
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, PlaintextDataPathOfferToATlsAgentIsRefused) {
+  v1::PeerError e = ErrorFor({DataPathStart(2, 32, /*encrypted=*/false)});
+  EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_MESSAGE);
+  EXPECT_NE(e.message().find("only encrypted"), std::string::npos) << e.message();
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, MemoryBatchOnTheStreamAfterADataPathStartIsRefused) {
+  v1::PeerError e = ErrorFor({DataPathStart(), Memory(0, 1, 4096)});
+  EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_MESSAGE);
+  EXPECT_NE(e.message().find("data connections"), std::string::npos) << e.message();
+  ExpectAgentStillServes();
+}
+
+TEST_F(PeerProtocolTest, DeviceStateWithoutFinalRoundAfterADataPathStartIsRefused) {
+  v1::PeerMessage state;
+  state.mutable_device_state()->mutable_state()->set_backend(v1::BACKEND_KIND_SYNTHETIC);
+  v1::PeerError e = ErrorFor({DataPathStart(), state});
+  EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_MESSAGE);
+  EXPECT_NE(e.message().find("final round"), std::string::npos) << e.message();
   ExpectAgentStillServes();
 }
 
