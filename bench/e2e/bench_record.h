@@ -24,6 +24,7 @@ struct Scenario {
   int warmup_ms = -1;              // -1 = the runner's --warmup-ms
   bool auto_converge = true;
   bool zero_copy = false;
+  double max_bandwidth_mibps = 0;  // 0 = unlimited
   uint32_t timeout_s = 0;          // 0 = the runner's
   bool force_switchover = true;
   std::string label;               // what the suite measures with this run

@@ -155,6 +155,7 @@ RunRecord RunScenario(cli::LocalCluster& cluster, const Scenario& s, const Runne
   opt->set_connections(s.connections);
   opt->set_no_auto_converge(!s.auto_converge);
   opt->set_zero_copy(s.zero_copy);
+  opt->set_max_bandwidth_mibps(s.max_bandwidth_mibps);
   auto last = cli::MigrateWithProgress(**src, req, /*quiet=*/true);
   if (!last.ok()) {
     r.error = absl::StrCat("Migrate: ", last.status().message());

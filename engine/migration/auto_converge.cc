@@ -27,7 +27,9 @@ uint32_t AutoConverge::AfterRound(const RoundOutcome& r) {
                                    : r.dirty_rate_mibps < r.bandwidth_mibps;
   const bool above_ceiling = r.expected_ms > options_.max_downtime_ms;
   if (shrank) {
-    percent_ = percent_ > options_.step_percent ? percent_ - options_.step_percent : 0;
+    // Ease off only once the pause fits: easing while still above the ceiling lets the guest
+    // outrun the link again (the throttle would oscillate round after round).
+    if (!above_ceiling) percent_ = percent_ > options_.step_percent ? percent_ - options_.step_percent : 0;
   } else if (above_ceiling) {
     percent_ = percent_ == 0 ? options_.initial_percent
                              : std::min(percent_ + options_.step_percent, options_.max_percent);

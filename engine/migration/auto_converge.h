@@ -27,7 +27,7 @@ AutoConvergeOptions AutoConvergeOptionsFrom(const v1::MigrationOptions& o);
 // the ceiling and did not shrink the dirty set meaningfully (round 1, with nothing to compare,
 // counts as not shrinking when the guest dirtied faster than the link moved). Then the throttle
 // grows by step_percent each round that does not shrink, drops back by step_percent each round
-// that does, and holds otherwise.
+// that does once the expected pause fits the ceiling, and holds otherwise.
 class AutoConverge {
  public:
   explicit AutoConverge(AutoConvergeOptions o);

@@ -18,6 +18,10 @@
 #include "engine/vm/vm_spec_proto.h"
 
 namespace ferry {
+namespace {
+// The fault hook's mark for a page whose destination copy is not known exactly.
+constexpr uint64_t kUnknownHash = ~uint64_t{0};
+}  // namespace
 
 const char* SourceOutcomeName(SourceOutcome o) {
   switch (o) {
@@ -166,6 +170,7 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
     for (uint64_t p = pages.num_pages(); p-- > 0;) {
       if (!pages.Test(p)) continue;
       auto sent = sent_hashes_.find(p);
+      if (sent != sent_hashes_.end() && sent->second == kUnknownHash) continue;  // not known exactly
       uint64_t now = IsZeroPage(vm_.memory().page(p)) ? 0 : XXH3_64bits(vm_.memory().page(p), kPageSize);
       if (sent == sent_hashes_.end() ? now != 0 : sent->second != now) {
         without_one.Clear(p);
@@ -174,13 +179,18 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
       }
     }
     to_send = &without_one;
-  } else if (config_.test_drop_one_final_page) {
-    // Remember what each page held when it was sent (test hook only: costs a hash per page).
+  }
+  auto page_hash = [&](uint64_t p) {
+    const uint8_t* page = vm_.memory().page(p);
+    return IsZeroPage(page) ? uint64_t{0} : XXH3_64bits(page, kPageSize);
+  };
+  std::unordered_map<uint64_t, uint64_t> before;
+  if (!final_round && config_.test_drop_one_final_page) {
+    // Test hook only (a hash per page, twice): a page whose content is the same before and after
+    // its round was sent reached the destination with exactly that content.
     pages.ForEachRun([&](uint64_t first, uint64_t count) {
       for (uint64_t p = first; p < first + count; ++p) {
-        if (populated && !populated->Test(p)) continue;
-        const uint8_t* page = vm_.memory().page(p);
-        sent_hashes_[p] = IsZeroPage(page) ? 0 : XXH3_64bits(page, kPageSize);
+        if (!populated || populated->Test(p)) before[p] = page_hash(p);
       }
     });
   }
@@ -192,8 +202,15 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
     if (!why.empty()) {
       return absl::AbortedError(absl::StrCat("destination refused: ", why, " (here: ", sent.message(), ")"));
     }
+    return absl::Status(sent.code(), absl::StrCat("lost the destination during round ", round,
+                                                  " (it closed the connection or died; see its log): ",
+                                                  sent.message()));
   }
   RETURN_IF_ERROR(sent);
+  for (const auto& [p, h] : before) {
+    // Changed while on the wire: which copy the destination holds is not known.
+    sent_hashes_[p] = page_hash(p) == h ? h : kUnknownHash;
+  }
   if (cancelled()) return absl::CancelledError("migration cancelled by request");
   int64_t t1 = MonotonicNanos();
   stats_.set_bytes_transferred(stats_.bytes_transferred() + c.wire_bytes);
@@ -295,6 +312,12 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
   if (cancelled()) return absl::CancelledError("migration cancelled by request");
   v1::PauseBreakdown& pause = *stats_.mutable_pause();
   SetThrottle(0);  // the pause stops the vCPUs anyway; a rollback resumes them at full speed
+  if (config_.test_drop_one_final_page) {
+    // Fault hook: let the guest dirty a few pages after the last collect, so the final round
+    // surely holds a page whose destination copy is stale (the smallest-pause switch-over may
+    // otherwise leave it empty).
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   pause_ns_ = MonotonicNanos();
   RETURN_IF_ERROR(vm_.Pause());
   vm_paused_by_us_ = true;

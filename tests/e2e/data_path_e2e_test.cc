@@ -77,12 +77,8 @@ TEST_F(InsecureAgentsE2E, ZeroCopySendsArriveIntact) {
   std::cout << "zero-copy sends used: " << (s.zero_copy() ? "yes" : "no (kernel without SEND_ZC)") << "\n";
 }
 
-// DISABLED: when the destination dies mid-transfer on the data path, the migration fails with
-// only "data connection: the peer closed the connection while sending": the source's
-// DestinationReason() (engine/migration/precopy_source.cc) finds the control stream broken and
-// returns nothing, so the error names neither the destination nor its failure (on the gRPC
-// transport it does). Enable once the data path's error says the destination went away.
-TEST(DataPathE2E, DISABLED_DestinationKilledMidTransferIsReportedAsTheDestination) {
+// The error names the destination, not only a closed connection.
+TEST(DataPathE2E, DestinationKilledMidTransferIsReportedAsTheDestination) {
   auto c = StartCluster();
   ASSERT_TRUE(c);
   auto a = c->Stub(0);

@@ -74,13 +74,7 @@ TEST_P(MigrationE2E, GuestDirtyingAt100MiBpsArrivesIntactAndLeavesTheSource) {
   EXPECT_EQ(GetVm(**a, "vm1", &gone).error_code(), grpc::StatusCode::NOT_FOUND) << "VM still on the source";
 }
 
-// DISABLED: the drop-final-page hook (engine/migration/precopy_source.cc, SendPages) records each
-// page's hash from guest memory *before* SendRound reads the page; a page the guest rewrites in
-// between goes out with its new content but is judged stale in the final round, so the hook may
-// drop a page the destination already holds as it is, and the guest has nothing to catch (seen on
-// every variant: GrpcKvm about 4 runs in 10, GrpcSynthetic 2, DataSynthetic 1). Before protocol 2
-// the hook hashed the bytes of the encoded batch itself. Enable once the hook hashes what was sent.
-TEST_P(MigrationE2E, DISABLED_DroppingOneFinalPageIsCaughtByTheGuest) {
+TEST_P(MigrationE2E, DroppingOneFinalPageIsCaughtByTheGuest) {
   // Negative control: proves the guest oracle sees a lost dirty page of the last round.
   LocalClusterOptions o;
   o.test_faults = "drop-final-page";
@@ -171,11 +165,7 @@ TEST_P(MigrationE2E, DestinationKilledMidTransferLeavesTheSourceRunning) {
   ASSERT_TRUE(reader->Finish().ok());
   EXPECT_EQ(last.phase(), v1::MIGRATION_PHASE_FAILED);
   EXPECT_FALSE(last.error().empty());
-  // On the data path the error does not name the destination yet: see
-  // DataPathE2E.DISABLED_DestinationKilledMidTransferIsReportedAsTheDestination.
-  if (transport() == v1::TRANSPORT_GRPC) {
-    EXPECT_NE(last.error().find("destination"), std::string::npos) << last.error();
-  }
+  EXPECT_NE(last.error().find("destination"), std::string::npos) << last.error();
   ExpectGuestHealthy(**a, "vm1", 0.5);
 }
 

@@ -64,14 +64,14 @@ TEST(AutoConverge, DropsBackAStepWhenARoundShrinks) {
   ASSERT_EQ(ac.AfterRound(Round(1, 100, 1000)), 20u);
   ASSERT_EQ(ac.AfterRound(Round(2, 100, 1000)), 30u);
   ASSERT_EQ(ac.AfterRound(Round(3, 100, 1000)), 40u);
-  EXPECT_EQ(ac.AfterRound(Round(4, 50, 500)), 30u);   // shrank by half
-  EXPECT_EQ(ac.AfterRound(Round(5, 50, 500)), 40u);   // stalled again above the ceiling
-  EXPECT_EQ(ac.AfterRound(Round(6, 20, 200)), 30u);
-  EXPECT_EQ(ac.AfterRound(Round(7, 10, 100)), 20u);
-  EXPECT_EQ(ac.AfterRound(Round(8, 5, 50)), 10u);
-  EXPECT_EQ(ac.AfterRound(Round(9, 2, 20)), 0u);
+  EXPECT_EQ(ac.AfterRound(Round(4, 50, 500)), 40u);   // shrank by half, still above the ceiling: hold
+  EXPECT_EQ(ac.AfterRound(Round(5, 50, 500)), 50u);   // stalled again above the ceiling
+  EXPECT_EQ(ac.AfterRound(Round(6, 20, 200)), 40u);   // shrank and fits: ease off
+  EXPECT_EQ(ac.AfterRound(Round(7, 10, 100)), 30u);
+  EXPECT_EQ(ac.AfterRound(Round(8, 5, 50)), 20u);
+  EXPECT_EQ(ac.AfterRound(Round(9, 2, 20)), 10u);
   EXPECT_EQ(ac.AfterRound(Round(10, 1, 10)), 0u);
-  EXPECT_EQ(ac.max_percent_used(), 40u);
+  EXPECT_EQ(ac.max_percent_used(), 50u);
 }
 
 TEST(AutoConverge, HoldsWhenAStalledRoundFitsTheCeiling) {

@@ -1,6 +1,9 @@
 // migrate: Ferry's command line for people.
 #include <cstdio>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include "tools/migrate/commands.h"
 
 namespace ferry::cli {
@@ -18,6 +21,9 @@ CLI::App* SubcommandOf(CLI::App& parent, const std::string& name, const std::str
 
 int main(int argc, char** argv) {
   using namespace ferry::cli;
+  // Log lines (warnings from the client library) go to stderr: stdout carries results, and with
+  // --json nothing but JSON.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("migrate"));
   CLI::App app{"migrate: live-migrate KVM virtual machines between Ferry agents"};
   app.require_subcommand(1);
   Globals g;
