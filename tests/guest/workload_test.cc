@@ -135,9 +135,14 @@ TEST(WorkloadTest, MakesUpAShortPreemptionButNotALongPause) {
   fw_init(r.ws(), &c, kTicksPerMs, 0);
   fw_step(r.ws(), 0, 0, &env);
   uint64_t before = r.state()->w[0].pages_written;
-  // The host ran something else for 6 ms: the missed writes follow (16 per step at most).
-  for (int i = 0; i < 4; ++i) fw_step(r.ws(), 0, 6 * kTicksPerMs, &env);
-  EXPECT_EQ(r.state()->w[0].pages_written - before, 6u);
+  // The host ran something else for FW_MAX_BACKLOG_MS (2 ms): the missed writes follow.
+  for (int i = 0; i < 4; ++i) fw_step(r.ws(), 0, FW_MAX_BACKLOG_MS * kTicksPerMs, &env);
+  EXPECT_EQ(r.state()->w[0].pages_written - before, uint64_t{FW_MAX_BACKLOG_MS});
+  // 6 ms (a throttle's sleep): only FW_MAX_BACKLOG_MS worth is made up, the rest is lost.
+  before = r.state()->w[0].pages_written;
+  for (int i = 0; i < 4; ++i) fw_step(r.ws(), 0, (FW_MAX_BACKLOG_MS + 6) * kTicksPerMs, &env);
+  EXPECT_GE(r.state()->w[0].pages_written - before, uint64_t{FW_MAX_BACKLOG_MS});      // 2 ms worth,
+  EXPECT_LE(r.state()->w[0].pages_written - before, uint64_t{FW_MAX_BACKLOG_MS} + 1);  // not 6
   // A 60 s pause: no more than FW_MAX_BACKLOG_MS worth of writes.
   before = r.state()->w[0].pages_written;
   for (int i = 0; i < 4; ++i) fw_step(r.ws(), 0, 60'000 * kTicksPerMs, &env);
