@@ -21,6 +21,8 @@ class MigrationChannel {
   virtual void Abort() = 0;
   // A short name for statistics ("grpc", "grpc+tls", "in-process").
   virtual const char* name() const = 0;
+  // Whether what travels on it is encrypted (TLS).
+  virtual bool encrypted() const = 0;
 };
 
 }  // namespace ferry

@@ -11,8 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/base/clock.h"
 #include "engine/base/status.h"
-#include "engine/migration/bandwidth_limiter.h"
-#include "engine/migration/page_batches.h"
+#include "engine/memory/page.h"
 #include "engine/migration/protocol.h"
 #include "engine/migration/stream_page_sender.h"
 #include "engine/vm/vm_spec_proto.h"
@@ -101,6 +100,11 @@ absl::Status PrecopySource::Start() {
   return OpenPageSender(reply.started());
 }
 
+uint64_t PrecopySource::PageHash(uint64_t page) const {
+  const uint8_t* p = vm_.memory().page(page);
+  return IsZeroPage(p) ? 0 : XXH3_64bits(p, kPageSize);
+}
+
 void PrecopySource::SetThrottle(uint32_t percent) {
   if (percent == vm_.throttle_percent()) return;
   absl::Status st = vm_.SetThrottle(percent);
@@ -149,7 +153,7 @@ absl::Status PrecopySource::OpenPageSender(const v1::Started& started) {
   sender_.store(page_sender_.get());
   if (cancelled()) page_sender_->Cancel();
   stats_.set_connections(page_sender_->connections());
-  stats_.set_encrypted(page_sender_->encrypted() || (!config_.data_path && std::string(channel_.name()) == "grpc+tls"));
+  stats_.set_encrypted(page_sender_->encrypted());
   stats_.set_zero_copy(page_sender_->zero_copy());
   if (page_sender_->connections() > 0) {
     stats_.set_transport(absl::StrCat(page_sender_->encrypted() ? "data+aes-gcm" : "data", " x",
@@ -171,7 +175,7 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
       if (!pages.Test(p)) continue;
       auto sent = sent_hashes_.find(p);
       if (sent != sent_hashes_.end() && sent->second == kUnknownHash) continue;  // not known exactly
-      uint64_t now = IsZeroPage(vm_.memory().page(p)) ? 0 : XXH3_64bits(vm_.memory().page(p), kPageSize);
+      uint64_t now = PageHash(p);
       if (sent == sent_hashes_.end() ? now != 0 : sent->second != now) {
         without_one.Clear(p);
         stats_.add_warnings(absl::StrCat("test fault: page ", p, " of the final round was not sent"));
@@ -180,17 +184,13 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
     }
     to_send = &without_one;
   }
-  auto page_hash = [&](uint64_t p) {
-    const uint8_t* page = vm_.memory().page(p);
-    return IsZeroPage(page) ? uint64_t{0} : XXH3_64bits(page, kPageSize);
-  };
   std::unordered_map<uint64_t, uint64_t> before;
   if (!final_round && config_.test_drop_one_final_page) {
     // Test hook only (a hash per page, twice): a page whose content is the same before and after
     // its round was sent reached the destination with exactly that content.
     pages.ForEachRun([&](uint64_t first, uint64_t count) {
       for (uint64_t p = first; p < first + count; ++p) {
-        if (!populated || populated->Test(p)) before[p] = page_hash(p);
+        if (!populated || populated->Test(p)) before[p] = PageHash(p);
       }
     });
   }
@@ -209,7 +209,7 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
   RETURN_IF_ERROR(sent);
   for (const auto& [p, h] : before) {
     // Changed while on the wire: which copy the destination holds is not known.
-    sent_hashes_[p] = page_hash(p) == h ? h : kUnknownHash;
+    sent_hashes_[p] = PageHash(p) == h ? h : kUnknownHash;
   }
   if (cancelled()) return absl::CancelledError("migration cancelled by request");
   int64_t t1 = MonotonicNanos();

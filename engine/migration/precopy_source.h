@@ -82,6 +82,8 @@ class PrecopySource {
   SwitchoverPlanner planner_;
   AutoConverge auto_converge_;
   void SetThrottle(uint32_t percent);
+  // Fault hook only: a page's content hash (0 for a zero page).
+  uint64_t PageHash(uint64_t page) const;
   ProgressFn progress_;
   std::atomic<bool> cancel_{false};
   bool vm_paused_by_us_ = false;

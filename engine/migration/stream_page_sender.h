@@ -17,7 +17,7 @@ class StreamPageSender : public PageSender {
   void Cancel() override { cancel_.store(true); }
   void SetMaxBandwidth(double mibps) override { max_mibps_.store(mibps); }
   uint32_t connections() const override { return 0; }
-  bool encrypted() const override { return false; }  // the stream's TLS is the channel's business
+  bool encrypted() const override { return channel_.encrypted(); }
 
  private:
   MigrationChannel& channel_;

@@ -24,6 +24,7 @@ class GrpcPeerChannel : public MigrationChannel {
   void CloseSend() override;
   void Abort() override;
   const char* name() const override { return secure_ ? "grpc+tls" : "grpc"; }
+  bool encrypted() const override { return secure_; }
 
  private:
   GrpcPeerChannel(std::shared_ptr<grpc::Channel> channel, bool secure);
