@@ -65,6 +65,11 @@ void DirtyBitmap::ForEachRun(const std::function<void(uint64_t, uint64_t)>& fn) 
       if (run_len) fn(run_start, run_len), run_len = 0;
       continue;
     }
+    if (w == ~uint64_t{0}) {  // a whole word of set pages extends (or starts) the run
+      if (run_len == 0) run_start = wi * 64;
+      run_len += 64;
+      continue;
+    }
     for (int b = 0; b < 64; ++b) {
       uint64_t page = wi * 64 + b;
       if ((w >> b) & 1) {

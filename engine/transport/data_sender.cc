@@ -193,29 +193,13 @@ absl::Status DataSender::SendRound(const GuestMemory& mem, const DirtyBitmap& pa
   r.num_chunks = (pages.num_pages() + kChunkPages - 1) / kChunkPages;
   if (populated) {
     // Never-touched ranges travel as one zero run each, unread.
-    uint64_t start = 0;
-    bool in_hole = false;
-    for (uint64_t p = 0; p <= pages.num_pages(); ++p) {
-      bool hole = p < pages.num_pages() && pages.Test(p) && !populated->Test(p);
-      if (p % 64 == 0 && p + 64 <= pages.num_pages()) {
-        // Skip words without holes (or wholly inside one) quickly.
-        uint64_t w = pages.words()[p / 64] & ~populated->words()[p / 64];
-        if ((w == 0 && !in_hole) || (w == ~0ull && in_hole)) {
-          p += 63;
-          continue;
-        }
+    DirtyBitmap holes(pages.num_pages());
+    for (size_t w = 0; w < holes.words().size(); ++w) holes.words()[w] = pages.words()[w] & ~populated->words()[w];
+    holes.ForEachRun([&](uint64_t first, uint64_t count) {
+      for (uint64_t at = first; at < first + count; at += UINT32_MAX) {
+        r.holes.push_back(WireRun{at, static_cast<uint32_t>(std::min<uint64_t>(first + count - at, UINT32_MAX)), kRunZero});
       }
-      if (hole && !in_hole) {
-        start = p;
-        in_hole = true;
-      } else if (!hole && in_hole) {
-        for (uint64_t at = start; at < p; at += UINT32_MAX) {
-          uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(p - at, UINT32_MAX));
-          r.holes.push_back(WireRun{at, n, kRunZero});
-        }
-        in_hole = false;
-      }
-    }
+    });
   }
   {
     std::unique_lock<std::mutex> lock(mu_);

@@ -20,6 +20,15 @@ TEST(DirtyBitmap, CountsAndRunsMatchWhatWasSet) {
   EXPECT_EQ(runs, (std::vector<std::pair<uint64_t, uint64_t>>{{0, 2}, {63, 2}, {199, 1}}));
 }
 
+TEST(DirtyBitmap, RunsSpanWholeWordsAndTheirNeighbours) {
+  DirtyBitmap b(320);
+  b.SetRange(60, 4 + 128 + 5);  // 60..63, two whole words, 192..196
+  b.SetRange(256, 64);          // a whole last word, ending the bitmap
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  b.ForEachRun([&](uint64_t first, uint64_t n) { runs.emplace_back(first, n); });
+  EXPECT_EQ(runs, (std::vector<std::pair<uint64_t, uint64_t>>{{60, 137}, {256, 64}}));
+}
+
 TEST(DirtyBitmap, SetAllStopsAtTheLastPage) {
   DirtyBitmap b(70);
   b.SetAll();
