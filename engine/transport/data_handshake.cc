@@ -22,13 +22,15 @@ constexpr char kProofLabel[] = "ferry data-path proof v2";
 void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 uint32_t Get32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
 
+}  // namespace
+
 absl::Status ReadExactly(int fd, uint8_t* p, size_t n, const char* what) {
   size_t done = 0;
   while (done < n) {
     ssize_t r = ::recv(fd, p + done, n - done, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return ErrnoError(what);
-    if (r == 0) return absl::UnavailableError(absl::StrCat(what, ": the destination closed the connection"));
+    if (r == 0) return absl::UnavailableError(absl::StrCat(what, ": the peer closed the connection"));
     done += static_cast<size_t>(r);
   }
   return absl::OkStatus();
@@ -44,8 +46,6 @@ absl::Status WriteExactly(int fd, const uint8_t* p, size_t n, const char* what) 
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 const char* DataVerdictText(DataVerdict v) {
   switch (v) {

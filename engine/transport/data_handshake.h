@@ -51,6 +51,11 @@ absl::StatusOr<Challenge> DecodeServerHello(const uint8_t* in);
 void EncodeClientHello(const ClientHello& h, uint8_t* out);
 absl::StatusOr<ClientHello> DecodeClientHello(const uint8_t* in);
 
+// Blocking exact reads and writes with the socket's own timeouts (handshakes only: pages travel
+// on UringSocket). `what` names the step in errors; a peer closing is Unavailable.
+absl::Status ReadExactly(int fd, uint8_t* p, size_t n, const char* what);
+absl::Status WriteExactly(int fd, const uint8_t* p, size_t n, const char* what);
+
 // Blocking, with the socket's own timeouts: the source's side of the handshake on a connected
 // socket. Errors name the verdict the destination gave.
 absl::Status ClientHandshake(int fd, const std::string& secret, uint32_t connection, const std::string& migration_id);

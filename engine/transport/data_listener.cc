@@ -22,28 +22,6 @@ namespace {
 constexpr int kMaxHandshakes = 64;
 constexpr int kHandshakeTimeoutMs = 5000;
 
-bool SendAll(int fd, const uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool RecvAll(int fd, uint8_t* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::recv(fd, p, n, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DataListener>> DataListener::Start(const std::string& host, uint16_t port) {
@@ -149,7 +127,7 @@ void DataListener::AcceptLoop() {
     if (!fd.valid()) continue;
     if (handshakes_running_.load() >= kMaxHandshakes) {
       uint8_t busy = static_cast<uint8_t>(DataVerdict::kBusy);
-      (void)SendAll(fd.get(), &busy, 1);
+      (void)WriteExactly(fd.get(), &busy, 1, "refusing a data connection");
       refused_.fetch_add(1);
       continue;
     }
@@ -173,7 +151,7 @@ void DataListener::Handshake(UniqueFd fd) {
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   auto refuse = [&](DataVerdict v, const std::string& detail) {
     uint8_t b = static_cast<uint8_t>(v);
-    (void)SendAll(fd.get(), &b, 1);
+    (void)WriteExactly(fd.get(), &b, 1, "refusing a data connection");
     refused_.fetch_add(1);
     spdlog::warn("event=data_connection_refused reason=\"{}\" detail=\"{}\"", DataVerdictText(v), detail);
   };
@@ -181,9 +159,9 @@ void DataListener::Handshake(UniqueFd fd) {
   if (!challenge.ok()) return;
   uint8_t hello[kServerHelloBytes];
   EncodeServerHello(*challenge, hello);
-  if (!SendAll(fd.get(), hello, sizeof(hello))) return;
+  if (!WriteExactly(fd.get(), hello, sizeof(hello), "sending the data port's hello").ok()) return;
   uint8_t in[kClientHelloBytes];
-  if (!RecvAll(fd.get(), in, sizeof(in))) return;  // silent or too slow: dropped
+  if (!ReadExactly(fd.get(), in, sizeof(in), "reading a data-connection hello").ok()) return;  // silent or too slow: dropped
   auto client = DecodeClientHello(in);
   if (!client.ok()) return refuse(DataVerdict::kMalformed, std::string(client.status().message()));
   std::shared_ptr<IncomingSession> session;

@@ -236,34 +236,29 @@ absl::StatusOr<RecordOpener> RecordOpener::Create(const MigrationKey& key, uint3
   return o;
 }
 
+absl::Status RecordOpener::CheckRecordLength(size_t n) {
+  if (n >= kSealOverheadBytes) return absl::OkStatus();
+  failed_ = true;
+  return absl::DataLossError(absl::StrCat("sealed record of ", n, " bytes is shorter than ",
+                                          kSealOverheadBytes, " bytes of header and tag"));
+}
+
 absl::Status RecordOpener::Open(const uint8_t* record, size_t n, std::vector<uint8_t>& plain) {
-  if (n < kSealOverheadBytes) {
-    failed_ = true;
-    return absl::DataLossError(absl::StrCat("sealed record of ", n, " bytes is shorter than ",
-                                            kSealOverheadBytes, " bytes of header and tag"));
-  }
+  RETURN_IF_ERROR(CheckRecordLength(n));
   plain.resize(n - kSealOverheadBytes);
   iovec out{plain.data(), plain.size()};
   return Decrypt(record, n, &out, 1);
 }
 
 absl::StatusOr<size_t> RecordOpener::OpenInPlace(uint8_t* record, size_t n) {
-  if (n < kSealOverheadBytes) {
-    failed_ = true;
-    return absl::DataLossError(absl::StrCat("sealed record of ", n, " bytes is shorter than ",
-                                            kSealOverheadBytes, " bytes of header and tag"));
-  }
+  RETURN_IF_ERROR(CheckRecordLength(n));
   iovec out{record + kSealHeaderBytes, n - kSealOverheadBytes};
   RETURN_IF_ERROR(Decrypt(record, n, &out, 1));
   return n - kSealOverheadBytes;
 }
 
 absl::Status RecordOpener::OpenScatter(const uint8_t* record, size_t n, const iovec* out, size_t nout) {
-  if (n < kSealOverheadBytes) {
-    failed_ = true;
-    return absl::DataLossError(absl::StrCat("sealed record of ", n, " bytes is shorter than ",
-                                            kSealOverheadBytes, " bytes of header and tag"));
-  }
+  RETURN_IF_ERROR(CheckRecordLength(n));
   size_t total = 0;
   for (size_t i = 0; i < nout; ++i) total += out[i].iov_len;
   if (total != n - kSealOverheadBytes) {

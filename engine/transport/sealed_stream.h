@@ -110,6 +110,8 @@ class RecordOpener {
   };
   RecordOpener() = default;
   absl::Status Decrypt(const uint8_t* record, size_t n, const iovec* out, size_t nout);
+  // A record shorter than its header and tag poisons the opener.
+  absl::Status CheckRecordLength(size_t n);
   std::unique_ptr<EVP_CIPHER_CTX, CtxFree> ctx_;
   uint32_t connection_ = 0;
   SealDirection direction_ = SealDirection::kSourceToDestination;
