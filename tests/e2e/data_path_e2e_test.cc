@@ -77,34 +77,6 @@ TEST_F(InsecureAgentsE2E, ZeroCopySendsArriveIntact) {
   std::cout << "zero-copy sends used: " << (s.zero_copy() ? "yes" : "no (kernel without SEND_ZC)") << "\n";
 }
 
-// The error names the destination, not only a closed connection.
-TEST(DataPathE2E, DestinationKilledMidTransferIsReportedAsTheDestination) {
-  auto c = StartCluster();
-  ASSERT_TRUE(c);
-  auto a = c->Stub(0);
-  ASSERT_TRUE(a.ok());
-  ASSERT_TRUE(CreateVm(**a, GuestSpec("vm1", v1::BACKEND_KIND_SYNTHETIC, 256, 128, 0)).ok());
-  ASSERT_TRUE(WaitForHeartbeats(**a, "vm1", 500, 20));
-  auto req = WithTransport(MigrateTo(*c, 1, "vm1"), v1::TRANSPORT_DATA);
-  req.mutable_options()->set_max_bandwidth_mibps(20);  // round 1 takes seconds
-  grpc::ClientContext ctx;
-  auto reader = (*a)->Migrate(&ctx, req);
-  v1::MigrationEvent e, last;
-  bool killed = false;
-  while (reader->Read(&e)) {
-    last = e;
-    if (!killed && e.phase() == v1::MIGRATION_PHASE_PRECOPY) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      c->Kill(1);
-      killed = true;
-    }
-  }
-  ASSERT_TRUE(reader->Finish().ok());
-  ASSERT_EQ(last.phase(), v1::MIGRATION_PHASE_FAILED);
-  EXPECT_NE(last.error().find("destination"), std::string::npos) << last.error();
-  ExpectGuestHealthy(**a, "vm1", 0.5);
-}
-
 // A guest dirtying 64 MiB as fast as it can over a 100 MiB/s link: unthrottled, every round
 // leaves the whole working set dirty (a 640 ms pause against a 300 ms target).
 class AutoConvergeE2E : public ::testing::TestWithParam<TransportParam> {
