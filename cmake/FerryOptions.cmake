@@ -8,6 +8,13 @@ if(FERRY_SANITIZE)
   target_compile_options(ferry_options INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer)
   target_link_options(ferry_options INTERFACE -fsanitize=address,undefined)
 endif()
+if(FERRY_TSAN)
+  if(FERRY_SANITIZE)
+    message(FATAL_ERROR "FERRY_TSAN and FERRY_SANITIZE cannot be combined (ThreadSanitizer excludes ASan)")
+  endif()
+  target_compile_options(ferry_options INTERFACE -fsanitize=thread -fno-omit-frame-pointer)
+  target_link_options(ferry_options INTERFACE -fsanitize=thread)
+endif()
 target_include_directories(ferry_options INTERFACE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
 
 # ferry_library(NAME DEPS...): a library of every *.cc in the calling directory, linking DEPS.
