@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include <xxhash.h>
@@ -14,13 +16,59 @@
 #include "engine/memory/page.h"
 #include "engine/migration/protocol.h"
 #include "engine/migration/stream_page_sender.h"
+#include "engine/migration/watchdog.h"
 #include "engine/vm/vm_spec_proto.h"
 
 namespace ferry {
 namespace {
 // The fault hook's mark for a page whose destination copy is not known exactly.
 constexpr uint64_t kUnknownHash = ~uint64_t{0};
+
+struct SourceTransition {
+  SourceState from;
+  SourceState to;
+};
+// Every move the source makes; anything else is a bug. Before kCommitting every state may roll
+// back; from kCommitting on the VM may run on the destination, so only an answer decides.
+constexpr SourceTransition kSourceTransitions[] = {
+    {SourceState::kIdle, SourceState::kStarting},
+    {SourceState::kIdle, SourceState::kRolledBack},
+    {SourceState::kStarting, SourceState::kPrecopy},
+    {SourceState::kStarting, SourceState::kRolledBack},
+    {SourceState::kPrecopy, SourceState::kStopAndCopy},
+    {SourceState::kPrecopy, SourceState::kRolledBack},
+    {SourceState::kStopAndCopy, SourceState::kCommitting},
+    {SourceState::kStopAndCopy, SourceState::kRolledBack},
+    {SourceState::kCommitting, SourceState::kCompleted},
+    {SourceState::kCommitting, SourceState::kRolledBack},  // the destination refused the commit
+    {SourceState::kCommitting, SourceState::kResolving},   // the commit's answer was lost
+    {SourceState::kResolving, SourceState::kCompleted},
+    {SourceState::kResolving, SourceState::kRolledBack},
+    {SourceState::kResolving, SourceState::kCommitUnconfirmed},
+};
 }  // namespace
+
+const char* SourceStateName(SourceState s) {
+  switch (s) {
+    case SourceState::kIdle: return "idle";
+    case SourceState::kStarting: return "starting";
+    case SourceState::kPrecopy: return "precopy";
+    case SourceState::kStopAndCopy: return "stop-and-copy";
+    case SourceState::kCommitting: return "committing";
+    case SourceState::kResolving: return "resolving";
+    case SourceState::kCompleted: return "completed";
+    case SourceState::kRolledBack: return "rolled-back";
+    case SourceState::kCommitUnconfirmed: return "commit-unconfirmed";
+  }
+  return "unknown";
+}
+
+bool SourceTransitionAllowed(SourceState from, SourceState to) {
+  for (const SourceTransition& t : kSourceTransitions) {
+    if (t.from == from && t.to == to) return true;
+  }
+  return false;
+}
 
 const char* SourceOutcomeName(SourceOutcome o) {
   switch (o) {
@@ -39,11 +87,86 @@ PrecopySource::PrecopySource(Vm& vm, MigrationChannel& channel, SourceConfig con
       convergence_(ConvergenceOptionsFrom(config_.options)),
       planner_(convergence_),
       auto_converge_(AutoConvergeOptionsFrom(config_.options)),
-      progress_(std::move(progress)) {}
+      progress_(std::move(progress)),
+      max_bandwidth_mibps_(config_.options.max_bandwidth_mibps()) {}
 
-void PrecopySource::Cancel() {
+void PrecopySource::SetMaxBandwidth(double mibps) {
+  max_bandwidth_mibps_.store(mibps);
+  if (PageSender* s = sender_.load()) s->SetMaxBandwidth(mibps);
+}
+
+void PrecopySource::SetMaxDowntime(uint32_t ms) {
+  if (ms > 0) new_max_downtime_ms_.store(ms);
+}
+
+absl::Status PrecopySource::TryCancel() {
+  std::lock_guard lock(state_mu_);
+  switch (state_) {
+    case SourceState::kCommitting:
+    case SourceState::kResolving:
+    case SourceState::kCompleted:
+    case SourceState::kCommitUnconfirmed:
+      return absl::FailedPreconditionError(absl::StrCat(
+          "migration ", config_.migration_id, " is past commit (", SourceStateName(state_),
+          "): the VM was handed to the destination and the migration can no longer be cancelled"));
+    case SourceState::kRolledBack:
+      return absl::FailedPreconditionError(
+          absl::StrCat("migration ", config_.migration_id, " has already ended"));
+    default: break;
+  }
   cancel_.store(true);
   if (PageSender* s = sender_.load()) s->Cancel();
+  // Waiting on the destination (its started or state_loaded): break the link so the wait ends
+  // now; the destination discards its copy when the stream breaks.
+  if (state_ == SourceState::kStarting || state_ == SourceState::kStopAndCopy) channel_.Abort();
+  return absl::OkStatus();
+}
+
+SourceState PrecopySource::state() const {
+  std::lock_guard lock(state_mu_);
+  return state_;
+}
+
+void PrecopySource::Transition(SourceState to) {
+  std::lock_guard lock(state_mu_);
+  if (!SourceTransitionAllowed(state_, to)) {
+    // A bug in this file: continuing could run the VM twice.
+    std::fprintf(stderr, "ferry: PrecopySource: transition %s -> %s is not in the table\n",
+                 SourceStateName(state_), SourceStateName(to));
+    std::abort();
+  }
+  state_ = to;
+}
+
+uint32_t PrecopySource::max_pause_ms() const {
+  return config_.options.max_pause_ms() > 0 ? config_.options.max_pause_ms() : kDefaultMaxPauseMs;
+}
+
+void PrecopySource::OnPauseBoundExpired() {
+  std::lock_guard lock(state_mu_);
+  if (state_ != SourceState::kStopAndCopy) return;  // commit was sent: only an answer decides now
+  pause_bound_hit_.store(true);
+  if (PageSender* s = sender_.load()) s->Cancel();
+  channel_.Abort();
+}
+
+double PrecopySource::ProgressFraction(v1::MigrationPhase phase) const {
+  switch (phase) {
+    case v1::MIGRATION_PHASE_COMPLETED: return 1.0;
+    case v1::MIGRATION_PHASE_COMMIT:
+    case v1::MIGRATION_PHASE_ANNOUNCE: return 0.98;
+    case v1::MIGRATION_PHASE_STOP_AND_COPY: return 0.95;
+    default: break;
+  }
+  const double memory = static_cast<double>(vm_.memory().size());
+  if (round_ <= 1) return memory > 0 ? 0.8 * std::min(1.0, static_cast<double>(round1_sent_bytes_) / memory) : 0;
+  // Later rounds: how much of what is left would fit the downtime target at the measured
+  // bandwidth. A guest that outruns the link stays low (and the bar says so), one converging
+  // climbs towards the switch-over.
+  const double fits = convergence_.max_downtime_ms / 1000.0 * last_bandwidth_bps_;
+  const double closeness =
+      remaining_bytes_ == 0 ? 1.0 : std::min(1.0, fits / static_cast<double>(remaining_bytes_));
+  return 0.8 + 0.15 * closeness;
 }
 
 void PrecopySource::Emit(v1::MigrationPhase phase, const std::string& message) {
@@ -59,11 +182,7 @@ void PrecopySource::Emit(v1::MigrationPhase phase, const std::string& message) {
   e.set_expected_downtime_ms(last_expected_ms_);
   double eta = last_bandwidth_bps_ > 0 ? static_cast<double>(remaining_bytes_) / last_bandwidth_bps_ : 0;
   e.set_eta_s(eta);
-  uint64_t total = stats_.bytes_transferred() + remaining_bytes_;
-  double p = total > 0 ? static_cast<double>(stats_.bytes_transferred()) / static_cast<double>(total) : 0;
-  if (phase == v1::MIGRATION_PHASE_COMPLETED) p = 1.0;
-  progress_fraction_ = std::max(progress_fraction_, std::min(p, phase == v1::MIGRATION_PHASE_COMPLETED ? 1.0 : 0.99));
-  e.set_progress(progress_fraction_);
+  e.set_progress(ProgressFraction(phase));
   e.set_message(message);
   e.set_connections(stats_.connections());
   e.set_throttle_percent(vm_.throttle_percent());
@@ -95,7 +214,19 @@ absl::Status PrecopySource::Start() {
   if (config_.data_path) *start->mutable_data_path() = *config_.data_path;
   RETURN_IF_ERROR(channel_.Send(msg));
   v1::PeerReply reply;
-  RETURN_IF_ERROR(ExpectReply(v1::PeerReply::kStarted, reply));
+  {
+    Watchdog deadline(config_.reply_timeout, [this] {
+      reply_deadline_hit_.store(true);
+      channel_.Abort();
+    });
+    absl::Status st = ExpectReply(v1::PeerReply::kStarted, reply);
+    deadline.Disarm();
+    if (!st.ok() && deadline.fired()) {
+      return absl::DeadlineExceededError(absl::StrCat("the destination did not answer the start within ",
+                                                      config_.reply_timeout.count(), " ms"));
+    }
+    RETURN_IF_ERROR(st);
+  }
   same_clock_ = !config_.boot_id.empty() && reply.started().destination_boot_id() == config_.boot_id;
   return OpenPageSender(reply.started());
 }
@@ -149,7 +280,7 @@ absl::Status PrecopySource::OpenPageSender(const v1::Started& started) {
   } else {
     page_sender_ = std::make_unique<StreamPageSender>(channel_);
   }
-  page_sender_->SetMaxBandwidth(config_.options.max_bandwidth_mibps());
+  page_sender_->SetMaxBandwidth(max_bandwidth_mibps_.load());
   sender_.store(page_sender_.get());
   if (cancelled()) page_sender_->Cancel();
   stats_.set_connections(page_sender_->connections());
@@ -257,6 +388,7 @@ absl::Status PrecopySource::Precopy(bool& force) {
       vm_.memory().MarkPopulatedPages(populated);
     }
     RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/false, round_ == 1 ? &populated : nullptr));
+    if (round_ == 1) round1_sent_bytes_ = vm_.memory().size();
     if (cancelled()) return absl::CancelledError("migration cancelled by request");
     pages.ClearAll();
     RETURN_IF_ERROR(vm_.CollectDirtyPages(pages));
@@ -283,6 +415,10 @@ absl::Status PrecopySource::Precopy(bool& force) {
     outcome.dirty_rate_mibps = last_dirty_rate_mibps_;
     outcome.bandwidth_mibps = last_bandwidth_bps_ / 1048576.0;
     outcome.throttle_percent = rs.throttle_percent();
+    if (uint32_t ms = new_max_downtime_ms_.exchange(0); ms > 0) {
+      convergence_.max_downtime_ms = ms;
+      planner_.set_max_downtime_ms(ms);
+    }
     DecisionWithReason d = planner_.AfterRound(outcome);
     switch (d.decision) {
       case Decision::kContinue:
@@ -307,7 +443,6 @@ absl::Status PrecopySource::Precopy(bool& force) {
 absl::Status PrecopySource::StopAndCopy(bool force) {
   stats_.set_forced_switchover(force);
   stats_.set_expected_downtime_ms(last_expected_ms_);
-  stats_.set_precopy_ms(NanosToMillis(MonotonicNanos() - precopy_start_ns_));
   Emit(v1::MIGRATION_PHASE_STOP_AND_COPY, "pausing the VM for the final copy");
   if (cancelled()) return absl::CancelledError("migration cancelled by request");
   v1::PauseBreakdown& pause = *stats_.mutable_pause();
@@ -319,8 +454,12 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   pause_ns_ = MonotonicNanos();
+  // From here the guest stands still: at most max_pause_ms until commit is sent, or the link is
+  // broken and the rollback resumes it.
+  pause_watchdog_ = std::make_unique<Watchdog>(std::chrono::milliseconds(max_pause_ms()),
+                                               [this] { OnPauseBoundExpired(); });
+  vm_paused_by_us_ = true;  // a failed Pause resumes what it paused; Resume of a running VM is a no-op
   RETURN_IF_ERROR(vm_.Pause());
-  vm_paused_by_us_ = true;
   int64_t t_paused = MonotonicNanos();
   pause.set_vcpu_pause_ms(NanosToMillis(t_paused - pause_ns_));
   ++round_;
@@ -358,13 +497,34 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
   return absl::OkStatus();
 }
 
-absl::Status PrecopySource::Commit() {
+absl::Status PrecopySource::Commit(bool& refused) {
   Emit(v1::MIGRATION_PHASE_COMMIT, "handing the VM to the destination");
   v1::PeerMessage msg;
   msg.mutable_commit();
   RETURN_IF_ERROR(channel_.Send(msg));
   v1::PeerReply reply;
-  RETURN_IF_ERROR(ExpectReply(v1::PeerReply::kResumed, reply));
+  {
+    // The commit's answer is bounded too: a destination that does not answer in time is asked
+    // again over a fresh connection (Resolve).
+    Watchdog deadline(std::chrono::milliseconds(max_pause_ms()), [this] { channel_.Abort(); });
+    absl::Status got = channel_.Receive(reply);
+    deadline.Disarm();
+    if (!got.ok()) {
+      return deadline.fired() ? absl::DeadlineExceededError(absl::StrCat(
+                                    "no answer to the commit within ", max_pause_ms(), " ms"))
+                              : got;
+    }
+  }
+  if (reply.has_error()) {
+    refused = true;
+    return absl::AbortedError(absl::StrCat("destination refused the commit: ",
+                                           v1::PeerErrorCode_Name(reply.error().code()), ": ",
+                                           reply.error().message()));
+  }
+  if (!reply.has_resumed()) {
+    return absl::InternalError(absl::StrCat("destination answered the commit with an unexpected reply (case ",
+                                            static_cast<int>(reply.body_case()), ")"));
+  }
   int64_t now = MonotonicNanos();
   stats_.set_downtime_same_clock(same_clock_);
   int64_t resumed = same_clock_ ? reply.resumed().resume_ns() : now;
@@ -374,19 +534,22 @@ absl::Status PrecopySource::Commit() {
   // The VM runs on the destination now; its announcement follows (a failed one is a warning).
   Emit(v1::MIGRATION_PHASE_ANNOUNCE, "announcing the VM's MAC addresses from the destination");
   v1::PeerReply announced;
+  Watchdog announce_deadline(config_.reply_timeout, [this] { channel_.Abort(); });
   if (channel_.Receive(announced).ok() && announced.has_announced()) {
     stats_.set_frames_announced(announced.announced().frames_sent());
     for (const auto& w : announced.announced().warnings()) stats_.add_warnings("announce: " + w);
   } else {
     stats_.add_warnings("announce: the destination did not report its RARP announcement");
   }
+  announce_deadline.Disarm();
   channel_.CloseSend();
   return absl::OkStatus();
 }
 
 void PrecopySource::RollBack(const absl::Status& why) {
-  // Before commit the source still owns the VM: tell the destination to discard its copy and
-  // let the guest run on here as before.
+  // Before commit (or after a commit the destination refused or never saw) the source owns the
+  // VM: tell the destination to discard its copy and let the guest run on here as before.
+  if (pause_watchdog_) pause_watchdog_->Disarm();
   if (PageSender* s = sender_.exchange(nullptr)) s->Cancel();
   page_sender_.reset();  // closes the data connections
   v1::PeerMessage abort;
@@ -400,6 +563,61 @@ void PrecopySource::RollBack(const absl::Status& why) {
   vm_paused_by_us_ = false;
 }
 
+void PrecopySource::FinishHandedOver() {
+  if (dirty_tracking_on_) (void)vm_.DisableDirtyTracking();
+  dirty_tracking_on_ = false;
+  (void)vm_.Stop();
+}
+
+SourceOutcome PrecopySource::Resolve(absl::Status& status) {
+  Transition(SourceState::kResolving);
+  Emit(v1::MIGRATION_PHASE_COMMIT, absl::StrCat("the commit's answer was lost (", status.message(),
+                                                "); asking the destination whether the VM runs there"));
+  const int64_t deadline = MonotonicNanos() + static_cast<int64_t>(config_.resolve_timeout.count()) * 1'000'000;
+  absl::Status last = absl::UnavailableError("no way to reach the destination again");
+  while (config_.ask_destination_runs_vm) {
+    absl::StatusOr<bool> runs = config_.ask_destination_runs_vm();
+    if (runs.ok() && *runs) {
+      FinishHandedOver();
+      Transition(SourceState::kCompleted);
+      stats_.add_warnings(absl::StrCat("the commit's answer was lost (", status.message(),
+                                       "); the destination confirmed that it runs the VM"));
+      status = absl::OkStatus();
+      return SourceOutcome::kCompleted;
+    }
+    if (runs.ok()) {
+      // The destination never ran it and has fenced the migration: the VM is ours again.
+      absl::Status why = absl::AbortedError(absl::StrCat(
+          "the commit did not take effect on the destination (", status.message(),
+          "; it confirmed it does not run the VM); the VM resumed on the source"));
+      RollBack(why);
+      Transition(SourceState::kRolledBack);
+      status = why;
+      return SourceOutcome::kFailed;
+    }
+    last = runs.status();
+    if (MonotonicNanos() >= deadline) break;
+    std::this_thread::sleep_for(config_.resolve_retry);
+  }
+  Transition(SourceState::kCommitUnconfirmed);
+  status = absl::UnknownError(absl::StrCat(
+      "commit sent but the destination did not confirm the resume (", status.message(),
+      ") and could not be asked since (", last.message(),
+      "); the source keeps the VM paused and does not resume it, to never run it twice: run "
+      "`migrate migration resolve ", config_.migration_id, "` once the destination is back"));
+  return SourceOutcome::kCommitUnconfirmed;
+}
+
+absl::Status PrecopySource::ExplainRollBack(absl::Status st) const {
+  if (cancelled()) return absl::CancelledError("migration cancelled by request");
+  if (pause_bound_hit_.load()) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "the destination did not load the VM's state within ", max_pause_ms(),
+        " ms of the pause (max pause); the VM resumed on the source (", st.message(), ")"));
+  }
+  return st;
+}
+
 SourceResult PrecopySource::Run() {
   SourceResult result;
   start_ns_ = MonotonicNanos();
@@ -407,32 +625,59 @@ SourceResult PrecopySource::Run() {
   stats_.set_vm_name(vm_.spec().name);
   stats_.set_guest_memory_bytes(vm_.memory().size());
   stats_.set_transport(channel_.name());
+  Transition(SourceState::kStarting);
   Emit(v1::MIGRATION_PHASE_SETUP, "starting the destination VM");
-  absl::Status st = Start();
+  absl::Status st = cancelled() ? absl::CancelledError("migration cancelled by request") : Start();
   stats_.set_setup_ms(NanosToMillis(MonotonicNanos() - start_ns_));
   bool force = false;
-  if (st.ok()) st = Precopy(force);
-  if (st.ok()) st = StopAndCopy(force);
+  if (st.ok()) {
+    Transition(SourceState::kPrecopy);
+    st = Precopy(force);
+  }
+  if (precopy_start_ns_ != 0) {
+    precopy_end_ns_ = MonotonicNanos();
+    // Also when pre-copy failed: a migration that gave up after 36 s says so.
+    stats_.set_precopy_ms(NanosToMillis(precopy_end_ns_ - precopy_start_ns_));
+  }
+  if (st.ok()) {
+    Transition(SourceState::kStopAndCopy);
+    st = StopAndCopy(force);
+  }
+  if (st.ok()) {
+    // The last moment a cancel or the pause bound can win: decided under the lock they take.
+    std::lock_guard lock(state_mu_);
+    if (cancel_.load() || pause_bound_hit_.load()) {
+      st = absl::CancelledError("migration cancelled by request");
+    } else if (SourceTransitionAllowed(state_, SourceState::kCommitting)) {
+      state_ = SourceState::kCommitting;
+    }
+  }
+  if (pause_watchdog_) pause_watchdog_->Disarm();  // commit sent or rolled back: it has nothing left to bound
   if (!st.ok()) {
+    st = ExplainRollBack(st);
     RollBack(st);
+    Transition(SourceState::kRolledBack);
     result.outcome = absl::IsCancelled(st) ? SourceOutcome::kCancelled : SourceOutcome::kFailed;
     result.status = st;
   } else {
-    st = Commit();
-    if (!st.ok()) {
-      // Commit was sent (or its sending failed midway): the destination may run the VM now.
-      // Resuming here could run it twice, so the source keeps its copy paused.
-      result.outcome = SourceOutcome::kCommitUnconfirmed;
-      result.status = absl::UnknownError(absl::StrCat(
-          "commit sent but the destination did not confirm the resume (", st.message(),
-          "); the source keeps the VM paused and does not resume it, to never run it twice: "
-          "check the destination"));
-    } else {
-      if (dirty_tracking_on_) (void)vm_.DisableDirtyTracking();
-      (void)vm_.Stop();
+    bool refused = false;
+    st = Commit(refused);
+    if (st.ok()) {
+      FinishHandedOver();
+      Transition(SourceState::kCompleted);
       result.outcome = SourceOutcome::kCompleted;
-      result.status = absl::OkStatus();
+    } else if (refused) {
+      // A definite "no": the destination discarded its copy, so resuming here runs it once.
+      st = absl::AbortedError(absl::StrCat(st.message(), "; the VM resumed on the source"));
+      RollBack(st);
+      Transition(SourceState::kRolledBack);
+      result.outcome = SourceOutcome::kFailed;
+    } else {
+      // The commit may or may not have arrived: the destination may run the VM. Only its answer
+      // (asked again over a fresh connection) decides; never resume blindly.
+      result.outcome = Resolve(st);
     }
+    result.status = st;
   }
   // The data connections close here: every page is in or the migration is over.
   sender_.store(nullptr);

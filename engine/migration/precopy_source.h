@@ -1,11 +1,19 @@
 #pragma once
-// The source side of a live migration (DESIGN.md steps 2-5). Run() goes through the phases in
-// order — Start -> Precopy -> StopAndCopy -> Commit — and a failure or cancel in any phase before
-// Commit ends it kCancelled / kFailed with the VM running on the source as before. Once Commit is sent the VM belongs to the destination; if the destination
-// does not confirm the resume, the source keeps its copy paused (never running twice, never
-// lost) and reports kCommitUnconfirmed.
+// The source side of a live migration (DESIGN.md steps 2-5) as an explicit state machine:
+//
+//   kIdle -> kStarting -> kPrecopy -> kStopAndCopy -> kCommitting -> kCompleted
+//                 \-----------\-----------\---------------\-> kRolledBack
+//                                                kCommitting -> kResolving -> kCompleted
+//                                                                 \-> kRolledBack | kCommitUnconfirmed
+//
+// (the table is kSourceTransitions in the .cc; docs/wire_protocol.md "The source's states").
+// Until commit is sent a failure, a cancel or an expired bound rolls back: the VM runs on the
+// source as before. A commit the destination refuses rolls back too. Only a commit whose answer
+// was lost leaves the VM paused: the source then asks the destination (a fresh connection)
+// whether the VM runs there and resolves by itself; kCommitUnconfirmed when nobody answers.
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -18,6 +26,7 @@
 #include "engine/migration/convergence.h"
 #include "engine/migration/migration_channel.h"
 #include "engine/migration/page_sender.h"
+#include "engine/migration/watchdog.h"
 #include "engine/vm/vm.h"
 #include "proto/ferry/v1/migration.pb.h"
 
@@ -32,10 +41,36 @@ struct SourceConfig {
   // stream), and open them once the destination accepted (engine/transport's DataSender).
   std::optional<v1::DataPathOffer> data_path;
   std::function<absl::StatusOr<std::unique_ptr<PageSender>>(const v1::DataPathAccept&)> open_data_path;
+  // Bounds on every wait: each reply of the destination within reply_timeout; the guest paused at
+  // most options.max_pause_ms (0 = kDefaultMaxPauseMs) before commit, which also bounds the wait
+  // for the commit's answer.
+  std::chrono::milliseconds reply_timeout{30000};
+  // After a commit whose answer was lost: asks the destination over a fresh connection whether
+  // the VM runs there (true), or never will (false); an error means "no answer, ask again".
+  std::function<absl::StatusOr<bool>()> ask_destination_runs_vm;
+  std::chrono::milliseconds resolve_timeout{30000};
+  std::chrono::milliseconds resolve_retry{300};
   // Test-only fault hook: drop one dirty page from the final (stop-and-copy) round, so a test can
   // prove that a lost page is caught by the guest.
   bool test_drop_one_final_page = false;
 };
+
+inline constexpr uint32_t kDefaultMaxPauseMs = 5000;
+
+enum class SourceState {
+  kIdle,
+  kStarting,          // start sent, waiting for started
+  kPrecopy,           // rounds while the guest runs
+  kStopAndCopy,       // guest paused: final round, device state, waiting for state_loaded
+  kCommitting,        // commit sent: the destination may run the VM from here on
+  kResolving,         // commit's answer lost: asking the destination whether the VM runs there
+  kCompleted,         // the VM runs on the destination; the source's copy is stopped
+  kRolledBack,        // cancelled or failed before the VM left: it runs on the source
+  kCommitUnconfirmed  // nobody could say where the VM runs: kept paused here for the operator
+};
+const char* SourceStateName(SourceState s);
+// Whether the source's table allows `from` -> `to`.
+bool SourceTransitionAllowed(SourceState from, SourceState to);
 
 enum class SourceOutcome { kCompleted, kCancelled, kFailed, kCommitUnconfirmed };
 const char* SourceOutcomeName(SourceOutcome o);
@@ -55,14 +90,22 @@ class PrecopySource {
   // Runs the migration to the end. On kCompleted the VM runs on the destination and the source VM
   // has been stopped; on kCancelled/kFailed the source VM runs as it did before.
   SourceResult Run();
-  // From any thread; takes effect at the next batch boundary. Ignored after commit.
-  void Cancel();
+  // From any thread; takes effect at the next batch boundary, or at once while waiting on the
+  // destination during stop-and-copy. Refused (FailedPrecondition) once commit was sent.
+  absl::Status TryCancel();
+  void Cancel() { (void)TryCancel(); }
+  SourceState state() const;
+  // From any thread (SetMigration): the bandwidth cap applies from the next batch, the downtime
+  // target from the next switch-over decision.
+  void SetMaxBandwidth(double mibps);
+  void SetMaxDowntime(uint32_t ms);
 
  private:
   absl::Status Start();
   absl::Status Precopy(bool& force);
   absl::Status StopAndCopy(bool force);
-  absl::Status Commit();
+  // `refused`: the destination answered the commit with an error (it discarded its copy).
+  absl::Status Commit(bool& refused);
   // Sends every page set in `pages`; fills round statistics.
   absl::Status SendPages(const DirtyBitmap& pages, uint32_t round, v1::RoundStats& rs, bool final_round,
                          const DirtyBitmap* populated = nullptr);
@@ -71,6 +114,21 @@ class PrecopySource {
   absl::Status ExpectReply(v1::PeerReply::BodyCase want, v1::PeerReply& reply);
   void Emit(v1::MigrationPhase phase, const std::string& message);
   void RollBack(const absl::Status& why);
+  // kCommitting: the commit's answer was lost. Asks the destination until it answers or
+  // resolve_timeout passes; the outcome is the VM's true place.
+  SourceOutcome Resolve(absl::Status& status);
+  // The VM runs on the destination: stop the source's copy.
+  void FinishHandedOver();
+  // Why a rollback happened, as the user should read it (cancel, the pause bound, or `st`).
+  absl::Status ExplainRollBack(absl::Status st) const;
+  // Moves along the table (a move it does not allow is a bug: it aborts the process).
+  void Transition(SourceState to);
+  // Called by the pause watchdog: breaks the link unless commit was sent meanwhile.
+  void OnPauseBoundExpired();
+  // Emit's progress: round 1 by what it sent, later rounds by how close the dirty bytes left
+  // are to what fits the downtime target (so a migration that cannot converge does not show 98 %).
+  double ProgressFraction(v1::MigrationPhase phase) const;
+  uint32_t max_pause_ms() const;
   bool cancelled() const { return cancel_.load(); }
 
   Vm& vm_;
@@ -86,6 +144,13 @@ class PrecopySource {
   uint64_t PageHash(uint64_t page) const;
   ProgressFn progress_;
   std::atomic<bool> cancel_{false};
+  mutable std::mutex state_mu_;  // state_ and the decision to cancel or to commit
+  SourceState state_ = SourceState::kIdle;
+  std::atomic<bool> pause_bound_hit_{false};
+  std::unique_ptr<Watchdog> pause_watchdog_;  // armed while the guest is paused before commit
+  std::atomic<bool> reply_deadline_hit_{false};
+  int64_t precopy_end_ns_ = 0;
+  uint64_t round1_sent_bytes_ = 0;
   bool vm_paused_by_us_ = false;
   bool dirty_tracking_on_ = false;
   bool same_clock_ = false;
@@ -97,7 +162,6 @@ class PrecopySource {
   double last_bandwidth_bps_ = 0;
   double last_dirty_rate_mibps_ = 0;
   double last_expected_ms_ = 0;
-  double progress_fraction_ = 0;
   uint32_t round_ = 0;
   v1::MigrationStats stats_;
   // Pages dirtied since they were last sent: collected after each pre-copy round, sent by the
@@ -106,6 +170,8 @@ class PrecopySource {
   // Test fault hook only: a hash of each page as last sent, so the hook drops a page whose
   // destination copy is really stale (a dirty page re-sent with unchanged content is harmless).
   std::unordered_map<uint64_t, uint64_t> sent_hashes_;
+  std::atomic<double> max_bandwidth_mibps_{0};
+  std::atomic<uint32_t> new_max_downtime_ms_{0};  // from SetMaxDowntime, taken before the next decision
 };
 
 }  // namespace ferry
