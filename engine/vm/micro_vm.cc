@@ -504,8 +504,13 @@ absl::Status MicroVm::Pause() {
   bool parked = cv_.wait_for(lock, std::chrono::nanoseconds(kPauseTimeoutNs),
                              [this] { return parked_ + exited_ == vcpus_.size(); });
   if (!parked) {
-    return absl::DeadlineExceededError(absl::StrCat("pause: only ", parked_, " of ", vcpus_.size(),
-                                                    " vCPUs parked within 5 s"));
+    // Transactional: never half-paused. The vCPUs that parked go back to the guest; the VM stays
+    // running and says so.
+    const uint32_t count = parked_;
+    pause_requested_ = false;
+    cv_.notify_all();
+    return absl::DeadlineExceededError(absl::StrCat("pause: only ", count, " of ", vcpus_.size(),
+                                                    " vCPUs parked within 5 s; the VM keeps running"));
   }
   if (state_ == VmRunState::kRunning) state_ = VmRunState::kPaused;
   return absl::OkStatus();

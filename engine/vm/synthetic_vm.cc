@@ -92,7 +92,14 @@ class SyntheticVm final : public Vm {
     }
     pause_ = true;
     cv_.notify_all();
-    cv_.wait(lock, [&] { return parked_ == threads_.size(); });
+    if (!cv_.wait_for(lock, std::chrono::seconds(5), [&] { return parked_ == threads_.size(); })) {
+      // Transactional: never half-paused. The parked workers run on; the VM stays running.
+      const size_t parked = parked_;
+      pause_ = false;
+      cv_.notify_all();
+      return absl::DeadlineExceededError(absl::StrCat("pause: only ", parked, " of ", threads_.size(),
+                                                      " workload threads stopped within 5 s; the VM keeps running"));
+    }
     state_ = VmRunState::kPaused;
     return absl::OkStatus();
   }
