@@ -42,7 +42,11 @@
 #define FERRY_STATUS_BOOTED 0x0f08     /* value: vCPU index that reached its workload loop */
 #define FERRY_STATUS_SHUTDOWN 0x0f0c   /* value: exit code; the vCPU then halts */
 #define FERRY_STATUS_ROUND 0x0f10      /* value: completed verification sweeps (vCPU 0) */
-#define FERRY_STATUS_PORT_END 0x0f14
+/* value: (worker << 24) | (its completed sweeps & 0xffffff). Every worker sends one as it finishes
+ * re-checking its whole slice of the working set, so the VMM knows when every page has been
+ * verified since a given moment (e.g. arrival by migration). */
+#define FERRY_STATUS_SWEEP 0x0f14
+#define FERRY_STATUS_PORT_END 0x0f18
 
 /* ---- Serial console ----------------------------------------------------------------------------- */
 #define FERRY_COM1_PORT 0x3f8

@@ -374,6 +374,7 @@ uint64_t fw_step(void *ws, uint32_t idx, uint64_t now, const struct fw_env *env)
         w->sweep_cursor = 0;
         w->sweeps++;
         if (idx == 0) env->status(env->ctx, FERRY_STATUS_ROUND, (uint32_t)w->sweeps);
+        env->status(env->ctx, FERRY_STATUS_SWEEP, (idx << 24) | (uint32_t)(w->sweeps & 0xffffff));
       }
     }
     w->next_sweep_tick = fw_advance(w->next_sweep_tick, tpm, now);

@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/base/clock.h"
+#include "engine/base/clock_id.h"
 
 namespace ferry {
 
@@ -15,6 +16,7 @@ void GuestMonitor::OnHeartbeat(uint64_t guest_counter) {
     h_.first_heartbeat_ns = now;
   }
   h_.last_heartbeat_ns = now;
+  if (h_.arrival_ns == 0) h_.arrival_ns = now;
   h_.last_heartbeat_value = guest_counter;
   ++h_.heartbeats;
 }
@@ -49,6 +51,25 @@ void GuestMonitor::OnShutdown(int32_t exit_code) {
   h_.exit_code = exit_code;
 }
 
+void GuestMonitor::OnSweep(uint32_t value) {
+  uint32_t worker = value >> 24;
+  std::lock_guard lock(mu_);
+  if (worker >= sweeps_here_.size()) return;  // not a worker the ABI allows
+  ++sweeps_here_[worker];
+  UpdateFullSweeps();
+}
+
+void GuestMonitor::UpdateFullSweeps() {
+  // Workers report BOOTED once each (the count travels with the VM), so they are the sweepers.
+  uint32_t workers = std::min<uint32_t>(h_.vcpus_booted, sweeps_here_.size());
+  if (workers == 0) return;
+  uint64_t least = sweeps_here_[0];
+  for (uint32_t i = 1; i < workers; ++i) least = std::min(least, sweeps_here_[i]);
+  uint64_t skip = restored_ ? 1 : 0;
+  h_.full_sweeps = least > skip ? least - skip : 0;
+  if (h_.full_sweeps > 0 && h_.first_full_sweep_ns == 0) h_.first_full_sweep_ns = MonotonicNanos();
+}
+
 GuestHealth GuestMonitor::health() const {
   std::lock_guard lock(mu_);
   return h_;
@@ -62,6 +83,7 @@ v1::StatusDeviceState GuestMonitor::Save() const {
   s.set_corruptions(h_.corruptions);
   s.set_vcpus_booted(h_.vcpus_booted);
   s.set_last_heartbeat_host_ns(h_.last_heartbeat_ns);
+  s.set_last_heartbeat_clock_id(MonotonicClockId());
   return s;
 }
 
@@ -72,9 +94,16 @@ void GuestMonitor::Restore(const v1::StatusDeviceState& s) {
   h_.last_heartbeat_value = s.last_heartbeat_value();
   h_.corruptions = s.corruptions();
   h_.vcpus_booted = s.vcpus_booted();
-  // The next heartbeat's gap is measured from the saving host's last stamp.
-  h_.last_heartbeat_ns = s.last_heartbeat_host_ns();
-  h_.first_heartbeat_ns = s.last_heartbeat_host_ns();
+  sweeps_here_ = {};
+  restored_ = true;
+  // The next heartbeat's gap is measured from the saving host's last stamp, when that stamp was
+  // taken on this clock; else the first heartbeat here starts the count afresh.
+  if (!MonotonicClockId().empty() && s.last_heartbeat_clock_id() == MonotonicClockId()) {
+    h_.last_heartbeat_ns = s.last_heartbeat_host_ns();
+    h_.first_heartbeat_ns = s.last_heartbeat_host_ns();
+  } else {
+    h_.arrived_from_other_clock = s.heartbeats() > 0;
+  }
 }
 
 }  // namespace ferry

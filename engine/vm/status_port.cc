@@ -20,6 +20,7 @@ void StatusPort::PioWrite(uint16_t port, const uint8_t* data, uint32_t size) {
       if (on_shutdown_) on_shutdown_(static_cast<int32_t>(value));
       break;
     case FERRY_STATUS_ROUND: rounds_.store(value, std::memory_order_relaxed); break;
+    case FERRY_STATUS_SWEEP: monitor_.OnSweep(value); break;
     default: break;  // the unused bytes of each 4-byte port
   }
 }

@@ -289,6 +289,7 @@ class SyntheticVm final : public Vm {
       case FERRY_STATUS_CORRUPTION: monitor_.OnCorruption(value); break;
       case FERRY_STATUS_BOOTED: monitor_.OnBooted(value); break;
       case FERRY_STATUS_SHUTDOWN: monitor_.OnShutdown(static_cast<int32_t>(value)); break;
+      case FERRY_STATUS_SWEEP: monitor_.OnSweep(value); break;
       default: break;  // ROUND: progress only
     }
   }

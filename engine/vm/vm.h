@@ -40,6 +40,15 @@ struct GuestHealth {
   uint32_t vcpus_booted = 0;
   bool shut_down = false;
   int32_t exit_code = 0;
+  // Restored from a host with another CLOCK_MONOTONIC (MonotonicClockId): the gap across the
+  // switch-over cannot be measured here and is not in max_heartbeat_gap_ns.
+  bool arrived_from_other_clock = false;
+  // Verification since this VMM got the guest (boot or arrival): complete re-checks of the whole
+  // working set that began here (a sweep under way at arrival does not count), and when the first
+  // one ended, measured from arrival_ns (the first heartbeat here).
+  uint64_t full_sweeps = 0;
+  int64_t arrival_ns = 0;
+  int64_t first_full_sweep_ns = 0;  // 0 = not yet
 };
 
 class Vm {

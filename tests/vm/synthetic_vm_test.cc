@@ -126,6 +126,26 @@ TEST(SyntheticVmTest, PrecopiedVmContinuesHeartbeatsWithoutCorruption) {
   EXPECT_TRUE(dst->Stop().ok());
 }
 
+// Verification after arrival: the guest re-checks every page of its working set in a sweep that
+// began here (the one under way at the switch-over does not count), and the VMM says when.
+TEST(SyntheticVmTest, MigratedVmReportsAFullSweepThatBeganOnArrival) {
+  auto src = CreateSyntheticVm(Spec(2), /*for_restore=*/false);
+  ASSERT_TRUE(src.ok()) << src.status();
+  ASSERT_TRUE((*src)->Start().ok());
+  GuestHealth h = WaitFor(**src, 5000, [](const GuestHealth& h) { return h.full_sweeps >= 1; });
+  ASSERT_GE(h.full_sweeps, 1u) << "the source never finished a sweep";
+  std::unique_ptr<Vm> dst = Migrate(**src, /*alter_one_page=*/false);
+  EXPECT_EQ(dst->health().full_sweeps, 0u);
+  h = WaitFor(*dst, 5000, [](const GuestHealth& h) { return h.full_sweeps >= 1; });
+  ASSERT_GE(h.full_sweeps, 1u) << "no full sweep within 5 s of arrival";
+  ASSERT_GT(h.arrival_ns, 0);
+  // 1024 pages per worker at 8 pages per ms of guest time: a whole sweep takes at least ~128 ms,
+  // so an earlier "verified" would have counted the sweep that began on the source.
+  EXPECT_GE(h.first_full_sweep_ns - h.arrival_ns, 100'000'000);
+  EXPECT_EQ(h.corruptions, 0u);
+  EXPECT_TRUE(dst->Stop().ok());
+}
+
 TEST(SyntheticVmTest, AlteredPageAfterMigrationIsReportedAsCorruption) {
   auto src = CreateSyntheticVm(Spec(2), /*for_restore=*/false);
   ASSERT_TRUE(src.ok()) << src.status();
