@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/base/error_source.h"
 #include "engine/base/size_parse.h"
 #include "engine/base/status.h"
 
@@ -14,18 +15,20 @@ namespace ferry {
 
 absl::StatusOr<YAML::Node> LoadYamlFile(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return ErrnoError(absl::StrCat("cannot read ", path));
+  if (!in) return WithErrorSource(ErrnoError(absl::StrCat("cannot read ", path)), path, "");
   std::stringstream text;
   text << in.rdbuf();
   YAML::Node root;
   try {
     root = YAML::Load(text.str());
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": line ", e.mark.line + 1, ", column ",
-                                                   e.mark.column + 1, ": malformed YAML: ", e.msg));
+    return WithErrorSource(absl::InvalidArgumentError(absl::StrCat(path, ": line ", e.mark.line + 1, ", column ",
+                                                                   e.mark.column + 1, ": malformed YAML: ", e.msg)),
+                           path, "");
   }
   if (!root.IsMap()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping of fields at the top level"));
+    return WithErrorSource(
+        absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping of fields at the top level")), path, "");
   }
   return root;
 }
@@ -37,7 +40,8 @@ std::string YamlMap::Field(absl::string_view key) const {
 }
 
 absl::Status YamlMap::Error(absl::string_view key, absl::string_view message) const {
-  return absl::InvalidArgumentError(absl::StrCat(file_, ": ", Field(key), ": ", message));
+  return WithErrorSource(absl::InvalidArgumentError(absl::StrCat(file_, ": ", Field(key), ": ", message)), file_,
+                         Field(key));
 }
 
 absl::Status YamlMap::CheckKeys(std::initializer_list<const char*> known) const {

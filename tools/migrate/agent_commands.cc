@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/base/size_parse.h"
 #include "tools/client/agent_client.h"
+#include "tools/migrate/cli_error.h"
 #include "tools/migrate/commands.h"
 #include "tools/client/stats_render.h"
 #include "engine/precheck/finding_proto.h"
@@ -14,14 +15,16 @@
 namespace ferry::cli {
 namespace {
 
-int Fail(const absl::Status& st) {
-  std::fprintf(stderr, "migrate: %s\n", std::string(st.message()).c_str());
-  return absl::IsInvalidArgument(st) ? 2 : 1;
+// Errors of agent commands keep their exit codes: a local absl error is bad usage (2) only when
+// invalid, an agent's answer only when INVALID_ARGUMENT (cli_error.h prints both).
+int Fail(const absl::Status& st, std::string_view command, bool json = false) {
+  CliError e = ErrorFromStatus(st);
+  e.exit_code = absl::IsInvalidArgument(st) ? kExitUsage : kExitFailed;
+  return ReportError(command, e, json);
 }
 
-int Fail(const grpc::Status& st) {
-  std::fprintf(stderr, "migrate: %s\n", st.error_message().c_str());
-  return st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 2 : 1;
+int Fail(const grpc::Status& st, std::string_view command, bool json = false) {
+  return ReportError(command, st, json);
 }
 
 std::string ToJson(const google::protobuf::Message& m) {
@@ -158,28 +161,28 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
     auto spec = BuildSpecFromFlags(create_args->name, create_args->memory, create_args->working_set,
                                    create_args->rate, create_args->pattern, create_args->backend,
                                    create_args->vcpus, create_args->seed, create_args->tick_ms);
-    if (!spec.ok()) return void(g.exit_code = Fail(spec.status()));
+    if (!spec.ok()) return void(g.exit_code = Fail(spec.status(), "vm create"));
     spec->mutable_cpu()->set_model(create_args->cpu);
     for (const auto& f : create_args->cpu_features) spec->mutable_cpu()->add_features(f);
     for (const std::string& nic : create_args->nics) {
       auto at = nic.find('@');
       if (at == std::string::npos) {
         return void(g.exit_code = Fail(absl::InvalidArgumentError(
-                        absl::StrCat("--nic '", nic, "' must be MAC@PORTGROUP"))));
+                        absl::StrCat("--nic '", nic, "' must be MAC@PORTGROUP")), "vm create"));
       }
       auto* n = spec->add_nics();
       n->set_mac(nic.substr(0, at));
       n->set_port_group(nic.substr(at + 1));
     }
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
-    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status(), "vm create"));
     grpc::ClientContext ctx;
     v1::CreateVmRequest req;
     *req.mutable_spec() = *spec;
     req.set_start(true);
     v1::VmInfo info;
     grpc::Status st = (*stub)->CreateVm(&ctx, req, &info);
-    if (!st.ok()) return void(g.exit_code = Fail(st));
+    if (!st.ok()) return void(g.exit_code = Fail(st, "vm create"));
     std::printf("created VM %s (%s, %s of memory) on %s\n", info.spec().name().c_str(), PowerName(info.state()),
                 FormatBytes(info.spec().memory_bytes()).c_str(), g.agent.c_str());
   });
@@ -189,11 +192,11 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   list->add_flag("--json", *list_json, "print JSON");
   list->callback([&g, list_json] {
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
-    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status(), "vm list", *list_json));
     grpc::ClientContext ctx;
     v1::ListVmsResponse resp;
     grpc::Status st = (*stub)->ListVms(&ctx, v1::ListVmsRequest(), &resp);
-    if (!st.ok()) return void(g.exit_code = Fail(st));
+    if (!st.ok()) return void(g.exit_code = Fail(st, "vm list", *list_json));
     if (*list_json) return void(std::printf("%s\n", ToJson(resp).c_str()));
     std::printf("%-20s %-14s %10s %12s %11s\n", "NAME", "STATE", "MEMORY", "HEARTBEATS", "CORRUPTIONS");
     for (const auto& v : resp.vms()) {
@@ -210,13 +213,13 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   show->add_flag("--json", *show_json, "print JSON");
   show->callback([&g, show_name, show_json] {
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
-    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status(), "vm show", *show_json));
     grpc::ClientContext ctx;
     v1::GetVmRequest req;
     req.set_name(*show_name);
     v1::VmInfo v;
     grpc::Status st = (*stub)->GetVm(&ctx, req, &v);
-    if (!st.ok()) return void(g.exit_code = Fail(st));
+    if (!st.ok()) return void(g.exit_code = Fail(st, "vm show", *show_json));
     if (*show_json) return void(std::printf("%s\n", ToJson(v).c_str()));
     std::printf("name:        %s\nstate:       %s\nmemory:      %s\nvcpus:       %u\nheartbeats:  %lu\n"
                 "max hb gap:  %.1f ms\ncorruptions: %lu\nconsole:     %s\n",
@@ -231,13 +234,13 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   stop->add_option("name", *stop_name, "VM name")->required();
   stop->callback([&g, stop_name] {
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
-    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status(), "vm stop"));
     grpc::ClientContext ctx;
     v1::StopVmRequest req;
     req.set_name(*stop_name);
     v1::VmInfo v;
     grpc::Status st = (*stub)->StopVm(&ctx, req, &v);
-    if (!st.ok()) return void(g.exit_code = Fail(st));
+    if (!st.ok()) return void(g.exit_code = Fail(st, "vm stop"));
     std::printf("stopped VM %s\n", stop_name->c_str());
   });
 
@@ -255,17 +258,17 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   AddDataPathFlags(migrate, m->data);
   migrate->callback([&g, m] {
     auto opts = BuildMigrationOptions(m->max_downtime_ms, m->max_bandwidth, m->timeout_s, m->max_rounds, m->policy);
-    if (!opts.ok()) return void(g.exit_code = Fail(opts.status()));
-    if (absl::Status st = ApplyDataPathFlags(m->data, *opts); !st.ok()) return void(g.exit_code = Fail(st));
+    if (!opts.ok()) return void(g.exit_code = Fail(opts.status(), "vm migrate", m->json));
+    if (absl::Status st = ApplyDataPathFlags(m->data, *opts); !st.ok()) return void(g.exit_code = Fail(st, "vm migrate", m->json));
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
-    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status(), "vm migrate", m->json));
     v1::MigrateRequest req;
     req.set_vm_name(m->vm);
     req.set_destination(m->to);
     req.set_destination_name(m->to_name);
     *req.mutable_options() = *opts;
     auto last = MigrateWithProgress(**stub, req, m->json);
-    if (!last.ok()) return void(g.exit_code = Fail(last.status()));
+    if (!last.ok()) return void(g.exit_code = Fail(last.status(), "vm migrate", m->json));
     bool refused = last->phase() == v1::MIGRATION_PHASE_FAILED && last->precheck().findings_size() > 0;
     if (m->json) {
       std::printf("%s\n", ToJson(refused ? static_cast<const google::protobuf::Message&>(last->precheck())
@@ -285,33 +288,34 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   announce->add_option("name", *announce_name, "VM name")->required();
   announce->callback([&g, announce_name] {
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
-    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status(), "vm announce"));
     grpc::ClientContext ctx;
     v1::AnnounceVmRequest req;
     req.set_name(*announce_name);
     v1::AnnounceVmResponse resp;
     grpc::Status st = (*stub)->AnnounceVm(&ctx, req, &resp);
-    if (!st.ok()) return void(g.exit_code = Fail(st));
+    if (!st.ok()) return void(g.exit_code = Fail(st, "vm announce"));
     std::printf("sent %u RARP frames for %s\n", resp.frames_sent(), announce_name->c_str());
     for (const auto& w : resp.warnings()) std::printf("  warning: %s\n", w.c_str());
   });
 
   SetAgentPrecheckHandler([&g](const std::string& vm_name, const std::string& to, bool json) {
     if (vm_name.empty() || to.empty()) {
-      std::fprintf(stderr, "migrate: precheck needs VM and --to HOST:PORT (or --vm/--source/--destination offline)\n");
-      return 2;
+      return ReportError("precheck", UsageError("precheck needs VM and --to HOST:PORT (or --vm/--source/--destination offline)",
+                                                vm_name.empty() ? "VM" : "--to"),
+                         json);
     }
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
-    if (!stub.ok()) return Fail(stub.status());
+    if (!stub.ok()) return Fail(stub.status(), "precheck", json);
     grpc::ClientContext ctx;
     v1::PrecheckRequest req;
     req.set_vm_name(vm_name);
     req.set_destination(to);
     v1::PrecheckReport report;
     grpc::Status st = (*stub)->Precheck(&ctx, req, &report);
-    if (!st.ok()) return Fail(st);
+    if (!st.ok()) return Fail(st, "precheck", json);
     auto findings = FindingsFromProto(report);
-    if (!findings.ok()) return Fail(findings.status());
+    if (!findings.ok()) return Fail(findings.status(), "precheck", json);
     return PrintFindings(*findings, json);
   });
 
@@ -319,11 +323,11 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   CLI::App* info = host->add_subcommand("info", "what --agent reports about its host");
   info->callback([&g] {
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
-    if (!stub.ok()) return void(g.exit_code = Fail(stub.status()));
+    if (!stub.ok()) return void(g.exit_code = Fail(stub.status(), "host info"));
     grpc::ClientContext ctx;
     v1::HostInfo h;
     grpc::Status st = (*stub)->GetHostInfo(&ctx, v1::GetHostInfoRequest(), &h);
-    if (!st.ok()) return void(g.exit_code = Fail(st));
+    if (!st.ok()) return void(g.exit_code = Fail(st, "host info"));
     std::printf("%s\n", ToJson(h).c_str());
   });
 }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/agent/certs.h"
 #include "engine/base/status.h"
+#include "tools/migrate/cli_error.h"
 #include "tools/migrate/commands.h"
 
 namespace ferry::cli {
@@ -26,9 +27,11 @@ bool Exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "migrate certs: %s\n", std::string(status.message()).c_str());
-  return 1;
+// Every certs error exits 1 (cli_error.h prints it).
+int Fail(const absl::Status& status, std::string_view command) {
+  CliError e = ErrorFromStatus(status);
+  e.exit_code = kExitFailed;
+  return ReportError(command, e, /*json=*/false);
 }
 
 // Refuses to overwrite a key unless --force: replacing a CA key silently orphans every
@@ -103,7 +106,7 @@ void AddCertsCommands(CLI::App& app, Globals& g) {
   AddCommon(ca, *args, false);
   ca->callback([args, &g] {
     absl::Status st = RunCa(*args);
-    g.exit_code = st.ok() ? 0 : Fail(st);
+    g.exit_code = st.ok() ? 0 : Fail(st, "certs ca");
   });
 
   CLI::App* host = certs->add_subcommand(
@@ -113,7 +116,7 @@ void AddCertsCommands(CLI::App& app, Globals& g) {
   AddCommon(host, *args, true);
   host->callback([args, &g] {
     absl::Status st = RunHost(*args);
-    g.exit_code = st.ok() ? 0 : Fail(st);
+    g.exit_code = st.ok() ? 0 : Fail(st, "certs host");
   });
 
   CLI::App* client = certs->add_subcommand(
@@ -122,7 +125,7 @@ void AddCertsCommands(CLI::App& app, Globals& g) {
   AddCommon(client, *args, true);
   client->callback([args, &g] {
     absl::Status st = RunClient(*args);
-    g.exit_code = st.ok() ? 0 : Fail(st);
+    g.exit_code = st.ok() ? 0 : Fail(st, "certs client");
   });
 }
 

@@ -13,6 +13,7 @@
 #include "tools/client/agent_client.h"
 #include "tools/client/local_cluster.h"
 #include "tools/client/stats_render.h"
+#include "tools/migrate/cli_error.h"
 #include "tools/migrate/commands.h"
 
 namespace ferry::cli {
@@ -61,10 +62,7 @@ absl::Status WaitForHeartbeats(v1::Agent::Stub& stub, const std::string& name, d
 }
 
 int RunDemo(const DemoArgs& a) {
-  auto fail = [&](const std::string& what) {
-    std::fprintf(stderr, "migrate demo: %s\n", what.c_str());
-    return 1;
-  };
+  auto fail = [&](const std::string& what) { return ReportError("demo", FailureError(what), a.json); };
   std::string backend = a.backend;
   if (backend.empty()) {
     backend = access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "synthetic";
@@ -73,18 +71,12 @@ int RunDemo(const DemoArgs& a) {
     }
   }
   auto spec = BuildSpecFromFlags("demo-vm", a.memory, a.working_set, a.rate, a.pattern, backend, a.vcpus, 1, 0);
-  if (!spec.ok()) {
-    std::fprintf(stderr, "migrate demo: %s\n", std::string(spec.status().message()).c_str());
-    return 2;
-  }
+  if (!spec.ok()) return ReportError("demo", UsageError(std::string(spec.status().message())), a.json);
   auto opts = BuildMigrationOptions(a.max_downtime_ms, a.max_bandwidth, 0, 30, "cancel");
   if (opts.ok()) {
     if (absl::Status st = ApplyDataPathFlags(a.data, *opts); !st.ok()) opts = st;
   }
-  if (!opts.ok()) {
-    std::fprintf(stderr, "migrate demo: %s\n", std::string(opts.status().message()).c_str());
-    return 2;
-  }
+  if (!opts.ok()) return ReportError("demo", UsageError(std::string(opts.status().message())), a.json);
   auto say = [&](const std::string& s) {
     if (!a.json) std::printf("%s\n", s.c_str()), std::fflush(stdout);
   };

@@ -4,6 +4,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "tools/migrate/cli_error.h"
 #include "tools/migrate/commands.h"
 
 namespace ferry::cli {
@@ -43,6 +44,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // With --json, a command line CLI11 rejects is reported like any other error (cli_error.h).
+    if (e.get_exit_code() != 0 && WantsJson(argc, argv)) return ReportError("", UsageError(e.what()), true);
     int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }

@@ -13,6 +13,7 @@
 #include "engine/host/host_file.h"
 #include "engine/precheck/precheck.h"
 #include "engine/vm/vm_spec_file.h"
+#include "tools/migrate/cli_error.h"
 #include "tools/migrate/commands.h"
 #include "tools/migrate/findings_render.h"
 
@@ -32,26 +33,18 @@ struct PrecheckArgs {
 
 int RunOfflinePrecheck(const PrecheckArgs& a) {
   if (a.source.empty() || a.destination.empty()) {
-    std::cerr << "precheck --vm needs --source HOSTFILE and --destination HOSTFILE\n";
-    return 2;
+    return ReportError("precheck", UsageError("precheck --vm needs --source HOSTFILE and --destination HOSTFILE",
+                                              a.source.empty() ? "--source" : "--destination"),
+                       a.json);
   }
   absl::StatusOr<VmSpec> vm = LoadVmSpecFile(a.vm_spec);
   absl::Status st = vm.status();
   if (st.ok()) st = ResolveVmCpu(*vm, a.vm_spec);
-  if (!st.ok()) {
-    std::cerr << "migrate precheck: " << st.message() << "\n";
-    return 2;
-  }
+  if (!st.ok()) return ReportError("precheck", st, a.json, {"--vm", a.vm_spec});
   absl::StatusOr<HostFacts> src = LoadHostFacts(a.source);
-  if (!src.ok()) {
-    std::cerr << "migrate precheck: --source: " << src.status().message() << "\n";
-    return 2;
-  }
+  if (!src.ok()) return ReportError("precheck", src.status(), a.json, {"--source", a.source});
   absl::StatusOr<HostFacts> dst = LoadHostFacts(a.destination);
-  if (!dst.ok()) {
-    std::cerr << "migrate precheck: --destination: " << dst.status().message() << "\n";
-    return 2;
-  }
+  if (!dst.ok()) return ReportError("precheck", dst.status(), a.json, {"--destination", a.destination});
   // Offline there is no destination agent: this machine probes the destination's mounts.
   ProbeDiskAccess(*dst, *vm, *src);
   return PrintFindings(RunPrechecks(*vm, *src, *dst), a.json);
@@ -61,17 +54,11 @@ int RunCpuBaseline(const std::vector<std::string>& hosts, bool json) {
   std::vector<HostFacts> facts;
   for (const std::string& h : hosts) {
     absl::StatusOr<HostFacts> f = LoadHostFacts(h);
-    if (!f.ok()) {
-      std::cerr << "migrate host cpu-baseline: " << f.status().message() << "\n";
-      return 2;
-    }
+    if (!f.ok()) return ReportError("host cpu-baseline", f.status(), json, {"", h});
     facts.push_back(std::move(*f));
   }
   absl::StatusOr<CpuBaseline> b = BaselineCpu(facts);
-  if (!b.ok()) {
-    std::cerr << "migrate host cpu-baseline: " << b.status().message() << "\n";
-    return 1;
-  }
+  if (!b.ok()) return ReportError("host cpu-baseline", b.status(), json);
   if (json) {
     nlohmann::json j{{"model", b->model}, {"vendor", b->vendor}, {"features", b->features}, {"extra", b->extra}};
     std::cout << j.dump(2) << "\n";
@@ -106,9 +93,10 @@ void AddPrecheckCommands(CLI::App& app, Globals& g) {
     } else if (AgentPrecheckHandler() && !args->vm_name.empty()) {
       g.exit_code = AgentPrecheckHandler()(args->vm_name, args->to, args->json);
     } else {
-      std::cerr << "usage: migrate precheck --vm SPEC --source HOSTFILE --destination HOSTFILE [--json]\n"
-                << "   or: migrate --agent HOST:PORT precheck VM --to HOST:PORT [--json]\n";
-      g.exit_code = 2;
+      g.exit_code = ReportError("precheck",
+                                UsageError("give --vm SPEC --source HOSTFILE --destination HOSTFILE, or "
+                                           "--agent HOST:PORT and VM --to HOST:PORT"),
+                                args->json);
     }
   });
 

@@ -11,6 +11,7 @@
 #include "engine/base/size_parse.h"
 #include "engine/state/snapshot.h"
 #include "engine/vm/vm.h"
+#include "tools/migrate/cli_error.h"
 #include "tools/migrate/commands.h"
 
 namespace ferry::cli {
@@ -46,9 +47,12 @@ int ExitCodeFor(const absl::Status& st) {
   }
 }
 
-int Fail(const std::string& what, const absl::Status& st) {
-  fprintf(stderr, "migrate: %s: %s\n", what.c_str(), std::string(st.message()).c_str());
-  return ExitCodeFor(st);
+// "migrate <command>: [<step>: ]<message>" (cli_error.h), with this file's exit codes.
+int Fail(std::string_view command, const absl::Status& st, const std::string& step = "") {
+  CliError e = ErrorFromStatus(st);
+  if (!step.empty()) e.message = absl::StrCat(step, ": ", e.message);
+  e.exit_code = ExitCodeFor(st);
+  return ReportError(command, e, /*json=*/false);
 }
 
 absl::StatusOr<VmSpec> SpecFromOptions(const RunOptions& o) {
@@ -136,10 +140,10 @@ int Summarize(Vm& vm, double ran_s, uint64_t heartbeats_before, uint64_t corrupt
 }
 
 int SnapshotAndStop(Vm& vm, const std::string& dir) {
-  if (absl::Status st = vm.Pause(); !st.ok()) return Fail("pause", st);
+  if (absl::Status st = vm.Pause(); !st.ok()) return Fail("vm snapshot", st, "pause");
   Stopwatch sw;
   auto stats = SaveSnapshot(vm, dir);
-  if (!stats.ok()) return Fail(absl::StrCat("snapshot to ", dir), stats.status());
+  if (!stats.ok()) return Fail("vm snapshot", stats.status(), absl::StrCat("snapshot to ", dir));
   fflush(stdout);
   printf("\nsnapshot: %s (%llu MiB memory, %llu non-zero pages written, %llu bytes of state) in %.1f ms\n",
          dir.c_str(), static_cast<unsigned long long>(stats->memory_bytes >> 20),
@@ -149,18 +153,19 @@ int SnapshotAndStop(Vm& vm, const std::string& dir) {
 }
 
 int RunCommand(const RunOptions& o) {
+  const char* command = o.snapshot_to.empty() ? "vm run" : "vm snapshot";
   auto spec = SpecFromOptions(o);
-  if (!spec.ok()) return Fail("vm run", spec.status());
+  if (!spec.ok()) return Fail(command, spec.status());
   auto vm = CreateVmForBoot(*spec);
-  if (!vm.ok()) return Fail("vm run", vm.status());
+  if (!vm.ok()) return Fail(command, vm.status());
   Stopwatch sw;
-  if (absl::Status st = (*vm)->Start(); !st.ok()) return Fail("start", st);
+  if (absl::Status st = (*vm)->Start(); !st.ok()) return Fail(command, st, "start");
   RunFor(**vm, o.seconds);
   double ran = sw.ElapsedMillis() / 1000;
   int snap_rc = 0;
   if (!o.snapshot_to.empty()) {
     if ((*vm)->run_state() == VmRunState::kStopped) {
-      fprintf(stderr, "migrate: not snapshotting: the guest has already shut down\n");
+      fprintf(stderr, "migrate vm snapshot: not snapshotting: the guest has already shut down\n");
       snap_rc = 1;
     } else {
       snap_rc = SnapshotAndStop(**vm, o.snapshot_to);
@@ -174,19 +179,19 @@ int RunCommand(const RunOptions& o) {
 int RestoreCommand(const std::string& dir, double seconds, bool quiet, const std::string& console_log) {
   if (seconds <= 0) return Fail("vm restore", absl::InvalidArgumentError("--seconds must be positive"));
   auto spec = ReadSnapshotSpec(dir);
-  if (!spec.ok()) return Fail(absl::StrCat("vm restore ", dir), spec.status());
+  if (!spec.ok()) return Fail("vm restore", spec.status(), dir);
   spec->console_to_stdout = !quiet;
   spec->console_log_path = console_log;
   auto vm = CreateVmForRestore(*spec);
   if (!vm.ok()) return Fail("vm restore", vm.status());
   Stopwatch load;
-  if (absl::Status st = RestoreSnapshot(dir, **vm); !st.ok()) return Fail(absl::StrCat("vm restore ", dir), st);
+  if (absl::Status st = RestoreSnapshot(dir, **vm); !st.ok()) return Fail("vm restore", st, dir);
   GuestHealth before = (*vm)->health();
   printf("restored %s in %.1f ms (guest heartbeat counter at %llu)\n", dir.c_str(), load.ElapsedMillis(),
          static_cast<unsigned long long>(before.last_heartbeat_value));
   fflush(stdout);
   Stopwatch sw;
-  if (absl::Status st = (*vm)->Start(); !st.ok()) return Fail("start", st);
+  if (absl::Status st = (*vm)->Start(); !st.ok()) return Fail("vm restore", st, "start");
   RunFor(**vm, seconds);
   double ran = sw.ElapsedMillis() / 1000;
   (void)(*vm)->Stop();
