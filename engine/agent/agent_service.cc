@@ -43,8 +43,7 @@ grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequ
   if (absl::Status st = ResolveVmCpu(*spec, absl::StrCat("VM '", spec->name, "'")); !st.ok()) {
     return ToGrpcStatus(absl::InvalidArgumentError(st.message()));
   }
-  auto entry = ctx_.vms.Reserve(spec->name);
-  if (!entry.ok()) return ToGrpcStatus(entry.status());
+  if (absl::Status reserved = ctx_.vms.Reserve(spec->name); !reserved.ok()) return ToGrpcStatus(reserved);
   spec->console_log_path = PrepareConsoleLogPath(ctx_.config, spec->name);
   auto vm = CreateVmForBoot(*spec);
   if (!vm.ok()) {
@@ -58,11 +57,12 @@ grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequ
       return ToGrpcStatus(st);
     }
   }
-  (*entry)->console_log_path = spec->console_log_path;
-  (*entry)->vm = std::move(*vm);
+  if (absl::Status st = ctx_.vms.Adopt(spec->name, std::move(*vm), {spec->console_log_path, ""}); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
   spdlog::info("event=vm_created vm={} memory_mib={} backend={}", spec->name, spec->memory_bytes >> 20,
                spec->backend == Backend::kKvm ? "kvm" : "synthetic");
-  *out = DescribeVm(spec->name, **entry);
+  if (auto e = ctx_.vms.Find(spec->name)) *out = DescribeVm(spec->name, *e);
   return grpc::Status::OK;
 }
 
@@ -79,17 +79,12 @@ grpc::Status AgentService::GetVm(grpc::ServerContext*, const v1::GetVmRequest* r
 }
 
 grpc::Status AgentService::StopVm(grpc::ServerContext*, const v1::StopVmRequest* req, v1::VmInfo* out) {
-  auto e = ctx_.vms.Find(req->name());
-  if (!e || !e->vm) return NotFound(req->name());
-  if (!e->outgoing_migration.empty()) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        absl::StrCat("VM '", req->name(), "' is migrating (", e->outgoing_migration,
-                                     "); cancel the migration first"));
-  }
-  absl::Status st = e->vm->Stop();
+  auto e = ctx_.vms.BeginStop(req->name());
+  if (!e.ok()) return ToGrpcStatus(e.status());
+  absl::Status st = (*e)->vm->Stop();
+  ctx_.vms.EndStop(req->name(), st.ok());
   if (!st.ok()) return ToGrpcStatus(st);
-  *out = DescribeVm(req->name(), *e);
-  ctx_.vms.Release(req->name());
+  *out = DescribeVm(req->name(), **e);
   spdlog::info("event=vm_stopped vm={}", req->name());
   return grpc::Status::OK;
 }

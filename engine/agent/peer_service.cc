@@ -39,23 +39,25 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     return peer;
   }
   std::string reserved_name;
-  std::shared_ptr<VmEntry> reserved;
+  std::string console_log_path;
+  VmSpec arrived_spec;  // for the announcement once it runs here
   ReceiverHooks hooks;
   hooks.agent_name = ctx_.config.name;
   hooks.boot_id = ctx_.boot_id;
   hooks.create_vm = [&](const VmSpec& incoming) -> absl::StatusOr<std::unique_ptr<Vm>> {
-    auto entry = ctx_.vms.Reserve(incoming.name);
-    if (!entry.ok()) return entry.status();
+    if (absl::Status st = ctx_.vms.Reserve(incoming.name); !st.ok()) return st;
     reserved_name = incoming.name;
-    reserved = *entry;
     VmSpec spec = incoming;
     spec.console_log_path = PrepareConsoleLogPath(ctx_.config, spec.name);
-    reserved->console_log_path = spec.console_log_path;
+    console_log_path = spec.console_log_path;
     return CreateVmForRestore(spec);
   };
   hooks.adopt_vm = [&](std::unique_ptr<Vm> vm, const v1::StartMigration& start) {
-    reserved->arrived_by_migration = start.migration_id();
-    reserved->vm = std::move(vm);
+    arrived_spec = vm->spec();
+    if (absl::Status st = ctx_.vms.Adopt(reserved_name, std::move(vm), {console_log_path, start.migration_id()});
+        !st.ok()) {
+      spdlog::error("event=migration_in_adopt_failed vm={} error=\"{}\"", reserved_name, std::string(st.message()));
+    }
     reserved_name.clear();  // it is ours now
     spdlog::info("event=migration_in_resumed vm={} migration={} from={}", start.spec().name(),
                  start.migration_id(), start.source_agent());
@@ -95,7 +97,7 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     if (reply && reply->has_resumed()) {
       // Tell the network where the VM is now (after the resume: it never delays it).
       v1::PeerReply announced;
-      AnnounceResult a = AnnounceVmNics(ctx_.config, reserved->vm->spec());
+      AnnounceResult a = AnnounceVmNics(ctx_.config, arrived_spec);
       announced.mutable_announced()->set_frames_sent(a.frames_sent);
       announced.mutable_announced()->set_frames_failed(a.frames_failed);
       for (const auto& w : a.warnings) announced.mutable_announced()->add_warnings(w);

@@ -47,13 +47,12 @@ TEST(DirtyRateSample, SkipsAVmThatIsNotRunning) {
 
 TEST(DirtyRateSample, NeverTouchesAMigratingVmAndReleasesAnIdleOne) {
   VmRegistry vms;
-  auto entry = vms.Reserve("sampled");
-  ASSERT_TRUE(entry.ok());
+  ASSERT_TRUE(vms.Reserve("sampled").ok());
   auto vm = CreateVmForBoot(Spec());
   ASSERT_TRUE(vm.ok()) << vm.status();
   ASSERT_TRUE((*vm)->Start().ok());
-  (*entry)->vm = std::move(*vm);
-  Vm& v = *(*entry)->vm;
+  Vm& v = **vm;
+  ASSERT_TRUE(vms.Adopt("sampled", std::move(*vm), {}).ok());
 
   ASSERT_TRUE(vms.BeginMigrationOut("sampled", "mig-1").ok());
   ASSERT_TRUE(v.EnableDirtyTracking().ok());  // the migration's own tracking
