@@ -11,6 +11,7 @@ PACKAGES=(
   nlohmann-json3-dev libssl-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
   qemu-system-x86 gnuplot-nox iproute2 binutils
+  prometheus-cpp-dev libcurl4-openssl-dev systemd dpkg-dev file
 )
 
 missing=()

@@ -32,7 +32,8 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   };
   for (auto [key, field] : {std::pair<const char*, std::string*>{"name", &c.name}, {"listen", &c.listen},
                             {"data_dir", &c.data_dir}, {"port_file", &c.port_file},
-                            {"host_facts", &c.host_facts}, {"data_listen", &c.data_listen}}) {
+                            {"host_facts", &c.host_facts}, {"data_listen", &c.data_listen},
+                            {"metrics_listen", &c.metrics_listen}}) {
     absl::Status st = str(key, *field);
     if (!st.ok()) return st;
   }

@@ -10,6 +10,7 @@
 //   insecure: false
 //   data_listen: 127.0.0.1:0   # the data port for incoming pages (default: listen's host, any port)
 //   connections: 0             # data connections per outgoing migration (0: from the cores)
+//   metrics_listen: 127.0.0.1:9477   # Prometheus /metrics over HTTP (default: off)
 
 #include <cstdint>
 #include <string>
@@ -30,6 +31,7 @@ struct AgentConfig {
   bool insecure = false;
   std::string data_listen;   // HOST:PORT; "" = listen's host, port 0
   uint32_t connections = 0;  // 0 = DefaultDataConnections()
+  std::string metrics_listen;  // HOST:PORT serving /metrics; "" = no metrics
 };
 
 // Data connections per migration when neither the request nor the agent names a number: one per

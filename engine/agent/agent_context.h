@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "engine/agent/agent_config.h"
+#include "engine/agent/agent_observer.h"
 #include "engine/agent/link_history.h"
 #include "engine/agent/vm_registry.h"
 #include "engine/migration/precopy_source.h"
@@ -43,6 +44,8 @@ struct AgentContext {
   VmRegistry vms;
   MigrationTable migrations;
   LinkHistory links;  // what completed migrations to each destination carried
+  // Told of migration events, arrivals, precheck findings (the agent's metrics when they are on).
+  AgentObserver* observer = &NoAgentObserver();
   // Opens a channel to another agent (TLS-aware); expected_name is the peer's certificate name.
   std::function<absl::StatusOr<std::shared_ptr<grpc::Channel>>(const std::string& address,
                                                                const std::string& expected_name)>

@@ -44,6 +44,12 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
     if (!listener.ok()) return listener.status();
     s->ctx_.data_listener = std::move(*listener);
   }
+  if (!s->ctx_.config.metrics_listen.empty()) {
+    s->metrics_ = std::make_unique<AgentMetrics>(s->ctx_.vms);
+    if (absl::Status st = s->metrics_->Serve(s->ctx_.config.metrics_listen); !st.ok()) return st;
+    s->ctx_.observer = s->metrics_.get();
+    spdlog::info("event=metrics_listening listen={} port={}", s->ctx_.config.metrics_listen, s->metrics_->port());
+  }
   s->agent_service_ = std::make_unique<AgentService>(s->ctx_);
   s->peer_service_ = std::make_unique<PeerService>(s->ctx_);
   grpc::ServerBuilder builder;

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/agent/agent_context.h"
+#include "engine/agent/agent_metrics.h"
 #include "engine/agent/agent_service.h"
 #include "engine/agent/peer_service.h"
 
@@ -32,6 +33,7 @@ class AgentServer {
   AgentServer() = default;
 
   AgentContext ctx_;
+  std::unique_ptr<AgentMetrics> metrics_;  // when config.metrics_listen is set; reads ctx_.vms
   std::unique_ptr<AgentService> agent_service_;
   std::unique_ptr<PeerService> peer_service_;
   std::unique_ptr<grpc::Server> server_;

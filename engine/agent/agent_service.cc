@@ -103,6 +103,7 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
   std::vector<std::string> precheck_warnings;
   auto emit = [&](const v1::MigrationEvent& e) {
     ctx_.migrations.Update(id, e);
+    ctx_.observer->OnMigrationEvent(e);
     writer->Write(e);  // a client that went away does not stop the migration
   };
   auto grpc_channel = ctx_.dial_peer(req->destination(), ExpectedPeerName(req->destination(), req->destination_name()));
@@ -114,6 +115,7 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
     auto findings = PrecheckMigration(ctx_.config, vm.spec(), *grpc_channel,
                                       {[&vm] { return SampleDirtyRate(vm); }, &ctx_.links, req->destination(),
                                        req->options()});
+    if (findings.ok()) ctx_.observer->OnPrecheckFindings(*findings);
     if (!findings.ok() || HasErrors(*findings)) {
       ctx_.vms.EndMigrationOut(req->vm_name(), false);
       pe.set_phase(v1::MIGRATION_PHASE_FAILED);
@@ -267,6 +269,7 @@ grpc::Status AgentService::Precheck(grpc::ServerContext*, const v1::PrecheckRequ
       ctx_.config, e->vm->spec(), *channel,
       {[&] { return SampleIdleVmDirtyRate(ctx_.vms, req->vm_name()); }, &ctx_.links, req->destination(), {}});
   if (!findings.ok()) return ToGrpcStatus(findings.status());
+  ctx_.observer->OnPrecheckFindings(*findings);
   *out = FindingsToProto(*findings);
   return grpc::Status::OK;
 }

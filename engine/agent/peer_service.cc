@@ -58,6 +58,7 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
         !st.ok()) {
       spdlog::error("event=migration_in_adopt_failed vm={} error=\"{}\"", reserved_name, std::string(st.message()));
     }
+    ctx_.observer->OnVmArrived(start.spec().name());
     reserved_name.clear();  // it is ours now
     spdlog::info("event=migration_in_resumed vm={} migration={} from={}", start.spec().name(),
                  start.migration_id(), start.source_agent());
@@ -91,7 +92,9 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
   MigrationReceiver receiver(std::move(hooks));
   v1::PeerMessage msg;
   grpc::Status result = grpc::Status::OK;
+  uint64_t stream_bytes = 0;
   while (stream->Read(&msg)) {
+    stream_bytes += msg.ByteSizeLong();
     std::optional<v1::PeerReply> reply = receiver.Handle(msg);
     if (reply) write(*reply);
     if (reply && reply->has_resumed()) {
@@ -121,6 +124,8 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     if (!reserved_name.empty()) ctx_.vms.Release(reserved_name);
     if (result.ok()) result = grpc::Status(grpc::StatusCode::ABORTED, "migration stream ended before commit");
   }
+  ctx_.observer->OnIncomingMigrationEnd(
+      {receiver.state() == MigrationReceiver::State::kResumed, receiver.counters().pages, stream_bytes});
   return result;
 }
 

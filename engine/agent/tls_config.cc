@@ -9,6 +9,7 @@
 #include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <ctime>
 
 #include "absl/strings/match.h"
@@ -270,11 +271,29 @@ std::string ExplainHandshakeFailure(const std::string& line) {
   return "";
 }
 
-void RouteGrpcLogsToSpdlog() {
+std::string HandshakeFailureReason(const std::string& line) {
+  if (absl::StrContains(line, "certificate verify failed")) return "untrusted_certificate";
+  if (absl::StrContains(line, "peer did not return a certificate")) return "no_client_certificate";
+  if (absl::StrContains(line, "wrong version number") || absl::StrContains(line, "http request") ||
+      absl::StrContains(line, "packet length too long")) {
+    return "plaintext_client";
+  }
+  if (absl::StrContains(line, "No match found for server name")) return "unknown_server_name";
+  if (absl::StrContains(line, "Handshake failed")) return "other";
+  return "";
+}
+
+namespace {
+std::atomic<void (*)(std::string_view)> handshake_failure_hook{nullptr};
+}  // namespace
+
+void RouteGrpcLogsToSpdlog(void (*on_handshake_failure)(std::string_view reason)) {
+  handshake_failure_hook.store(on_handshake_failure);
   gpr_set_log_function([](gpr_log_func_args* args) {
     std::string hint = ExplainHandshakeFailure(args->message);
     if (!hint.empty()) {
       spdlog::warn("{} (grpc: {})", hint, args->message);
+      if (auto hook = handshake_failure_hook.load()) hook(HandshakeFailureReason(args->message));
       return;
     }
     switch (args->severity) {

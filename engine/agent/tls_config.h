@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <grpcpp/channel.h>
@@ -85,8 +86,13 @@ absl::Status DescribeRpcFailure(const grpc::Status& status, const std::string& a
 // ("the client presented no certificate"); "" for other lines.
 std::string ExplainHandshakeFailure(const std::string& grpc_log_line);
 
+// For the same line, a short label for metrics: "untrusted_certificate", "no_client_certificate",
+// "plaintext_client", "unknown_server_name" or "other"; "" for other lines.
+std::string HandshakeFailureReason(const std::string& grpc_log_line);
+
 // Forwards gRPC's own log lines (TLS handshake failures among them) to spdlog, so the server
-// side of a refused connection says why in the agent's log.
-void RouteGrpcLogsToSpdlog();
+// side of a refused connection says why in the agent's log; each failed handshake is also passed
+// to `on_handshake_failure` (with its HandshakeFailureReason) when given.
+void RouteGrpcLogsToSpdlog(void (*on_handshake_failure)(std::string_view reason) = nullptr);
 
 }  // namespace ferry

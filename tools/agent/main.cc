@@ -1,5 +1,6 @@
 // ferry-agent: one per host. Runs VMs and serves the Agent (orchestrators) and Peer (other
 // agents) gRPC services.
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <thread>
@@ -10,6 +11,11 @@
 #include "engine/agent/agent_server.h"
 #include "engine/agent/agent_tls.h"
 #include "engine/agent/tls_config.h"
+
+namespace {
+// Where gRPC's log hook reports failed TLS handshakes (set once the server runs).
+std::atomic<ferry::AgentObserver*> handshake_observer{nullptr};
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace ferry;
@@ -41,6 +47,9 @@ int main(int argc, char** argv) {
   auto* connections_opt = app.add_option("--connections", connections,
                                          "data connections per outgoing migration (default: one per core, 2..8)")
                               ->check(CLI::Range(1, 16));
+  std::string metrics_listen;
+  auto* metrics_listen_opt = app.add_option("--metrics-listen", metrics_listen,
+                                            "serve Prometheus metrics on HOST:PORT/metrics (default: off)");
   bool json_logs = false;
   app.add_flag("--json-logs", json_logs, "log as JSON lines");
   CLI11_PARSE(app, argc, argv);
@@ -65,6 +74,7 @@ int main(int argc, char** argv) {
   if (*insecure) config.insecure = true;
   if (*data_listen_opt) config.data_listen = data_listen;
   if (*connections_opt) config.connections = connections;
+  if (*metrics_listen_opt) config.metrics_listen = metrics_listen;
 
   if (json_logs) {
     spdlog::set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%e","level":"%l","agent":")" + config.name + R"(","msg":"%v"})");
@@ -72,7 +82,9 @@ int main(int argc, char** argv) {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [" + config.name + "] %v");
   }
 
-  RouteGrpcLogsToSpdlog();
+  RouteGrpcLogsToSpdlog([](std::string_view reason) {
+    if (AgentObserver* o = handshake_observer.load()) o->OnTlsHandshakeFailure(reason);
+  });
   auto security = MakeAgentSecurity(config);
   if (!security.ok()) {
     std::fprintf(stderr, "ferry-agent: %s\n", std::string(security.status().message()).c_str());
@@ -90,6 +102,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ferry-agent: %s\n", std::string(server.status().message()).c_str());
     return 1;
   }
+  handshake_observer.store((*server)->context().observer);
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
@@ -98,6 +111,7 @@ int main(int argc, char** argv) {
   });
   (*server)->Wait();
   waiter.join();
+  handshake_observer.store(nullptr);
   spdlog::default_logger()->flush();
   return 0;
 }
