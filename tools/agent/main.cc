@@ -10,6 +10,7 @@
 
 #include "engine/agent/agent_server.h"
 #include "engine/agent/agent_tls.h"
+#include "engine/agent/json_log_formatter.h"
 #include "engine/agent/tls_config.h"
 
 namespace {
@@ -77,7 +78,7 @@ int main(int argc, char** argv) {
   if (*metrics_listen_opt) config.metrics_listen = metrics_listen;
 
   if (json_logs) {
-    spdlog::set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%e","level":"%l","agent":")" + config.name + R"(","msg":"%v"})");
+    spdlog::set_formatter(std::make_unique<JsonLogFormatter>(config.name));
   } else {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [" + config.name + "] %v");
   }
