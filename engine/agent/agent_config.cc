@@ -7,6 +7,7 @@
 #include <thread>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
@@ -58,6 +59,17 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
       c.connections = static_cast<uint32_t>(n);
     } catch (const YAML::Exception&) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": field 'connections' must be 0..16"));
+    }
+  }
+  for (auto [key, field, lo, hi] : {std::tuple<const char*, uint32_t*, int, int>{"max_migrations", &c.max_migrations, 1, 64},
+                                    {"migration_history", &c.migration_history, 0, 10000}}) {
+    if (!root[key]) continue;
+    try {
+      int n = root[key].as<int>();
+      if (n < lo || n > hi) throw YAML::Exception(YAML::Mark(), "range");
+      *field = static_cast<uint32_t>(n);
+    } catch (const YAML::Exception&) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": field '", key, "' must be ", lo, "..", hi));
     }
   }
   if (c.name.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": field 'name' is empty"));

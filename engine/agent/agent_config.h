@@ -10,6 +10,8 @@
 //   insecure: false
 //   data_listen: 127.0.0.1:0   # the data port for incoming pages (default: listen's host, any port)
 //   connections: 0             # data connections per outgoing migration (0: from the cores)
+//   max_migrations: 4          # migrations running at once, incoming + outgoing (docs/jobs.md)
+//   migration_history: 64      # finished migration jobs kept with their statistics
 //   metrics_listen: 127.0.0.1:9477   # Prometheus /metrics over HTTP (default: off)
 
 #include <cstdint>
@@ -31,6 +33,8 @@ struct AgentConfig {
   bool insecure = false;
   std::string data_listen;   // HOST:PORT; "" = listen's host, port 0
   uint32_t connections = 0;  // 0 = DefaultDataConnections()
+  uint32_t max_migrations = 4;      // concurrent migrations, incoming and outgoing; more queue (out) or are refused (in)
+  uint32_t migration_history = 64;  // finished jobs kept
   std::string metrics_listen;  // HOST:PORT serving /metrics; "" = no metrics
 };
 

@@ -13,6 +13,7 @@
 #include "engine/agent/agent_config.h"
 #include "engine/agent/agent_observer.h"
 #include "engine/agent/link_history.h"
+#include "engine/agent/migration_manager.h"
 #include "engine/agent/vm_registry.h"
 #include "engine/migration/precopy_source.h"
 #include "engine/transport/data_listener.h"
@@ -20,29 +21,12 @@
 
 namespace ferry {
 
-// Outgoing migrations by id: the running source (to cancel it) and the last event (to report it).
-class MigrationTable {
- public:
-  void Add(const std::string& id, PrecopySource* source);
-  void Update(const std::string& id, const v1::MigrationEvent& e);
-  void Finish(const std::string& id);  // the source is gone; the last event stays
-  bool Cancel(const std::string& id);  // false if unknown or already finished
-  bool Get(const std::string& id, v1::MigrationEvent* last) const;
-
- private:
-  struct Record {
-    PrecopySource* source = nullptr;
-    v1::MigrationEvent last;
-  };
-  mutable std::mutex mu_;
-  std::map<std::string, Record> records_ ABSL_GUARDED_BY(mu_);
-};
-
 struct AgentContext {
   AgentConfig config;
   std::string boot_id;
   VmRegistry vms;
-  MigrationTable migrations;
+  // Every migration of this host as a job (docs/jobs.md); made by AgentServer::Start from config.
+  std::unique_ptr<MigrationManager> migrations;
   LinkHistory links;  // what completed migrations to each destination carried
   // Told of migration events, arrivals, precheck findings (the agent's metrics when they are on).
   AgentObserver* observer = &NoAgentObserver();

@@ -1,5 +1,6 @@
 #include "engine/agent/agent_server.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -50,6 +51,10 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
     s->ctx_.observer = s->metrics_.get();
     spdlog::info("event=metrics_listening listen={} port={}", s->ctx_.config.metrics_listen, s->metrics_->port());
   }
+  MigrationManagerOptions jobs;
+  jobs.max_concurrent = std::max<uint32_t>(s->ctx_.config.max_migrations, 1);
+  jobs.history = s->ctx_.config.migration_history;
+  s->ctx_.migrations = std::make_unique<MigrationManager>(jobs);
   s->agent_service_ = std::make_unique<AgentService>(s->ctx_);
   s->peer_service_ = std::make_unique<PeerService>(s->ctx_);
   grpc::ServerBuilder builder;
@@ -80,9 +85,8 @@ AgentServer::~AgentServer() { Shutdown(); }
 void AgentServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
-  for (const auto& [name, e] : ctx_.vms.List()) {
-    if (!e->outgoing_migration.empty()) ctx_.migrations.Cancel(e->outgoing_migration);
-  }
+  // Outgoing jobs are cancelled (their VMs stay here, running) and their threads end.
+  if (ctx_.migrations) ctx_.migrations->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   for (const auto& [name, e] : ctx_.vms.List()) {
     if (e->vm) {

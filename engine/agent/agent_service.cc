@@ -29,6 +29,18 @@ std::string ExpectedPeerName(const std::string& address, const std::string& name
   return name.empty() ? address.substr(0, address.rfind(':')) : name;
 }
 
+// The manager's handle on a running source engine.
+class SourceControl : public MigrationControl {
+ public:
+  explicit SourceControl(PrecopySource& source) : source_(source) {}
+  absl::Status Cancel() override { return source_.TryCancel(); }
+  void SetMaxBandwidth(double mibps) override { source_.SetMaxBandwidth(mibps); }
+  void SetMaxDowntime(uint32_t ms) override { source_.SetMaxDowntime(ms); }
+
+ private:
+  PrecopySource& source_;
+};
+
 grpc::Status NotFound(const std::string& name) {
   return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no VM named '", name, "' on this agent"));
 }
@@ -67,7 +79,11 @@ grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequ
 }
 
 grpc::Status AgentService::ListVms(grpc::ServerContext*, const v1::ListVmsRequest*, v1::ListVmsResponse* out) {
-  for (const auto& [name, e] : ctx_.vms.List()) *out->add_vms() = DescribeVm(name, *e);
+  for (const auto& [name, e] : ctx_.vms.List()) {
+    v1::VmInfo* vm = out->add_vms();
+    *vm = DescribeVm(name, *e);
+    vm->set_migration_id(ctx_.migrations->ActiveJobOf(name));
+  }
   return grpc::Status::OK;
 }
 
@@ -75,6 +91,7 @@ grpc::Status AgentService::GetVm(grpc::ServerContext*, const v1::GetVmRequest* r
   auto e = ctx_.vms.Find(req->name());
   if (!e) return NotFound(req->name());
   *out = DescribeVm(req->name(), *e);
+  out->set_migration_id(ctx_.migrations->ActiveJobOf(req->name()));
   return grpc::Status::OK;
 }
 
@@ -95,17 +112,50 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
   if (req->destination().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "destination agent address is empty");
   }
+  // Held from now on (also while queued): no stop and no second migration of this VM meanwhile.
   auto entry = ctx_.vms.BeginMigrationOut(req->vm_name(), id);
   if (!entry.ok()) return ToGrpcStatus(entry.status());
-  Vm& vm = *(*entry)->vm;
-  spdlog::info("event=migration_out_start migration={} vm={} to={}", id, req->vm_name(), req->destination());
+  JobSpec spec{id, req->vm_name(), req->destination(), req->options()};
+  absl::Status started = ctx_.migrations->StartOutgoing(
+      spec, [this, request = *req, vm = (*entry)->vm](MigrationJob& job) { RunOutgoing(job, request, *vm); });
+  if (!started.ok()) {
+    ctx_.vms.EndMigrationOut(req->vm_name(), false);
+    return ToGrpcStatus(started);
+  }
+  // This RPC only follows the job (docs/jobs.md): a client that goes away leaves it running.
+  (void)ctx_.migrations->Watch(
+      id, /*from_start=*/true, [writer](const v1::MigrationEvent& e) { return writer->Write(e); },
+      [context] { return context->IsCancelled(); });
+  return grpc::Status::OK;
+}
+
+void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& request, Vm& vm) {
+  const std::string id = job.id();
+  const v1::MigrateRequest* req = &request;
+  spdlog::info("event=migration_out_start migration={} vm={} to={} priority={}", id, req->vm_name(),
+               req->destination(), PriorityName(req->options().priority()));
 
   std::vector<std::string> precheck_warnings;
   auto emit = [&](const v1::MigrationEvent& e) {
-    ctx_.migrations.Update(id, e);
+    job.Record(e);
     ctx_.observer->OnMigrationEvent(e);
-    writer->Write(e);  // a client that went away does not stop the migration
   };
+  // Ends a job that never reached the engine: the VM keeps running here.
+  auto end_before_engine = [&](v1::MigrationPhase phase, const absl::Status& why) {
+    ctx_.vms.EndMigrationOut(req->vm_name(), false);
+    v1::MigrationEvent e;
+    e.set_migration_id(id);
+    e.set_phase(phase);
+    e.set_error(std::string(why.message()));
+    e.set_message(phase == v1::MIGRATION_PHASE_CANCELLED ? "cancelled; the VM keeps running on the source"
+                                                         : "failed; the VM keeps running on the source");
+    emit(e);
+    spdlog::info("event=migration_out_end migration={} vm={} outcome={} error=\"{}\"", id, req->vm_name(),
+                 v1::MigrationPhase_Name(phase), std::string(why.message()));
+  };
+  if (job.cancel_requested()) {
+    return end_before_engine(v1::MIGRATION_PHASE_CANCELLED, absl::CancelledError("migration cancelled by request"));
+  }
   auto grpc_channel = ctx_.dial_peer(req->destination(), ExpectedPeerName(req->destination(), req->destination_name()));
   if (grpc_channel.ok() && !req->options().skip_prechecks()) {
     // Nothing moves before the destination is known to be able to run the VM.
@@ -132,7 +182,7 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
       pe.set_message("refused; the VM keeps running on the source");
       emit(pe);
       spdlog::info("event=migration_out_refused migration={} vm={} error=\"{}\"", id, req->vm_name(), pe.error());
-      return grpc::Status::OK;
+      return;
     }
     *pe.mutable_precheck() = FindingsToProto(*findings);
     pe.set_message(findings->empty() ? "prechecks passed"
@@ -143,24 +193,18 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
   absl::StatusOr<std::unique_ptr<GrpcPeerChannel>> channel =
       grpc_channel.ok() ? GrpcPeerChannel::Open(*grpc_channel, ctx_.secure)
                         : absl::StatusOr<std::unique_ptr<GrpcPeerChannel>>(grpc_channel.status());
-  if (!channel.ok()) {
-    ctx_.vms.EndMigrationOut(req->vm_name(), false);
-    return ToGrpcStatus(channel.status());
-  }
+  if (!channel.ok()) return end_before_engine(v1::MIGRATION_PHASE_FAILED, channel.status());
   SourceConfig config;
   config.migration_id = id;
   config.source_agent = ctx_.config.name;
   config.boot_id = ctx_.boot_id;
-  config.options = req->options();
+  config.options = job.options();  // as they are now: SetMigration may have changed them while queued
   config.test_drop_one_final_page = ctx_.fault_drop_final_page;
   if (req->options().transport() != v1::TRANSPORT_GRPC) {
     // Protocol 2: pages on data connections, proven with a fresh secret that travels only inside
     // the (mutual-TLS) control stream, and encrypted unless both agents run --insecure.
     auto secret = MigrationKey::Generate();
-    if (!secret.ok()) {
-      ctx_.vms.EndMigrationOut(req->vm_name(), false);
-      return ToGrpcStatus(secret.status());
-    }
+    if (!secret.ok()) return end_before_engine(v1::MIGRATION_PHASE_FAILED, secret.status());
     v1::DataPathOffer offer;
     uint32_t n = req->options().connections() > 0 ? req->options().connections()
                  : ctx_.config.connections > 0   ? ctx_.config.connections
@@ -170,7 +214,8 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
     offer.set_secret(secret->ToString());
     config.data_path = offer;
     const std::string host = HostOfAddress(req->destination());
-    config.open_data_path = [offer, host, id, zero_copy = req->options().zero_copy()](
+    config.open_data_path = [offer, host, id, zero_copy = req->options().zero_copy(),
+                             share = &ctx_.migrations->link_share(), weight = job.link_weight()](
                                 const v1::DataPathAccept& accept) -> absl::StatusOr<std::unique_ptr<PageSender>> {
       if (accept.port() == 0 || accept.port() > 65535 || accept.connections() != offer.connections()) {
         return absl::FailedPreconditionError("the destination answered the data-path offer with a bad port or count");
@@ -181,15 +226,18 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
       o.connections = offer.connections();
       o.encrypted = offer.encrypted();
       o.zero_copy = zero_copy;
+      o.link_share = share;  // concurrent migrations share the link by priority
+      o.link_weight = weight;
       ASSIGN_OR_RETURN(auto sender, DataSender::Connect(host, static_cast<uint16_t>(accept.port()), o));
       return std::unique_ptr<PageSender>(std::move(sender));
     };
   }
   PrecopySource source(vm, **channel, config, emit);
-  ctx_.migrations.Add(id, &source);
+  SourceControl control(source);
+  job.Attach(&control);  // cancel and SetMigration reach the engine from here on
   SourceResult result = source.Run();
   for (const auto& w : precheck_warnings) result.stats.add_warnings(w);
-  ctx_.migrations.Finish(id);
+  job.Detach();
   channel->reset();
   const bool left = result.outcome == SourceOutcome::kCompleted;
   ctx_.vms.EndMigrationOut(req->vm_name(), left);
@@ -222,27 +270,50 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
                id, req->vm_name(), SourceOutcomeName(result.outcome), result.stats.total_ms(),
                result.stats.downtime_ms(), result.stats.rounds(), result.stats.bytes_transferred(),
                std::string(result.status.message()));
-  return grpc::Status::OK;
 }
 
 grpc::Status AgentService::GetMigration(grpc::ServerContext*, const v1::GetMigrationRequest* req,
                                         v1::MigrationInfo* out) {
-  out->set_migration_id(req->migration_id());
-  if (!ctx_.migrations.Get(req->migration_id(), out->mutable_last_event())) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no migration '", req->migration_id(), "'"));
-  }
+  auto info = ctx_.migrations->Get(req->migration_id());
+  if (!info.ok()) return ToGrpcStatus(info.status());
+  *out = *info;
   return grpc::Status::OK;
 }
 
 grpc::Status AgentService::CancelMigration(grpc::ServerContext*, const v1::CancelMigrationRequest* req,
                                            v1::MigrationInfo* out) {
-  out->set_migration_id(req->migration_id());
-  if (!ctx_.migrations.Cancel(req->migration_id())) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        absl::StrCat("migration '", req->migration_id(), "' is not running on this agent"));
-  }
-  ctx_.migrations.Get(req->migration_id(), out->mutable_last_event());
+  auto info = ctx_.migrations->Cancel(req->migration_id());
+  if (!info.ok()) return ToGrpcStatus(info.status());
+  *out = *info;
   spdlog::info("event=migration_cancel_requested migration={}", req->migration_id());
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::ListMigrations(grpc::ServerContext*, const v1::ListMigrationsRequest*,
+                                          v1::ListMigrationsResponse* out) {
+  *out = ctx_.migrations->List();
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::WatchMigration(grpc::ServerContext* context, const v1::WatchMigrationRequest* req,
+                                          grpc::ServerWriter<v1::MigrationEvent>* writer) {
+  absl::Status st = ctx_.migrations->Watch(
+      req->migration_id(), /*from_start=*/false, [writer](const v1::MigrationEvent& e) { return writer->Write(e); },
+      [context] { return context->IsCancelled(); });
+  return absl::IsNotFound(st) ? ToGrpcStatus(st) : grpc::Status::OK;
+}
+
+grpc::Status AgentService::SetMigration(grpc::ServerContext*, const v1::SetMigrationRequest* req,
+                                        v1::MigrationInfo* out) {
+  std::optional<double> bandwidth;
+  std::optional<uint32_t> downtime;
+  if (req->has_max_bandwidth_mibps()) bandwidth = req->max_bandwidth_mibps();
+  if (req->has_max_downtime_ms()) downtime = req->max_downtime_ms();
+  auto info = ctx_.migrations->Set(req->migration_id(), bandwidth, downtime);
+  if (!info.ok()) return ToGrpcStatus(info.status());
+  *out = *info;
+  spdlog::info("event=migration_set migration={} max_bandwidth_mibps={} max_downtime_ms={}", req->migration_id(),
+               info->options().max_bandwidth_mibps(), info->options().max_downtime_ms());
   return grpc::Status::OK;
 }
 

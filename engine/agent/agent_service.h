@@ -19,11 +19,19 @@ class AgentService final : public v1::Agent::Service {
   grpc::Status GetMigration(grpc::ServerContext*, const v1::GetMigrationRequest*, v1::MigrationInfo*) override;
   grpc::Status CancelMigration(grpc::ServerContext*, const v1::CancelMigrationRequest*,
                                v1::MigrationInfo*) override;
+  grpc::Status ListMigrations(grpc::ServerContext*, const v1::ListMigrationsRequest*,
+                              v1::ListMigrationsResponse*) override;
+  grpc::Status WatchMigration(grpc::ServerContext*, const v1::WatchMigrationRequest*,
+                              grpc::ServerWriter<v1::MigrationEvent>*) override;
+  grpc::Status SetMigration(grpc::ServerContext*, const v1::SetMigrationRequest*, v1::MigrationInfo*) override;
   grpc::Status GetHostInfo(grpc::ServerContext*, const v1::GetHostInfoRequest*, v1::HostInfo*) override;
   grpc::Status AnnounceVm(grpc::ServerContext*, const v1::AnnounceVmRequest*, v1::AnnounceVmResponse*) override;
   grpc::Status Precheck(grpc::ServerContext*, const v1::PrecheckRequest*, v1::PrecheckReport*) override;
 
  private:
+  // An outgoing migration job's body, on the job's own thread (docs/jobs.md).
+  void RunOutgoing(MigrationJob& job, const v1::MigrateRequest& request, Vm& vm);
+
   AgentContext& ctx_;
 };
 

@@ -10,6 +10,11 @@
 #include "engine/base/clock.h"
 
 namespace ferry {
+namespace {
+
+constexpr size_t kFullTrailJobs = 8;
+
+}  // namespace
 
 uint32_t PriorityWeight(v1::MigrationPriority p) { return p == v1::MIGRATION_PRIORITY_HIGH ? 3 : 1; }
 
@@ -170,16 +175,20 @@ void MigrationManager::FinishLocked(Job& job) {
   job.control = nullptr;
   job.body = nullptr;
   if (job.thread.joinable()) done_threads_.push_back(std::move(job.thread));
-  // The history keeps the last event (it carries the statistics), not the progress trail.
-  while (job.events.size() > 1) {
-    job.events.pop_front();
-    ++job.first_event;
-  }
   auto it = active_.find(job.spec.id);
   if (it == active_.end()) return;
   history_.push_back(std::move(it->second));
   active_.erase(it);
   while (history_.size() > options_.history) history_.pop_front();
+  // Older finished jobs keep only their last event (it carries the statistics); the newest keep
+  // their trail for watchers that are still catching up.
+  if (history_.size() > kFullTrailJobs) {
+    Job& older = *history_[history_.size() - 1 - kFullTrailJobs];
+    while (older.events.size() > 1) {
+      older.events.pop_front();
+      ++older.first_event;
+    }
+  }
   AdmitQueuedLocked();
 }
 

@@ -93,8 +93,32 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
   v1::PeerMessage msg;
   grpc::Status result = grpc::Status::OK;
   uint64_t stream_bytes = 0;
+  std::shared_ptr<MigrationJob> job;  // this host's slot for the migration (docs/jobs.md)
   while (stream->Read(&msg)) {
     stream_bytes += msg.ByteSizeLong();
+    if (msg.has_start() && !job) {
+      // Admission before anything is reserved: beyond the host's limit the start is refused at once.
+      JobSpec spec{msg.start().migration_id(), msg.start().spec().name(), msg.start().source_agent(), {}};
+      auto admitted = ctx_.migrations->AdmitIncoming(spec);
+      if (!admitted.ok()) {
+        std::string why = absl::StrCat("destination ", ctx_.config.name, " refused the migration: ",
+                                       admitted.status().message());
+        spdlog::warn("event=migration_in_refused migration={} error=\"{}\"", spec.id, why);
+        v1::PeerReply r;
+        r.mutable_error()->set_code(v1::PEER_ERROR_CODE_RESOURCE);
+        r.mutable_error()->set_message(why);
+        write(r);
+        result = grpc::Status(absl::IsResourceExhausted(admitted.status()) ? grpc::StatusCode::RESOURCE_EXHAUSTED
+                                                                           : grpc::StatusCode::FAILED_PRECONDITION,
+                              why);
+        break;
+      }
+      job = *admitted;
+      v1::MigrationEvent e;
+      e.set_phase(v1::MIGRATION_PHASE_SETUP);
+      e.set_message(absl::StrCat("incoming from ", spec.peer));
+      job->Record(e);
+    }
     std::optional<v1::PeerReply> reply = receiver.Handle(msg);
     if (reply) write(*reply);
     if (reply && reply->has_resumed()) {
@@ -126,6 +150,20 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
   }
   ctx_.observer->OnIncomingMigrationEnd(
       {receiver.state() == MigrationReceiver::State::kResumed, receiver.counters().pages, stream_bytes});
+  if (job) {
+    v1::MigrationEvent e;
+    const bool resumed = receiver.state() == MigrationReceiver::State::kResumed;
+    e.set_phase(resumed ? v1::MIGRATION_PHASE_COMPLETED : v1::MIGRATION_PHASE_FAILED);
+    e.set_progress(resumed ? 1.0 : 0.0);
+    if (resumed) {
+      e.set_message("the VM runs here");
+    } else {
+      e.set_error(result.error_message());
+      e.set_message("the half-received VM was discarded");
+    }
+    job->Record(e);
+    ctx_.migrations->FinishIncoming(*job);
+  }
   return result;
 }
 

@@ -61,6 +61,7 @@ class SwitchoverPlanner {
  public:
   explicit SwitchoverPlanner(const ConvergenceOptions& o);
   DecisionWithReason AfterRound(const RoundOutcome& r);
+  void set_max_downtime_ms(double ms) { options_.max_downtime_ms = ms; }  // changed live (SetMigration)
 
  private:
   ConvergenceOptions options_;

@@ -101,6 +101,7 @@ struct DataSender::Round {
   uint64_t num_chunks = 0;
   std::atomic<uint64_t> next_chunk{0};
   std::vector<WireRun> holes;  // sent by connection 0
+  LinkShareMembership* share = nullptr;  // this round's place in the host's link share
 };
 
 DataSender::DataSender(DataSenderOptions options) : options_(std::move(options)) {}
@@ -185,7 +186,9 @@ void DataSender::Fail(const absl::Status& st) {
 
 absl::Status DataSender::SendRound(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t round,
                                    const DirtyBitmap* populated, RoundCounters& out) {
+  LinkShareMembership share(options_.link_share, options_.link_weight);
   Round r;
+  r.share = &share;
   r.mem = &mem;
   r.pages = &pages;
   r.populated = populated;
@@ -295,6 +298,7 @@ absl::Status DataSender::SendWork(Conn& c, Round& r) {
       slot.iov.insert(slot.iov.end(), data.begin(), data.end());
       slot.bytes = table_bytes + data_bytes;
     }
+    r.share->Acquire(slot.bytes);  // concurrent migrations take turns by weight
     {
       std::lock_guard<std::mutex> lock(limiter_mu_);
       if (limiter_) limiter_->Consume(slot.bytes);

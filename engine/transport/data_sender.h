@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/migration/bandwidth_limiter.h"
+#include "engine/migration/link_share.h"
 #include "engine/migration/page_sender.h"
 #include "engine/transport/data_wire.h"
 
@@ -32,6 +33,9 @@ struct DataSenderOptions {
   int64_t connect_timeout_ms = 5000;
   // Test seam: behave as on a kernel without IORING_OP_SENDMSG_ZC.
   bool assume_no_zero_copy = false;
+  // The host's share of the link among concurrent migrations (docs/jobs.md); null: not shared.
+  LinkShare* link_share = nullptr;
+  uint32_t link_weight = 1;
 };
 
 class DataSender : public PageSender {

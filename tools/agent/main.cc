@@ -45,6 +45,11 @@ int main(int argc, char** argv) {
   auto* data_listen_opt = app.add_option("--data-listen", data_listen,
                                          "data port HOST:PORT for incoming pages (default: --listen's host, any port)");
   uint32_t connections = 0;
+  uint32_t max_migrations = 0;
+  auto* max_migrations_opt = app.add_option("--max-migrations", max_migrations,
+                                            "migrations running at once, incoming and outgoing (default 4); "
+                                            "more outgoing ones queue, more incoming ones are refused")
+                                 ->check(CLI::Range(1, 64));
   auto* connections_opt = app.add_option("--connections", connections,
                                          "data connections per outgoing migration (default: one per core, 2..8)")
                               ->check(CLI::Range(1, 16));
@@ -75,6 +80,7 @@ int main(int argc, char** argv) {
   if (*insecure) config.insecure = true;
   if (*data_listen_opt) config.data_listen = data_listen;
   if (*connections_opt) config.connections = connections;
+  if (*max_migrations_opt) config.max_migrations = max_migrations;
   if (*metrics_listen_opt) config.metrics_listen = metrics_listen;
 
   if (json_logs) {

@@ -18,8 +18,11 @@ namespace {
 std::atomic<bool> g_interrupted{false};
 void OnSigint(int) { g_interrupted.store(true); }
 
+}  // namespace
+
 const char* PhaseName(v1::MigrationPhase p) {
   switch (p) {
+    case v1::MIGRATION_PHASE_QUEUED: return "queued";
     case v1::MIGRATION_PHASE_PRECHECK: return "precheck";
     case v1::MIGRATION_PHASE_SETUP: return "setup";
     case v1::MIGRATION_PHASE_PRECOPY: return "pre-copy";
@@ -31,6 +34,12 @@ const char* PhaseName(v1::MigrationPhase p) {
     case v1::MIGRATION_PHASE_CANCELLED: return "cancelled";
     default: return "?";
   }
+}
+
+namespace {
+
+bool Terminal(v1::MigrationPhase p) {
+  return p == v1::MIGRATION_PHASE_COMPLETED || p == v1::MIGRATION_PHASE_FAILED || p == v1::MIGRATION_PHASE_CANCELLED;
 }
 
 }  // namespace
@@ -117,7 +126,7 @@ absl::StatusOr<v1::MigrationEvent> MigrateWithProgress(v1::Agent::Stub& source, 
     last = e;
     if (quiet) continue;
     // The agent's closing event repeats the engine's final phase with the statistics attached.
-    if (e.phase() >= v1::MIGRATION_PHASE_COMPLETED && e.phase() == last_phase) continue;
+    if (Terminal(e.phase()) && e.phase() == last_phase) continue;
     shown = std::max(shown, e.progress());  // the bar never runs backwards
     if (tty) {
       int width = 30, filled = static_cast<int>(shown * width);
@@ -129,10 +138,10 @@ absl::StatusOr<v1::MigrationEvent> MigrateWithProgress(v1::Agent::Stub& source, 
                    bar.c_str(), shown * 100, PhaseName(e.phase()), e.round(), FormatBytes(e.remaining_bytes()).c_str(),
                    e.bandwidth_mibps(), ConnectionsText(e.connections()).c_str(), e.dirty_rate_mibps(),
                    e.throttle_percent(), e.eta_s());
-      if (e.phase() >= v1::MIGRATION_PHASE_COMPLETED && e.phase() != last_phase) std::fprintf(stderr, "\n");
+      if (Terminal(e.phase()) && e.phase() != last_phase) std::fprintf(stderr, "\n");
       last_phase = e.phase();
     } else if (e.phase() != last_phase ||
-               (e.round() != last_round_printed && e.phase() < v1::MIGRATION_PHASE_COMPLETED)) {
+               (e.round() != last_round_printed && !Terminal(e.phase()))) {
       std::fprintf(stderr,
                    "%3.0f%% %s round %u left %s bw %.0f MiB/s on %s dirty %.1f MiB/s throttle %u%% "
                    "expected downtime %.1f ms%s%s\n",

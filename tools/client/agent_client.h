@@ -29,5 +29,7 @@ absl::StatusOr<v1::MigrationEvent> MigrateWithProgress(v1::Agent::Stub& source, 
                                                        bool quiet);
 
 std::string FormatBytes(uint64_t bytes);
+// "queued", "pre-copy", "completed", ...
+const char* PhaseName(v1::MigrationPhase p);
 
 }  // namespace ferry::cli

@@ -64,6 +64,7 @@ struct MigrateArgs {
   uint32_t max_downtime_ms = 300, timeout_s = 0, max_rounds = 30;
   bool json = false;
   DataPathFlags data;
+  std::string priority = "standard";
 };
 
 }  // namespace
@@ -256,10 +257,14 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   migrate->add_option("--policy", m->policy, "when pre-copy cannot converge: cancel | force");
   migrate->add_flag("--json", m->json, "print the final statistics as JSON");
   AddDataPathFlags(migrate, m->data);
+  migrate->add_option("--priority", m->priority, "high | standard: share of the link while others run (docs/jobs.md)");
   migrate->callback([&g, m] {
     auto opts = BuildMigrationOptions(m->max_downtime_ms, m->max_bandwidth, m->timeout_s, m->max_rounds, m->policy);
     if (!opts.ok()) return void(g.exit_code = Fail(opts.status(), "vm migrate", m->json));
     if (absl::Status st = ApplyDataPathFlags(m->data, *opts); !st.ok()) return void(g.exit_code = Fail(st, "vm migrate", m->json));
+    auto priority = ParsePriority(m->priority);
+    if (!priority.ok()) return void(g.exit_code = Fail(priority.status(), "vm migrate", m->json));
+    opts->set_priority(*priority);
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
     if (!stub.ok()) return void(g.exit_code = Fail(stub.status(), "vm migrate", m->json));
     v1::MigrateRequest req;

@@ -54,6 +54,10 @@ void AddAgentCommands(CLI::App& app, Globals& g);     // vm create|list|show|sto
 void AddPrecheckCommands(CLI::App& app, Globals& g);  // precheck --vm --source --destination, host cpu-baseline
 void AddDemoCommand(CLI::App& app, Globals& g);       // demo
 void AddCertsCommands(CLI::App& app, Globals& g);     // certs ...
+void AddMigrationCommands(CLI::App& app, Globals& g); // migration list|show|watch|cancel|set (jobs on --agent)
+
+// --priority high|standard (an error names the flag).
+absl::StatusOr<v1::MigrationPriority> ParsePriority(const std::string& text);
 
 // The agent form of `precheck` (`migrate --agent A precheck VM --to B [--json]`) shares the
 // subcommand AddPrecheckCommands creates (options VM, --to, --json); the agent commands plug in

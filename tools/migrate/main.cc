@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   AddPrecheckCommands(app, g);
   AddDemoCommand(app, g);
   AddCertsCommands(app, g);
+  AddMigrationCommands(app, g);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
