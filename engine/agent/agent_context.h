@@ -11,6 +11,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "engine/agent/agent_config.h"
+#include "engine/agent/incoming_commits.h"
+#include "engine/agent/unconfirmed_commits.h"
 #include "engine/agent/agent_observer.h"
 #include "engine/agent/link_history.h"
 #include "engine/agent/migration_manager.h"
@@ -28,6 +30,10 @@ struct AgentContext {
   // Every migration of this host as a job (docs/jobs.md); made by AgentServer::Start from config.
   std::unique_ptr<MigrationManager> migrations;
   LinkHistory links;  // what completed migrations to each destination carried
+  // Where each incoming migration's commit stands (Peer.QueryMigration answers from it).
+  IncomingCommits incoming_commits;
+  // Outgoing migrations whose commit nobody confirmed: their VMs wait here, paused.
+  UnconfirmedCommits unconfirmed_commits;
   // Told of migration events, arrivals, precheck findings (the agent's metrics when they are on).
   AgentObserver* observer = &NoAgentObserver();
   // Opens a channel to another agent (TLS-aware); expected_name is the peer's certificate name.

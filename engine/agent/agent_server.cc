@@ -9,6 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "engine/agent/peer_keepalive.h"
 
 namespace ferry {
 
@@ -58,6 +59,7 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
   s->agent_service_ = std::make_unique<AgentService>(s->ctx_);
   s->peer_service_ = std::make_unique<PeerService>(s->ctx_);
   grpc::ServerBuilder builder;
+  AddPeerKeepalive(builder);  // a source that goes silent is dropped (and its half-received VM)
   builder.AddListeningPort(s->ctx_.config.listen, server_credentials, &s->port_);
   builder.RegisterService(s->agent_service_.get());
   builder.RegisterService(s->peer_service_.get());

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/agent/commit_resolver.h"
 #include "engine/agent/migration_precheck.h"
 #include "engine/host/cpu_model.h"
 #include "engine/agent/vm_announce.h"
@@ -200,6 +201,11 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
   config.boot_id = ctx_.boot_id;
   config.options = job.options();  // as they are now: SetMigration may have changed them while queued
   config.test_drop_one_final_page = ctx_.fault_drop_final_page;
+  // A commit whose answer was lost: the destination is asked again over a fresh connection.
+  config.ask_destination_runs_vm = [this, destination = req->destination(),
+                                    name = ExpectedPeerName(req->destination(), req->destination_name()), id] {
+    return AskDestinationRunsVm(ctx_, destination, name, id);
+  };
   if (req->options().transport() != v1::TRANSPORT_GRPC) {
     // Protocol 2: pages on data connections, proven with a fresh secret that travels only inside
     // the (mutual-TLS) control stream, and encrypted unless both agents run --insecure.
@@ -240,6 +246,10 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
   job.Detach();
   channel->reset();
   const bool left = result.outcome == SourceOutcome::kCompleted;
+  if (result.outcome == SourceOutcome::kCommitUnconfirmed) {
+    ctx_.unconfirmed_commits.Add(id, {req->vm_name(), req->destination(),
+                                      ExpectedPeerName(req->destination(), req->destination_name())});
+  }
   ctx_.vms.EndMigrationOut(req->vm_name(), left);
   if (left) ctx_.links.Record(req->destination(), req->options(), result.stats);
 

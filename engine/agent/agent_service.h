@@ -27,6 +27,9 @@ class AgentService final : public v1::Agent::Service {
   grpc::Status GetHostInfo(grpc::ServerContext*, const v1::GetHostInfoRequest*, v1::HostInfo*) override;
   grpc::Status AnnounceVm(grpc::ServerContext*, const v1::AnnounceVmRequest*, v1::AnnounceVmResponse*) override;
   grpc::Status Precheck(grpc::ServerContext*, const v1::PrecheckRequest*, v1::PrecheckReport*) override;
+  // agent_resolve.cc
+  grpc::Status ResolveMigration(grpc::ServerContext*, const v1::ResolveMigrationRequest*,
+                                v1::ResolveMigrationResponse*) override;
 
  private:
   // An outgoing migration job's body, on the job's own thread (docs/jobs.md).

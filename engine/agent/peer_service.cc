@@ -93,6 +93,7 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
   v1::PeerMessage msg;
   grpc::Status result = grpc::Status::OK;
   uint64_t stream_bytes = 0;
+  std::string begun_id;  // the migration this stream carries, once its start arrived
   std::shared_ptr<MigrationJob> job;  // this host's slot for the migration (docs/jobs.md)
   while (stream->Read(&msg)) {
     stream_bytes += msg.ByteSizeLong();
@@ -119,7 +120,27 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
       e.set_message(absl::StrCat("incoming from ", spec.peer));
       job->Record(e);
     }
+    if (msg.has_start() && begun_id.empty()) {
+      begun_id = msg.start().migration_id();
+      if (!ctx_.incoming_commits.Begin(begun_id, [context] { context->TryCancel(); })) {
+        result = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                              absl::StrCat("migration ", begun_id, " was fenced here (its source asked whether it runs)"));
+        break;
+      }
+    }
+    // The commit and a source's Peer.QueryMigration exclude each other: a fenced migration is
+    // never resumed here.
+    const bool commit = msg.has_commit();
+    if (commit && !ctx_.incoming_commits.BeginCommit(begun_id)) {
+      v1::PeerReply fenced;
+      fenced.mutable_error()->set_code(v1::PEER_ERROR_CODE_BAD_MESSAGE);
+      fenced.mutable_error()->set_message("commit refused: the source already asked and was told the VM does not run here");
+      write(fenced);
+      result = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, fenced.error().message());
+      break;
+    }
     std::optional<v1::PeerReply> reply = receiver.Handle(msg);
+    if (commit) ctx_.incoming_commits.EndCommit(begun_id, receiver.state() == MigrationReceiver::State::kResumed);
     if (reply) write(*reply);
     if (reply && reply->has_resumed()) {
       // Tell the network where the VM is now (after the resume: it never delays it).
@@ -147,6 +168,9 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     receiver.OnStreamEnd();  // discards the half-received VM and its memory
     if (!reserved_name.empty()) ctx_.vms.Release(reserved_name);
     if (result.ok()) result = grpc::Status(grpc::StatusCode::ABORTED, "migration stream ended before commit");
+  }
+  if (!begun_id.empty()) {
+    ctx_.incoming_commits.End(begun_id, receiver.state() == MigrationReceiver::State::kResumed);
   }
   ctx_.observer->OnIncomingMigrationEnd(
       {receiver.state() == MigrationReceiver::State::kResumed, receiver.counters().pages, stream_bytes});

@@ -13,6 +13,9 @@ class PeerService final : public v1::Peer::Service {
                        grpc::ServerReaderWriter<v1::PeerReply, v1::PeerMessage>* stream) override;
   grpc::Status GetHostFacts(grpc::ServerContext* context, const v1::GetHostFactsRequest* req,
                             v1::HostFacts* out) override;
+  // peer_query.cc
+  grpc::Status QueryMigration(grpc::ServerContext* context, const v1::QueryMigrationRequest* req,
+                              v1::QueryMigrationReply* out) override;
 
  private:
   AgentContext& ctx_;

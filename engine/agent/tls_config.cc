@@ -13,6 +13,7 @@
 #include <ctime>
 
 #include "absl/strings/match.h"
+#include "engine/agent/peer_keepalive.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/agent/certs.h"
@@ -135,6 +136,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
   if (address.empty()) return absl::InvalidArgumentError("no address to connect to");
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> creds, MakeChannelCredentials(config));
   grpc::ChannelArguments args;
+  AddPeerKeepalive(args);  // a silent peer or link breaks the call instead of stalling it
   if (!config.insecure) {
     if (expected_peer_name.empty()) {
       return absl::InvalidArgumentError(
