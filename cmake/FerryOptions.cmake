@@ -15,6 +15,14 @@ if(FERRY_TSAN)
   target_compile_options(ferry_options INTERFACE -fsanitize=thread -fno-omit-frame-pointer)
   target_link_options(ferry_options INTERFACE -fsanitize=thread)
 endif()
+if(FERRY_FUZZ)
+  # libFuzzer coverage plus ASan+UBSan on Ferry's code; tests/fuzz links the fuzzer's main.
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "FERRY_FUZZ needs clang (-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang)")
+  endif()
+  target_compile_options(ferry_options INTERFACE -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  target_link_options(ferry_options INTERFACE -fsanitize=address,undefined)
+endif()
 target_include_directories(ferry_options INTERFACE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
 
 # ferry_library(NAME DEPS...): a library of every *.cc in the calling directory, linking DEPS.

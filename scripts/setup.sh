@@ -10,6 +10,7 @@ PACKAGES=(
   libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libzstd-dev libxxhash-dev
   nlohmann-json3-dev libssl-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-dev
   qemu-system-x86 gnuplot-nox iproute2 binutils
   prometheus-cpp-dev libcurl4-openssl-dev systemd dpkg-dev file
 )
