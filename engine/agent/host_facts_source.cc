@@ -38,7 +38,8 @@ uint32_t LinkSpeedOf(const std::string& address) {
 absl::StatusOr<HostFacts> AgentHostFacts(const AgentConfig& config) {
   HostFacts facts;
   if (!config.host_facts.empty()) {
-    auto loaded = LoadHostFacts(config.host_facts);
+    // The agent owns its host's view of the datastores: it writes an id into one that has none.
+    auto loaded = LoadHostFacts(config.host_facts, DatastoreIdPolicy::kCreateIfMissing);
     if (!loaded.ok()) return loaded.status();
     facts = *loaded;
   } else {

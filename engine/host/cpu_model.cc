@@ -110,30 +110,43 @@ absl::StatusOr<CpuBaseline> BaselineCpu(const std::vector<HostFacts>& hosts) {
   if (hosts.empty()) return absl::InvalidArgumentError("cpu-baseline needs at least one host");
   CpuBaseline b;
   std::set<std::string> common(hosts[0].cpu_features.begin(), hosts[0].cpu_features.end());
-  b.vendor = hosts[0].cpu_vendor;
   for (const HostFacts& h : hosts) {
     std::set<std::string> next;
     for (const std::string& f : h.cpu_features) {
       if (common.count(f)) next.insert(f);
     }
     common = std::move(next);
-    if (h.cpu_vendor != b.vendor) b.vendor.clear();
+    if (h.cpu_vendor.empty()) continue;
+    if (b.vendor.empty() && !b.vendors_differ) {
+      b.vendor = h.cpu_vendor;
+    } else if (h.cpu_vendor != b.vendor) {
+      b.vendors_differ = true;
+    }
   }
+  if (b.vendors_differ) b.vendor.clear();
   b.features = Sorted(common);
+  // A guest of 64-bit hosts pinned to a 32-bit model could not run a 64-bit kernel.
+  bool long_mode = common.count("lm") > 0;
   ASSIGN_OR_RETURN(std::vector<std::string> models, KnownCpuModels());
-  size_t best_size = 0;
   std::vector<std::string> best_features;
   for (const std::string& m : models) {
     ASSIGN_OR_RETURN(std::vector<std::string> fs, ExpandCpuModel(m));
     bool fits = std::all_of(fs.begin(), fs.end(), [&](const std::string& f) { return common.count(f) > 0; });
-    if (fits && fs.size() > best_size) {
-      best_size = fs.size();
+    if (long_mode && !std::binary_search(fs.begin(), fs.end(), "lm")) fits = false;
+    if (fits && (b.model.empty() || fs.size() > best_features.size())) {
       b.model = m;
-      best_features = fs;
+      best_features = std::move(fs);
     }
   }
   for (const std::string& f : b.features) {
     if (!std::binary_search(best_features.begin(), best_features.end(), f)) b.extra.push_back(f);
+  }
+  for (const HostFacts& h : hosts) {
+    HostCpuLoss loss{h.name, h.cpu_vendor, {}};
+    for (const std::string& f : Sorted({h.cpu_features.begin(), h.cpu_features.end()})) {
+      if (!std::binary_search(best_features.begin(), best_features.end(), f)) loss.loses.push_back(f);
+    }
+    b.hosts.push_back(std::move(loss));
   }
   return b;
 }

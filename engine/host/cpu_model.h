@@ -23,11 +23,23 @@ absl::StatusOr<std::vector<std::string>> KnownCpuModels();
 // A VM without a cpu section is left as is: it gets the source host's set.
 absl::Status ResolveVmCpu(VmSpec& vm, const std::string& origin);
 
+// What pinning VMs to the baseline model costs one host.
+struct HostCpuLoss {
+  std::string name;
+  std::string vendor;               // "" when its facts name none
+  std::vector<std::string> loses;  // features the host has that the model lacks
+};
+
 struct CpuBaseline {
-  std::string model;                  // the largest named model every host supports ("" if none)
-  std::string vendor;                 // common vendor, "" when the hosts differ
+  // The newest named model or x86-64 level (the one with the most features; CPU generations add
+  // features) inside every host's set; never one without long mode ("lm") when every host has it.
+  // "" if none fits.
+  std::string model;
+  std::string vendor;                 // the vendor of every host that names one; "" if none do or they differ
+  bool vendors_differ = false;        // two hosts name different vendors
   std::vector<std::string> features;  // every feature all hosts have
   std::vector<std::string> extra;     // features beyond the model's
+  std::vector<HostCpuLoss> hosts;     // in the order given
 };
 
 // Features common to all `hosts`, and the best named model within them.

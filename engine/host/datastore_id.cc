@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -37,21 +38,14 @@ absl::StatusOr<std::string> ReadId(const std::string& file) {
   return id;
 }
 
-}  // namespace
-
-absl::StatusOr<std::string> DatastoreUuid(const std::string& dir) {
-  struct stat st;
-  if (stat(dir.c_str(), &st) != 0) return ErrnoError(absl::StrCat("datastore ", dir));
-  if (!S_ISDIR(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat("datastore ", dir, ": not a directory"));
-  std::string file = absl::StrCat(dir, "/", kDatastoreIdFile);
-  if (access(file.c_str(), F_OK) == 0) return ReadId(file);
-  // First use: write to a temp file and link it into place, so a concurrent first use by another
-  // host either wins or reads the winner's id, never a half-written file.
+// First use: write to a temp file and link it into place, so a concurrent first use by another
+// host either wins or reads the winner's id, never a half-written file.
+absl::StatusOr<std::string> CreateId(const std::string& dir, const std::string& file) {
   ASSIGN_OR_RETURN(std::string id, NewUuid());
   std::string tmp = absl::StrCat(file, ".tmp.", getpid());
   {
     UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd.valid()) return ErrnoError(absl::StrCat("create ", tmp));
+    if (!fd.valid()) return ErrnoError(absl::StrCat("datastore ", dir, ": create ", tmp));
     std::string line = id + "\n";
     if (write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
         fsync(fd.get()) != 0) {
@@ -65,6 +59,34 @@ absl::StatusOr<std::string> DatastoreUuid(const std::string& dir) {
   unlink(tmp.c_str());
   if (rc != 0 && err != EEXIST) return ErrnoError(absl::StrCat("create ", file), err);
   return ReadId(file);
+}
+
+}  // namespace
+
+absl::StatusOr<DatastoreIdentity> IdentifyDatastore(const std::string& dir, DatastoreIdPolicy policy) {
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) return ErrnoError(absl::StrCat("datastore ", dir));
+  if (!S_ISDIR(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat("datastore ", dir, ": not a directory"));
+  DatastoreIdentity id;
+  struct statvfs fs;
+  id.read_only = statvfs(dir.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY) != 0;
+  std::string file = absl::StrCat(dir, "/", kDatastoreIdFile);
+  if (access(file.c_str(), F_OK) == 0) {
+    ASSIGN_OR_RETURN(id.uuid, ReadId(file));
+    return id;
+  }
+  if (policy == DatastoreIdPolicy::kReadOnly || id.read_only) return id;
+  ASSIGN_OR_RETURN(id.uuid, CreateId(dir, file));
+  return id;
+}
+
+absl::StatusOr<std::string> DatastoreUuid(const std::string& dir) {
+  ASSIGN_OR_RETURN(DatastoreIdentity id, IdentifyDatastore(dir, DatastoreIdPolicy::kCreateIfMissing));
+  if (id.uuid.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("datastore ", dir, " is read-only here and has no ", kDatastoreIdFile));
+  }
+  return id.uuid;
 }
 
 }  // namespace ferry

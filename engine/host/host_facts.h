@@ -12,7 +12,8 @@ namespace ferry {
 struct DatastoreFacts {
   std::string name;
   std::string path;  // where this host mounts it
-  std::string uuid;  // identity stored inside the datastore: equal uuid = the same storage
+  std::string uuid;  // identity stored inside the datastore: equal uuid = the same storage; "" = none yet
+  bool read_only = false;  // mounted read-only on this host
 };
 
 struct VirtualSwitchFacts {
@@ -35,6 +36,9 @@ struct DiskAccessFacts {
 
 struct HostFacts {
   std::string name;
+  // The host file or libvirt:URI these facts were loaded from, as given (what `migrate host
+  // cpu-baseline` takes); "" for facts that came from an agent. Not sent on the wire.
+  std::string origin;
   std::string cpu_vendor;                 // "GenuineIntel", "AuthenticAMD"
   std::vector<std::string> cpu_features;  // libvirt names, sorted
   uint64_t memory_total_bytes = 0;

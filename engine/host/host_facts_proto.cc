@@ -14,6 +14,7 @@ v1::HostFacts HostFactsToProto(const HostFacts& f) {
     d->set_name(ds.name);
     d->set_path(ds.path);
     d->set_uuid(ds.uuid);
+    d->set_read_only(ds.read_only);
   }
   for (const VirtualSwitchFacts& sw : f.vswitches) {
     v1::VirtualSwitch* s = p.add_vswitches();
@@ -43,7 +44,7 @@ HostFacts HostFactsFromProto(const v1::HostFacts& p) {
   f.cpu_features.assign(p.cpu_features().begin(), p.cpu_features().end());
   f.memory_total_bytes = p.memory_total_bytes();
   f.memory_free_bytes = p.memory_free_bytes();
-  for (const v1::Datastore& d : p.datastores()) f.datastores.push_back({d.name(), d.path(), d.uuid()});
+  for (const v1::Datastore& d : p.datastores()) f.datastores.push_back({d.name(), d.path(), d.uuid(), d.read_only()});
   for (const v1::VirtualSwitch& s : p.vswitches()) {
     VirtualSwitchFacts sw;
     sw.name = s.name();

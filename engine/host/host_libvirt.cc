@@ -1,5 +1,9 @@
+#include <libxml/uri.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -12,7 +16,47 @@
 namespace ferry {
 namespace {
 
-absl::Status LoadPools(virConnectPtr conn, const std::string& uri, HostFacts& h) {
+// The URI as libxml2 (libvirt's own URI parser) reads it.
+struct LibvirtUri {
+  std::string scheme, server, path;
+};
+
+// A test-driver description is a file named by absolute path (test:///abs/node.xml): test://dir/x
+// would make libvirt dial a remote host "dir" over TLS and fail asking for a CA certificate.
+absl::StatusOr<LibvirtUri> CheckLibvirtUri(const std::string& uri) {
+  xmlURIPtr parsed = xmlParseURI(uri.c_str());
+  if (parsed == nullptr || parsed->scheme == nullptr) {
+    xmlFreeURI(parsed);
+    return absl::InvalidArgumentError(
+        absl::StrCat("libvirt:", uri, ": not a libvirt URI (e.g. libvirt:qemu:///system, libvirt:test:///abs/node.xml)"));
+  }
+  LibvirtUri u{parsed->scheme, parsed->server ? parsed->server : "", parsed->path ? parsed->path : ""};
+  xmlFreeURI(parsed);
+  if (u.scheme != "test" || u.path == "/default") return u;
+  if (!u.server.empty()) {
+    std::string relative = absl::StrCat(u.server, u.path);
+    std::error_code ec;
+    std::string hint;
+    if (std::filesystem::exists(relative, ec)) {
+      hint = absl::StrCat(" (here: libvirt:test://", std::filesystem::absolute(relative, ec).string(), ")");
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "libvirt:", uri, ": '", u.server,
+        "' would be a remote host; a node description file is named by its absolute path, "
+        "libvirt:test:///ABS/PATH.xml", hint));
+  }
+  if (access(u.path.c_str(), R_OK) != 0) return ErrnoError(absl::StrCat("libvirt:", uri, ": ", u.path));
+  return u;
+}
+
+// "" when only libvirt can tell (a local hypervisor: this machine).
+std::string HostNameOf(const LibvirtUri& u) {
+  if (!u.server.empty()) return u.server;
+  if (u.scheme == "test" && u.path != "/default") return std::filesystem::path(u.path).stem().string();
+  return "";
+}
+
+absl::Status LoadPools(virConnectPtr conn, const std::string& uri, DatastoreIdPolicy datastore_ids, HostFacts& h) {
   virStoragePoolPtr* pools = nullptr;
   int n = virConnectListAllStoragePools(conn, &pools, VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE);
   if (n < 0) return LibvirtError(absl::StrCat(uri, ": list storage pools"));
@@ -26,12 +70,13 @@ absl::Status LoadPools(virConnectPtr conn, const std::string& uri, HostFacts& h)
       } else if (std::string path = doc->First("/pool/target/path"); !path.empty()) {
         // Only pools with a directory are datastores (a disk pool's target is a /dev dir, fine too).
         DatastoreFacts ds{doc->First("/pool/name"), path, ""};
-        auto uuid = DatastoreUuid(path);
-        if (!uuid.ok()) {
-          status = absl::Status(uuid.status().code(),
-                                absl::StrCat(uri, ": pool '", ds.name, "': ", uuid.status().message()));
+        auto id = IdentifyDatastore(path, datastore_ids);
+        if (!id.ok()) {
+          status = absl::Status(id.status().code(),
+                                absl::StrCat(uri, ": pool '", ds.name, "': ", id.status().message()));
         } else {
-          ds.uuid = *uuid;
+          ds.uuid = id->uuid;
+          ds.read_only = id->read_only;
           h.datastores.push_back(std::move(ds));
         }
       }
@@ -148,12 +193,16 @@ absl::Status LoadMemory(virConnectPtr conn, const std::string& uri, HostFacts& h
 
 }  // namespace
 
-absl::StatusOr<HostFacts> LoadHostFactsLibvirt(const std::string& uri) {
+absl::StatusOr<HostFacts> LoadHostFactsLibvirt(const std::string& uri, DatastoreIdPolicy datastore_ids) {
+  ASSIGN_OR_RETURN(LibvirtUri parts, CheckLibvirtUri(uri));
   ASSIGN_OR_RETURN(LibvirtConn conn, OpenLibvirt(uri));
   HostFacts h;
-  ASSIGN_OR_RETURN(h.name, TakeLibvirtString(virConnectGetHostname(conn.get()), absl::StrCat(uri, ": hostname")));
+  h.name = HostNameOf(parts);
+  if (h.name.empty()) {
+    ASSIGN_OR_RETURN(h.name, TakeLibvirtString(virConnectGetHostname(conn.get()), absl::StrCat(uri, ": hostname")));
+  }
   RETURN_IF_ERROR(LoadMemory(conn.get(), uri, h));
-  RETURN_IF_ERROR(LoadPools(conn.get(), uri, h));
+  RETURN_IF_ERROR(LoadPools(conn.get(), uri, datastore_ids, h));
   RETURN_IF_ERROR(LoadNetworks(conn.get(), uri, h));
   RETURN_IF_ERROR(LoadRdmDevices(conn.get(), h));
   LoadMigrationInterface(conn.get(), h);

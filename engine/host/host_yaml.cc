@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -70,9 +72,33 @@ absl::Status LoadKvm(const YamlMap& m, HostFacts& h) {
   return absl::OkStatus();
 }
 
+// A libvirt URI or a libvirt node description where a YAML host file was expected: say how to
+// write it instead of failing to read or parse it.
+absl::Status CheckNotLibvirt(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    if (path.find("://") != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a file; a libvirt URI is written libvirt:",
+                                                     path));
+    }
+    return absl::OkStatus();  // LoadYamlFile names the missing file
+  }
+  char first = 0;
+  in >> first;  // skips whitespace
+  if (first == '<') {
+    std::error_code ec;
+    std::string abs = std::filesystem::absolute(path, ec).string();
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " is XML, not a YAML host file; a libvirt node description is read by libvirt's test driver: "
+              "libvirt:test://", abs));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<HostFacts> LoadHostFactsYaml(const std::string& path) {
+absl::StatusOr<HostFacts> LoadHostFactsYaml(const std::string& path, DatastoreIdPolicy datastore_ids) {
+  RETURN_IF_ERROR(CheckNotLibvirt(path));
   ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path));
   YamlMap m(path, "", root);
   RETURN_IF_ERROR(m.CheckKeys({"name", "cpu", "memory", "datastores", "vswitches", "rdm_devices",
@@ -97,9 +123,10 @@ absl::StatusOr<HostFacts> LoadHostFactsYaml(const std::string& path) {
     ASSIGN_OR_RETURN(ds.name, d.String("name", true));
     ASSIGN_OR_RETURN(ds.path, d.String("path", true));
     if (ds.path.empty() || ds.path[0] != '/') return d.Error("path", "must be an absolute path");
-    auto uuid = DatastoreUuid(ds.path);
-    if (!uuid.ok()) return d.Error("path", uuid.status().message());
-    ds.uuid = *uuid;
+    auto id = IdentifyDatastore(ds.path, datastore_ids);
+    if (!id.ok()) return d.Error("path", id.status().message());
+    ds.uuid = id->uuid;
+    ds.read_only = id->read_only;
     h.datastores.push_back(std::move(ds));
   }
 
@@ -128,9 +155,12 @@ absl::StatusOr<HostFacts> LoadHostFactsYaml(const std::string& path) {
   return h;
 }
 
-absl::StatusOr<HostFacts> LoadHostFacts(const std::string& spec) {
-  if (absl::StartsWith(spec, "libvirt:")) return LoadHostFactsLibvirt(spec.substr(8));
-  return LoadHostFactsYaml(spec);
+absl::StatusOr<HostFacts> LoadHostFacts(const std::string& spec, DatastoreIdPolicy datastore_ids) {
+  absl::StatusOr<HostFacts> facts = absl::StartsWith(spec, "libvirt:")
+                                        ? LoadHostFactsLibvirt(spec.substr(8), datastore_ids)
+                                        : LoadHostFactsYaml(spec, datastore_ids);
+  if (facts.ok()) facts->origin = spec;
+  return facts;
 }
 
 }  // namespace ferry

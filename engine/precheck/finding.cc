@@ -27,6 +27,7 @@ constexpr CodeName kCodes[] = {
     {FindingCode::kInsufficientMemory, "INSUFFICIENT_MEMORY"},
     {FindingCode::kKvmCapabilityMissing, "KVM_CAPABILITY_MISSING"},
     {FindingCode::kConvergenceForecast, "CONVERGENCE_FORECAST"},
+    {FindingCode::kDatastoreUnidentified, "DATASTORE_UNIDENTIFIED"},
 };
 
 }  // namespace

@@ -27,6 +27,8 @@ enum class FindingCode {
   kInsufficientMemory = 12,
   kKvmCapabilityMissing = 13,
   kConvergenceForecast = 14,
+  kDatastoreUnidentified = 15,
+  kLastFindingCode = kDatastoreUnidentified,
 };
 
 struct Finding {

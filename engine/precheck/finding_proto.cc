@@ -24,7 +24,7 @@ absl::StatusOr<Finding> FindingFromProto(const v1::Finding& p) {
   }
   int code = p.code();
   if (code < static_cast<int>(FindingCode::kCpuFeatureMissing) ||
-      code > static_cast<int>(FindingCode::kConvergenceForecast)) {
+      code > static_cast<int>(FindingCode::kLastFindingCode)) {
     return absl::InvalidArgumentError(absl::StrCat("finding has invalid code ", code));
   }
   f.code = static_cast<FindingCode>(code);

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "engine/host/datastore_id.h"
 #include "engine/host/local_host.h"
 #include "engine/vm/vm_spec_file.h"
 
@@ -50,8 +51,7 @@ class Checker {
                          "'s CPU (as its KVM offers it) lacks it; a running guest may be using it. ",
                          pinned ? "Pin the VM to a CPU model both hosts support"
                                 : "The VM has the source host's full CPU; give it a CPU model both hosts support",
-                         " (`migrate host cpu-baseline ", src_.name, " ", dst_.name,
-                         "` prints one) and restart it, or choose a destination with '", f, "'"));
+                         " (", BaselineAdvice(), ") and restart it, or choose a destination with '", f, "'"));
     }
     if (!src_.cpu_vendor.empty() && !dst_.cpu_vendor.empty() && src_.cpu_vendor != dst_.cpu_vendor) {
       Add(Severity::kWarning, FindingCode::kCpuVendorMismatch, "cpu vendor",
@@ -59,6 +59,16 @@ class Checker {
                        "; a guest that read the vendor at boot may pick vendor-specific code paths. "
                        "Prefer a destination of the same vendor"));
     }
+  }
+
+  // A command that prints a model both hosts support, runnable as printed: the hosts' own host
+  // files when the facts came from them; facts from agents name no file this machine can read.
+  std::string BaselineAdvice() const {
+    if (!src_.origin.empty() && !dst_.origin.empty()) {
+      return absl::StrCat("`migrate host cpu-baseline ", src_.origin, " ", dst_.origin, "` prints one");
+    }
+    return absl::StrCat("`migrate host cpu-baseline` with the host files of ", src_.name, " and ", dst_.name,
+                        " (each agent's host_facts) prints one");
   }
 
   void CheckMemory() {
@@ -108,6 +118,15 @@ class Checker {
       Error(not_shared, path,
             absl::StrCat(what, " ", path, " is not on any datastore of ", src_.name,
                          ", so no other host can see it; move it to a datastore shared with ", dst_.name));
+      return nullptr;
+    }
+    if (src->uuid.empty()) {
+      Error(FindingCode::kDatastoreUnidentified, path,
+            absl::StrCat(what, " ", path, " is on datastore '", src->name, "' (", src->path, "), which has no ",
+                         kDatastoreIdFile, ", so whether ", dst_.name, " sees the same storage cannot be told",
+                         src->read_only ? "; it is read-only on " : "", src->read_only ? src_.name : "",
+                         ". Start a Ferry agent on a host that mounts it read-write (the agent writes the id), "
+                         "or write one there: cat /proc/sys/kernel/random/uuid > ", src->path, "/", kDatastoreIdFile));
       return nullptr;
     }
     const DatastoreFacts* dst = DatastoreByUuid(dst_, src->uuid);

@@ -29,6 +29,7 @@ class HostFileTest : public ::testing::Test {
 
 TEST_F(HostFileTest, YamlGivesEveryFact) {
   std::string ds = tmp_.Dir("ds1");
+  ASSERT_TRUE(DatastoreUuid(ds).ok());  // identified, as an agent of a host mounting it would
   absl::StatusOr<HostFacts> h = LoadHostFacts(Yaml(R"(
 name: esx-a
 cpu: {model: Nehalem, features: [avx], mask: [popcnt], vendor: GenuineIntel}
@@ -108,6 +109,7 @@ TEST_F(HostFileTest, LibvirtTestDriverGivesDatastoresSwitchesMemoryRdmAndInterfa
   testing::LibvirtNode node;
   node.memory_kib = 4 << 20;
   node.pools = {{"shared", tmp_.Dir("shared")}};
+  ASSERT_TRUE(DatastoreUuid(tmp_.Sub("shared")).ok());
   node.nets = {{"vswitch0", "bridge", "br0", {"VM Network", "prod"}}, {"internal", "", "virbr9", {"isolated"}}};
   node.block_devices = {"/dev/sdb"};
   node.iface_ip = "192.168.0.5";

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "tests/host/test_util.h"
@@ -94,6 +96,15 @@ TEST_F(CliErrors, CpuBaselineErrorsAreJson) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.err, "");
   EXPECT_EQ(ErrorOf(r).value("file", ""), tmp_.Sub("esx-b"));
+}
+
+TEST_F(CliErrors, MissingLibvirtDescriptionIsOneLineWithoutLibxmlNoise) {
+  std::string missing = tmp_.Sub("missing.xml");
+  MigrateRun r = RunMigrate("host cpu-baseline libvirt:test://" + missing);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, StartsWith("migrate host cpu-baseline: "));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("missing.xml"));
 }
 
 TEST_F(CliErrors, AgentCommandsReportJsonErrors) {

@@ -7,6 +7,7 @@
 
 #include "engine/host/cpu_model.h"
 #include "engine/host/disk_access.h"
+#include "engine/host/datastore_id.h"
 #include "engine/host/host_file.h"
 #include "engine/host/local_host.h"
 #include "engine/precheck/precheck.h"
@@ -37,6 +38,8 @@ TEST_F(HostSources, YamlAndLibvirtDescriptionsOfOneHostGiveTheSameFindings) {
   std::string shared = tmp_.Dir("shared");
   std::string only_src = tmp_.Dir("src-local");
   std::string dst_local = tmp_.Dir("dst-local");
+  // Identified, as the agents of hosts mounting them would (loading host facts only reads ids).
+  for (const std::string& ds : {shared, only_src, dst_local}) ASSERT_TRUE(DatastoreUuid(ds).ok());
   tmp_.Write("shared/vm/disk0.img", std::string(4096, 'x'));
   tmp_.Write("src-local/vm/disk1.img", std::string(4096, 'x'));
   tmp_.Write("shared/vm/rdm.map", "m");

@@ -6,10 +6,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
+#include "engine/host/datastore_id.h"
 #include "tests/host/test_util.h"
 
 namespace ferry {
@@ -40,6 +42,7 @@ class PrecheckCli : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string shared = tmp_.Dir("shared");
+    EXPECT_TRUE(DatastoreUuid(shared).ok());  // identified, as the agent of a host mounting it would
     tmp_.Write("shared/vm1/disk0.img", std::string(8192, 'x'));
     std::string host = R"(
 memory: {total: 8GiB}
@@ -123,6 +126,39 @@ TEST_F(PrecheckCli, CpuBaselinePrintsTheCommonModel) {
   r = Migrate("host cpu-baseline " + a + " " + tmp_.Sub("none.yaml"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.out, HasSubstr("none.yaml"));
+}
+
+TEST_F(PrecheckCli, CpuAdviceNamesACommandThatWorksAsPrinted) {
+  std::string old_dst = tmp_.Write("old.yaml", "name: old\nmemory: {total: 8GiB}\ncpu: {model: Westmere, mask: [sse4.1]}\n");
+  CliRun r = Migrate("precheck --vm " + vm_ + " --source " + src_ + " --destination " + old_dst + " --json");
+  ASSERT_EQ(r.exit_code, 3) << r.out;
+  std::string advice;
+  nlohmann::json report = nlohmann::json::parse(r.out);
+  for (const auto& f : report.at("findings")) {
+    std::string m = f.at("message");
+    size_t at = m.find("`migrate host cpu-baseline ");
+    if (f.at("code") == "CPU_FEATURE_MISSING" && at != std::string::npos) {
+      advice = m.substr(at + 1, m.find('`', at + 1) - at - 1);
+    }
+  }
+  ASSERT_FALSE(advice.empty()) << r.out;
+  CliRun baseline = Migrate(advice.substr(std::string("migrate ").size()));
+  EXPECT_EQ(baseline.exit_code, 0) << advice << "\n" << baseline.out;
+  EXPECT_THAT(baseline.out, HasSubstr("model:"));
+}
+
+TEST_F(PrecheckCli, OfflinePrecheckNeverWritesIntoADatastore) {
+  std::string fresh = tmp_.Dir("fresh");
+  tmp_.Write("fresh/vm9/disk0.img", std::string(8192, 'x'));
+  std::string host = "memory: {total: 8GiB}\ndatastores: [{name: fresh, path: " + fresh + "}]\n"
+                     "migration_interface: {address: 10.0.0.9, link_speed_mbps: 10000}\n";
+  std::string a = tmp_.Write("fa.yaml", "name: fa\n" + host), b = tmp_.Write("fb.yaml", "name: fb\n" + host);
+  std::string vm = tmp_.Write("vm9.yaml", "name: vm9\nbackend: synthetic\ndisks: [{kind: file, path: " + fresh +
+                                             "/vm9/disk0.img}]\n");
+  CliRun r = Migrate("precheck --vm " + vm + " --source " + a + " --destination " + b);
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("DATASTORE_UNIDENTIFIED"));
+  EXPECT_FALSE(std::filesystem::exists(fresh + "/.ferry-datastore-id")) << r.out;
 }
 
 }  // namespace

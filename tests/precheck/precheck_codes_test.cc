@@ -86,6 +86,18 @@ TEST_F(PrecheckCodes, CpuFeatureMissing) {
   ExpectClean();
 }
 
+TEST_F(PrecheckCodes, CpuAdviceNamesTheCommandWithTheHostsOwnArguments) {
+  dst_.cpu_features = {"fpu", "lm", "popcnt", "sse2", "sse4.2"};
+  src_.origin = "hosts/esx-a.yaml";
+  dst_.origin = "libvirt:test:///etc/esx-b.xml";
+  Finding f = ExpectOnly(FindingCode::kCpuFeatureMissing, Severity::kError);
+  EXPECT_THAT(f.message, HasSubstr("`migrate host cpu-baseline hosts/esx-a.yaml libvirt:test:///etc/esx-b.xml`"));
+  // Facts from agents carry no host file: never a command made of host names that fails.
+  src_.origin = dst_.origin = "";
+  f = ExpectOnly(FindingCode::kCpuFeatureMissing, Severity::kError);
+  EXPECT_THAT(f.message, ::testing::Not(HasSubstr("cpu-baseline src dst")));
+}
+
 TEST_F(PrecheckCodes, UnexpandedCpuModelIsNeverASilentPass) {
   vm_.cpu.model = "Nehalem";
   Finding f = ExpectOnly(FindingCode::kCpuFeatureMissing, Severity::kError);
@@ -108,6 +120,20 @@ TEST_F(PrecheckCodes, DatastoreNotShared) {
   // Fixed: the destination mounts the same storage, at another path.
   fs::create_directory_symlink(shared_, tmp_.Sub("mnt-shared"));
   dst_.datastores.push_back({"shared", tmp_.Sub("mnt-shared"), *DatastoreUuid(tmp_.Sub("mnt-shared"))});
+  ExpectClean();
+}
+
+TEST_F(PrecheckCodes, DatastoreUnidentified) {
+  // Nobody has written an id into the datastore yet (the offline precheck never does).
+  src_.datastores[0].uuid = "";
+  dst_.datastores[0].uuid = "";
+  Finding f = ExpectOnly(FindingCode::kDatastoreUnidentified, Severity::kError);
+  EXPECT_EQ(f.subject, disk_);
+  EXPECT_THAT(f.message, HasSubstr(kDatastoreIdFile));
+  EXPECT_THAT(f.message, ::testing::Not(HasSubstr("read-only")));
+  src_.datastores[0].read_only = true;
+  EXPECT_THAT(ExpectOnly(FindingCode::kDatastoreUnidentified, Severity::kError).message, HasSubstr("read-only"));
+  src_.datastores[0].uuid = dst_.datastores[0].uuid = *DatastoreUuid(shared_);
   ExpectClean();
 }
 
@@ -241,7 +267,7 @@ TEST_F(PrecheckCodes, FindingsSurviveTheWireAndZeroIsInvalid) {
   EXPECT_FALSE(FindingFromProto(unspecified).ok());
   unspecified.set_severity(v1::FINDING_SEVERITY_ERROR);
   EXPECT_FALSE(FindingFromProto(unspecified).ok()) << "code UNSPECIFIED must be rejected";
-  for (int c = 1; c <= 13; ++c) {
+  for (int c = 1; c <= static_cast<int>(FindingCode::kLastFindingCode); ++c) {
     EXPECT_EQ(FindingCodeFromName(FindingCodeName(static_cast<FindingCode>(c))).value(), static_cast<FindingCode>(c));
     EXPECT_EQ(v1::FindingCode_Name(static_cast<v1::FindingCode>(c)),
               std::string("FINDING_CODE_") + FindingCodeName(static_cast<FindingCode>(c)));

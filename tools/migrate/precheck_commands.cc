@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/host/cpu_model.h"
 #include "engine/host/disk_access.h"
@@ -50,6 +51,14 @@ int RunOfflinePrecheck(const PrecheckArgs& a) {
   return PrintFindings(RunPrechecks(*vm, *src, *dst), a.json);
 }
 
+std::string VendorLine(const CpuBaseline& b) {
+  if (!b.vendor.empty()) return b.vendor;
+  if (!b.vendors_differ) return "(not given by the host facts)";
+  std::vector<std::string> each;
+  for (const HostCpuLoss& h : b.hosts) each.push_back(absl::StrCat(h.name, " ", h.vendor.empty() ? "?" : h.vendor));
+  return absl::StrCat("(hosts differ: ", absl::StrJoin(each, ", "), ")");
+}
+
 int RunCpuBaseline(const std::vector<std::string>& hosts, bool json) {
   std::vector<HostFacts> facts;
   for (const std::string& h : hosts) {
@@ -60,14 +69,25 @@ int RunCpuBaseline(const std::vector<std::string>& hosts, bool json) {
   absl::StatusOr<CpuBaseline> b = BaselineCpu(facts);
   if (!b.ok()) return ReportError("host cpu-baseline", b.status(), json);
   if (json) {
-    nlohmann::json j{{"model", b->model}, {"vendor", b->vendor}, {"features", b->features}, {"extra", b->extra}};
+    nlohmann::ordered_json hosts_json = nlohmann::ordered_json::array();
+    for (const HostCpuLoss& h : b->hosts) hosts_json.push_back({{"name", h.name}, {"vendor", h.vendor}, {"loses", h.loses}});
+    nlohmann::ordered_json j{{"model", b->model},        {"vendor", b->vendor}, {"vendors_differ", b->vendors_differ},
+                             {"features", b->features},  {"extra", b->extra},   {"hosts", hosts_json}};
     std::cout << j.dump(2) << "\n";
-  } else {
-    std::cout << "model:    " << (b->model.empty() ? "(none fits)" : b->model) << "\n"
-              << "vendor:   " << (b->vendor.empty() ? "(hosts differ)" : b->vendor) << "\n"
-              << "features: " << absl::StrJoin(b->features, " ") << "\n"
-              << "beyond the model: " << absl::StrJoin(b->extra, " ") << "\n"
-              << "Pin VMs with  cpu: {model: " << b->model << "}  to move freely between these hosts.\n";
+    return 0;
+  }
+  std::cout << "model:    " << (b->model.empty() ? "(none fits)" : b->model) << "\n"
+            << "vendor:   " << VendorLine(*b) << "\n"
+            << "features: " << absl::StrJoin(b->features, " ") << "\n"
+            << "beyond the model: " << (b->extra.empty() ? "(none)" : absl::StrJoin(b->extra, " ")) << "\n";
+  if (b->model.empty()) return 0;
+  std::cout << "Pin VMs with  cpu: {model: " << b->model << "}  to move freely between these hosts. Each host loses:\n";
+  for (const HostCpuLoss& h : b->hosts) {
+    std::cout << "  " << h.name << ": " << (h.loses.empty() ? "nothing" : absl::StrJoin(h.loses, " ")) << "\n";
+  }
+  if (!b->extra.empty()) {
+    std::cout << "Every host also has the features beyond the model: keep those a guest needs with  cpu: {model: "
+              << b->model << ", features: [...]}.\n";
   }
   return 0;
 }
