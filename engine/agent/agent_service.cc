@@ -10,6 +10,8 @@
 #include "engine/agent/migration_precheck.h"
 #include "engine/host/cpu_model.h"
 #include "engine/agent/vm_announce.h"
+#include "engine/agent/vm_directory.h"
+#include "engine/base/error_text.h"
 #include "engine/base/status.h"
 #include "engine/migration/protocol.h"
 #include "engine/precheck/finding_proto.h"
@@ -43,7 +45,7 @@ class SourceControl : public MigrationControl {
 };
 
 grpc::Status NotFound(const std::string& name) {
-  return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no VM named '", name, "' on this agent"));
+  return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no VM named ", QuotedForError(name), " on this agent"));
 }
 
 }  // namespace
@@ -57,7 +59,12 @@ grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequ
     return ToGrpcStatus(absl::InvalidArgumentError(st.message()));
   }
   if (absl::Status reserved = ctx_.vms.Reserve(spec->name); !reserved.ok()) return ToGrpcStatus(reserved);
-  spec->console_log_path = PrepareConsoleLogPath(ctx_.config, spec->name);
+  auto vm_dir = VmDirectoryClaim::Create(ctx_.config, spec->name);
+  if (!vm_dir.ok()) {
+    ctx_.vms.Release(spec->name);
+    return ToGrpcStatus(vm_dir.status());
+  }
+  spec->console_log_path = vm_dir->console_log_path();
   auto vm = CreateVmForBoot(*spec);
   if (!vm.ok()) {
     ctx_.vms.Release(spec->name);
@@ -73,6 +80,7 @@ grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequ
   if (absl::Status st = ctx_.vms.Adopt(spec->name, std::move(*vm), {spec->console_log_path, ""}); !st.ok()) {
     return ToGrpcStatus(st);
   }
+  vm_dir->Keep();
   spdlog::info("event=vm_created vm={} memory_mib={} backend={}", spec->name, spec->memory_bytes >> 20,
                spec->backend == Backend::kKvm ? "kvm" : "synthetic");
   if (auto e = ctx_.vms.Find(spec->name)) *out = DescribeVm(spec->name, *e);

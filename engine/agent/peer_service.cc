@@ -2,12 +2,18 @@
 
 
 #include <mutex>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "engine/agent/host_facts_source.h"
 #include "engine/agent/vm_announce.h"
+#include "engine/agent/vm_directory.h"
+#include "engine/base/status.h"
+#include "engine/host/cpu_offer.h"
+#include "engine/host/host_memory.h"
+#include "engine/host/local_host.h"
 #include "engine/agent/tls_config.h"
 #include "engine/host/disk_access.h"
 #include "engine/host/host_facts_proto.h"
@@ -39,22 +45,27 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     return peer;
   }
   std::string reserved_name;
-  std::string console_log_path;
+  std::optional<VmDirectoryClaim> vm_dir;  // removed again unless the VM ends up running here
   VmSpec arrived_spec;  // for the announcement once it runs here
   ReceiverHooks hooks;
   hooks.agent_name = ctx_.config.name;
   hooks.boot_id = ctx_.boot_id;
   hooks.create_vm = [&](const VmSpec& incoming) -> absl::StatusOr<std::unique_ptr<Vm>> {
-    if (absl::Status st = ctx_.vms.Reserve(incoming.name); !st.ok()) return st;
+    // Nothing is created for a VM this host cannot run: its CPU features and its memory first.
+    RETURN_IF_ERROR(CheckCpuFeaturesOffered(incoming.cpu.features, ProbeLocalCpu().features));
+    ASSIGN_OR_RETURN(uint64_t available, ReadMemAvailableBytes());
+    RETURN_IF_ERROR(ctx_.vms.ReserveWithMemory(incoming.name, incoming.memory_bytes, available));
     reserved_name = incoming.name;
+    ASSIGN_OR_RETURN(VmDirectoryClaim claim, VmDirectoryClaim::Create(ctx_.config, incoming.name));
+    vm_dir.emplace(std::move(claim));
     VmSpec spec = incoming;
-    spec.console_log_path = PrepareConsoleLogPath(ctx_.config, spec.name);
-    console_log_path = spec.console_log_path;
+    spec.console_log_path = vm_dir->console_log_path();
     return CreateVmForRestore(spec);
   };
   hooks.adopt_vm = [&](std::unique_ptr<Vm> vm, const v1::StartMigration& start) {
     arrived_spec = vm->spec();
-    if (absl::Status st = ctx_.vms.Adopt(reserved_name, std::move(vm), {console_log_path, start.migration_id()});
+    vm_dir->Keep();
+    if (absl::Status st = ctx_.vms.Adopt(reserved_name, std::move(vm), {vm_dir->console_log_path(), start.migration_id()});
         !st.ok()) {
       spdlog::error("event=migration_in_adopt_failed vm={} error=\"{}\"", reserved_name, std::string(st.message()));
     }

@@ -8,6 +8,7 @@
 #include <sys/sysinfo.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/memory/prefault.h"
 #include "engine/base/status.h"
 
 namespace ferry {
@@ -60,15 +61,7 @@ void GuestMemory::Prefault(const std::atomic<bool>* stop) {
   for (uint64_t off = 0; off < size_; off += kStep) {
     if (stop && stop->load(std::memory_order_relaxed)) return;
     uint64_t len = std::min(kStep, size_ - off);
-    // MADV_POPULATE_WRITE allocates and maps the range in one call (Linux 5.14+); fall back to
-    // touching each page. Either leaves the content as it is.
-#ifdef MADV_POPULATE_WRITE
-    if (madvise(base_ + off, len, MADV_POPULATE_WRITE) == 0) continue;
-#endif
-    for (uint64_t p = off; p < off + len; p += kPageSize) {
-      volatile uint8_t* b = base_ + p;
-      *b = *b;
-    }
+    PrefaultRange(base_ + off, len);  // leaves the content as it is, even while others write
   }
 }
 

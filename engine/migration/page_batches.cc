@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "engine/migration/protocol.h"
 
 namespace ferry {
 namespace {
@@ -69,6 +70,12 @@ bool EncodeDirtyPages(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t
 
 absl::Status ApplyMemoryBatch(const v1::MemoryBatch& batch, GuestMemory& mem, BatchCounters* counters) {
   const uint64_t num_pages = mem.num_pages();
+  uint64_t data_bytes = 0;
+  for (const v1::PageRun& run : batch.runs()) data_bytes += run.data().size();
+  if (data_bytes > kMaxBatchDataBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("memory batch carries ", data_bytes, " bytes of page data; the limit is ",
+                                                   kMaxBatchDataBytes, " (docs/wire_protocol.md)"));
+  }
   for (const v1::PageRun& run : batch.runs()) {
     if (run.count() == 0) return absl::InvalidArgumentError("page run with count 0");
     if (run.first_page() >= num_pages || run.count() > num_pages - run.first_page()) {

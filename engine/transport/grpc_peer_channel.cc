@@ -1,12 +1,14 @@
 #include "engine/transport/grpc_peer_channel.h"
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/error_text.h"
 
 namespace ferry {
 
 grpc::Status ToGrpcStatus(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
+  // A message may quote what a client or peer sent: bounded, so it never breaks their connection.
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), BoundedMessage(s.message()));
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& s) {

@@ -1,8 +1,10 @@
 #include "engine/vm/vm.h"
 
 #include "absl/strings/str_format.h"
+#include "engine/base/status.h"
 #include "engine/vm/micro_vm.h"
 #include "engine/vm/synthetic_vm.h"
+#include "engine/vm/vm_name.h"
 
 namespace ferry {
 
@@ -12,11 +14,13 @@ std::string GuestCommandLine(const WorkloadSpec& w) {
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> CreateVmForBoot(const VmSpec& spec) {
+  RETURN_IF_ERROR(ValidateVmName(spec.name));
   if (spec.backend == Backend::kSynthetic) return CreateSyntheticVm(spec, /*for_restore=*/false);
   return CreateMicroVm(spec, /*for_restore=*/false);
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> CreateVmForRestore(const VmSpec& spec) {
+  RETURN_IF_ERROR(ValidateVmName(spec.name));
   if (spec.backend == Backend::kSynthetic) return CreateSyntheticVm(spec, /*for_restore=*/true);
   return CreateMicroVm(spec, /*for_restore=*/true);
 }

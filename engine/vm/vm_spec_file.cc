@@ -1,5 +1,7 @@
 #include "engine/vm/vm_spec_file.h"
 
+#include "engine/vm/vm_name.h"
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -96,7 +98,7 @@ absl::StatusOr<VmSpec> LoadVmSpecFile(const std::string& path) {
                                "nics", "image", "console_log"}));
   VmSpec vm;
   ASSIGN_OR_RETURN(vm.name, m.String("name", true));
-  if (vm.name.empty()) return m.Error("name", "must not be empty");
+  if (absl::Status st = ValidateVmName(vm.name); !st.ok()) return m.Error("name", std::string(st.message()));
   ASSIGN_OR_RETURN(vm.memory_bytes, m.ByteSize("memory", false, vm.memory_bytes));
   if (vm.memory_bytes == 0 || vm.memory_bytes % 4096 != 0) {
     return m.Error("memory", "must be a positive multiple of 4KiB");

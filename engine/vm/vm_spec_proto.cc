@@ -1,8 +1,10 @@
 #include "engine/vm/vm_spec_proto.h"
 
 #include "absl/strings/str_cat.h"
+#include "engine/base/status.h"
 #include "engine/guest/guest_abi.h"
 #include "engine/memory/page.h"
+#include "engine/vm/vm_name.h"
 
 namespace ferry {
 
@@ -37,7 +39,7 @@ v1::VmSpec VmSpecToProto(const VmSpec& s) {
 
 absl::StatusOr<VmSpec> VmSpecFromProto(const v1::VmSpec& p) {
   VmSpec s;
-  if (p.name().empty()) return absl::InvalidArgumentError("VM spec: name is empty");
+  RETURN_IF_ERROR(ValidateVmName(p.name()));
   s.name = p.name();
   switch (p.backend()) {
     case v1::BACKEND_KIND_KVM: s.backend = Backend::kKvm; break;
