@@ -196,6 +196,26 @@ int fw_valid(const void *ws) {
          st->nworkers <= FERRY_MAX_VCPUS && st->ticks_per_ms != 0;
 }
 
+const char *fw_check(const void *ws, uint64_t region_bytes) {
+  const struct fw_state *st = (const struct fw_state *)ws;
+  if (region_bytes < FERRY_WORKLOAD_STATE_BYTES) return "no room for the state block";
+  if (!fw_valid(ws)) return "no workload state block (magic, version, workers or clock)";
+  const uint64_t ws_pages = st->cfg.ws_pages;
+  if (ws_pages > (region_bytes - FERRY_WORKLOAD_STATE_BYTES) / 4096 || fw_region_bytes(&st->cfg) > region_bytes)
+    return "working set larger than guest memory";
+  if (st->gen_offset != FERRY_WORKLOAD_STATE_BYTES) return "generation table not where the layout puts it";
+  if (st->pages_offset != FERRY_WORKLOAD_STATE_BYTES + fw_gen_table_bytes(ws_pages))
+    return "pages not where the layout puts them";
+  if (st->cfg.pattern < FW_PATTERN_SEQUENTIAL || st->cfg.pattern > FW_PATTERN_HOTCOLD) return "unknown write pattern";
+  for (uint32_t i = 0; i < st->nworkers; ++i) {
+    const struct fw_worker *w = &st->w[i];
+    if (w->first_page > ws_pages || w->num_pages > ws_pages - w->first_page) return "a worker's pages lie outside the working set";
+    if (w->num_pages != 0 && (w->cursor >= w->num_pages || w->sweep_cursor >= w->num_pages))
+      return "a worker's cursor lies outside its pages";
+  }
+  return 0;
+}
+
 void fw_init(void *ws, const struct fw_config *c, uint64_t ticks_per_ms, uint64_t now) {
   _Static_assert(sizeof(struct fw_state) <= FERRY_WORKLOAD_STATE_BYTES, "state block too large");
   struct fw_state *st = (struct fw_state *)ws;

@@ -78,6 +78,10 @@ uint64_t fw_region_bytes(const struct fw_config *c);
 void fw_init(void *ws, const struct fw_config *c, uint64_t ticks_per_ms, uint64_t now);
 /* 1 when `ws` holds an initialized workload state. */
 int fw_valid(const void *ws);
+/* NULL when the state block at `ws` is one fw_init could have laid out in `region_bytes` of memory
+ * and every offset, page range and cursor in it stays inside that region; else why not. A host
+ * that runs the workload over memory it received (the synthetic backend) checks this first. */
+const char *fw_check(const void *ws, uint64_t region_bytes);
 /* Runs a bounded slice of worker `idx` at time `now`. Returns ticks until it next has work
  * (0 = call again at once). */
 uint64_t fw_step(void *ws, uint32_t idx, uint64_t now, const struct fw_env *env);

@@ -71,6 +71,12 @@ class SyntheticVm final : public Vm {
         return absl::FailedPreconditionError(
             "guest memory holds no workload state (was guest memory copied in before Start?)");
       }
+      // The workload runs in this process and follows offsets stored in guest memory: memory
+      // that came from elsewhere is checked whole before a worker runs over it.
+      if (const char* why = fw_check(ws, mem_->size() - FERRY_GPA_WORKSET)) {
+        return absl::FailedPreconditionError(absl::StrCat("guest memory's workload state is not valid (", why,
+                                                          "); the VM was not started"));
+      }
       if (static_cast<const fw_state*>(ws)->nworkers != spec_.vcpus) {
         return absl::FailedPreconditionError(absl::StrCat("guest memory's workload has ",
                                                           static_cast<const fw_state*>(ws)->nworkers,
