@@ -186,5 +186,28 @@ TEST_F(MigrateVmCli, BadTransportExitsTwoAndLeavesTheVmWhereItIs) {
   ExpectGuestHealthy(**a, "vm1", 0.3);
 }
 
+TEST_F(MigrateVmCli, JsonErrorsFromAnAgentAreAnObjectOnStdout) {
+  const cli::ClientTls& tls = cluster_->client_tls();
+  std::string globals = "--agent " + cluster_->address(0) + " --agent-name " + cluster_->name(0) + " --tls-ca " +
+                        tls.ca + " --tls-cert " + tls.cert + " --tls-key " + tls.key;
+  CliRun r = Migrate(globals + " vm show no-such-vm --json");
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  nlohmann::json j = ParseJson(r);
+  ASSERT_TRUE(j.is_object() && j.contains("error")) << r.out << r.err;
+  EXPECT_EQ(j.at("error").at("code"), "not_found");
+  EXPECT_THAT(j.at("error").at("message").get<std::string>(), HasSubstr("no-such-vm"));
+  // The same error as text: one "migrate vm show:" line on stderr, the same exit code.
+  CliRun text = Migrate(globals + " vm show no-such-vm");
+  EXPECT_EQ(text.exit_code, 1);
+  EXPECT_EQ(text.out, "");
+  EXPECT_THAT(text.err, HasSubstr("migrate vm show: "));
+  // A refused request (bad flag value) keeps its exit code 2 in JSON too.
+  r = MigrateVm(0, 1, "--transport foo --json");
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  j = ParseJson(r);
+  ASSERT_TRUE(j.is_object() && j.contains("error")) << r.out << r.err;
+  EXPECT_EQ(j.at("error").at("code"), "invalid_argument");
+}
+
 }  // namespace
 }  // namespace ferry::e2e
