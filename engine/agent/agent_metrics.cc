@@ -13,6 +13,8 @@ namespace {
 
 // Milliseconds: a pause of a few ms on an idle guest up to seconds on one that outruns its link.
 const prometheus::Histogram::BucketBoundaries kPauseBucketsMs = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000};
+// Finished outgoing migrations remembered, so a repeated end is not counted twice.
+constexpr size_t kFinishedRemembered = 1024;
 // How long a VM that arrived may take to send its first heartbeat here before its stall is not counted.
 constexpr int64_t kFirstHeartbeatWaitNs = 10'000'000'000;
 
@@ -157,36 +159,51 @@ void AgentMetrics::RefreshVmStates() const {
 
 void AgentMetrics::OnMigrationEvent(const v1::MigrationEvent& e) {
   std::lock_guard lock(mu_);
-  Running& r = running_[e.migration_id()];
-  if (e.transferred_bytes() > r.transferred_bytes) {
-    sent_bytes_.Increment(static_cast<double>(e.transferred_bytes() - r.transferred_bytes));
-    r.transferred_bytes = e.transferred_bytes();
+  Migration& m = migrations_by_id_[e.migration_id()];
+  if (e.transferred_bytes() > m.transferred_bytes) {
+    sent_bytes_.Increment(static_cast<double>(e.transferred_bytes() - m.transferred_bytes));
+    m.transferred_bytes = e.transferred_bytes();
   }
   if (!Finished(e.phase())) {
-    r.phase = e.phase();
-    r.bandwidth_mibps = e.bandwidth_mibps();
-    r.dirty_rate_mibps = e.dirty_rate_mibps();
+    if (m.finished) return;  // nothing runs after the end
+    m.phase = e.phase();
+    m.bandwidth_mibps = e.bandwidth_mibps();
+    m.dirty_rate_mibps = e.dirty_rate_mibps();
     PublishRunningLocked();
     return;
   }
-  // The statistics are the migration's own figures: the counters end exactly at them.
-  const v1::MigrationStats& s = e.stats();
-  if (s.bytes_transferred() > r.transferred_bytes) {
-    sent_bytes_.Increment(static_cast<double>(s.bytes_transferred() - r.transferred_bytes));
+  // The end may be reported more than once (the engine's, then the agent's with the statistics):
+  // the outcome counts once, the statistics once.
+  if (!m.finished) {
+    m.finished = true;
+    std::string outcome = PhaseLabel(e.phase());
+    if (e.phase() == v1::MIGRATION_PHASE_FAILED && e.has_precheck()) outcome = "refused";
+    migrations_.Add({{"direction", "out"}, {"outcome", outcome}}).Increment();
+    finished_order_.push_back(e.migration_id());
+    if (finished_order_.size() > kFinishedRemembered) {
+      migrations_by_id_.erase(finished_order_.front());
+      finished_order_.pop_front();
+    }
   }
-  sent_pages_.Increment(static_cast<double>(s.pages_sent()));
-  std::string outcome = PhaseLabel(e.phase());
-  if (e.phase() == v1::MIGRATION_PHASE_FAILED && e.has_precheck()) outcome = "refused";
-  migrations_.Add({{"direction", "out"}, {"outcome", outcome}}).Increment();
-  if (e.phase() == v1::MIGRATION_PHASE_COMPLETED) downtime_.Observe(s.downtime_ms());
-  running_.erase(e.migration_id());
+  if (e.has_stats() && !m.stats_counted) {
+    // The statistics are the migration's own figures: the counters end exactly at them.
+    m.stats_counted = true;
+    const v1::MigrationStats& s = e.stats();
+    if (s.bytes_transferred() > m.transferred_bytes) {
+      sent_bytes_.Increment(static_cast<double>(s.bytes_transferred() - m.transferred_bytes));
+      m.transferred_bytes = s.bytes_transferred();
+    }
+    sent_pages_.Increment(static_cast<double>(s.pages_sent()));
+    if (e.phase() == v1::MIGRATION_PHASE_COMPLETED) downtime_.Observe(s.downtime_ms());
+  }
   PublishRunningLocked();
 }
 
 void AgentMetrics::PublishRunningLocked() {
   std::map<v1::MigrationPhase, int> by_phase;
   double bandwidth = 0, dirty = 0;
-  for (const auto& [id, r] : running_) {
+  for (const auto& [id, r] : migrations_by_id_) {
+    if (r.finished) continue;
     ++by_phase[r.phase];
     bandwidth += r.bandwidth_mibps;
     dirty += r.dirty_rate_mibps;

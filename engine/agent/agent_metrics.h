@@ -4,6 +4,7 @@
 // the agent runs with metrics_listen; docs/metrics.md lists every metric.
 
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,11 +48,13 @@ class AgentMetrics : public AgentObserver {
   void OnTlsHandshakeFailure(std::string_view reason) override;
 
  private:
-  struct Running {  // an outgoing migration not finished yet
+  struct Migration {  // an outgoing migration, running or recently finished
     v1::MigrationPhase phase = v1::MIGRATION_PHASE_UNSPECIFIED;
-    uint64_t transferred_bytes = 0;
+    uint64_t transferred_bytes = 0;  // counted so far
     double bandwidth_mibps = 0;
     double dirty_rate_mibps = 0;
+    bool finished = false;
+    bool stats_counted = false;
   };
   struct Arrival {  // a VM whose first heartbeat here has not come yet
     std::string vm_name;
@@ -85,7 +88,8 @@ class AgentMetrics : public AgentObserver {
   prometheus::Family<prometheus::Counter>& tls_failures_;
 
   std::mutex mu_;
-  std::map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Migration> migrations_by_id_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> finished_order_ ABSL_GUARDED_BY(mu_);  // oldest first
   std::vector<Arrival> arrivals_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::condition_variable arrivals_cv_;

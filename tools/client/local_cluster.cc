@@ -113,6 +113,9 @@ absl::Status LocalCluster::Spawn(int index, const LocalClusterOptions& options, 
   } else {
     args.push_back("--insecure");
   }
+  if (index < static_cast<int>(options.extra_args.size())) {
+    args.insert(args.end(), options.extra_args[index].begin(), options.extra_args[index].end());
+  }
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     if (std::string(*e).rfind("FERRY_TEST_FAULTS=", 0) != 0) env.push_back(*e);

@@ -21,6 +21,7 @@ struct LocalClusterOptions {
   std::string test_faults;   // FERRY_TEST_FAULTS for the agents (tests only)
   bool keep_dir = false;     // keep the temporary directory (logs) after teardown
   std::vector<std::string> host_facts;  // per agent: --host-facts (empty entries: none)
+  std::vector<std::vector<std::string>> extra_args;  // per agent: more ferry-agent flags
 };
 
 class LocalCluster {
