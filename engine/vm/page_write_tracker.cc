@@ -92,18 +92,34 @@ bool SoftDirtyWorks(int pagemap) {
 
 }  // namespace
 
+absl::Mutex& PageWriteTracker::WriterGate() {
+  static absl::Mutex* gate = new absl::Mutex;
+  return *gate;
+}
+
 absl::StatusOr<std::unique_ptr<PageWriteTracker>> PageWriteTracker::Create(uint8_t* base, uint64_t bytes) {
+  auto uffd = CreateWith(Mechanism::kUffdWpAsync, base, bytes);
+  if (uffd.ok()) return uffd;
+  auto soft = CreateWith(Mechanism::kSoftDirty, base, bytes);
+  if (soft.ok()) return soft;
+  return absl::UnavailableError(absl::StrCat("no dirty-page tracking on this kernel: ", uffd.status().message(),
+                                             "; ", soft.status().message()));
+}
+
+absl::StatusOr<std::unique_ptr<PageWriteTracker>> PageWriteTracker::CreateWith(Mechanism m, uint8_t* base,
+                                                                               uint64_t bytes) {
   UniqueFd pagemap(open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
   if (!pagemap.valid()) return ErrnoError("open /proc/self/pagemap");
-  auto uffd = OpenUffd(base, bytes);
-  if (uffd.ok()) {
+  if (m == Mechanism::kUffdWpAsync) {
+    auto uffd = OpenUffd(base, bytes);
+    if (!uffd.ok()) {
+      return absl::UnavailableError(absl::StrCat("userfaultfd async write-protect failed (", uffd.status().message(), ")"));
+    }
     return std::unique_ptr<PageWriteTracker>(
         new PageWriteTracker(Mechanism::kUffdWpAsync, base, bytes, std::move(*uffd), std::move(pagemap)));
   }
   if (!SoftDirtyWorks(pagemap.get())) {
-    return absl::UnavailableError(absl::StrCat(
-        "no dirty-page tracking on this kernel: userfaultfd async write-protect failed (",
-        uffd.status().message(), ") and soft-dirty bits do not work (CONFIG_MEM_SOFT_DIRTY?)"));
+    return absl::UnavailableError("soft-dirty bits do not work (CONFIG_MEM_SOFT_DIRTY?)");
   }
   auto t = std::unique_ptr<PageWriteTracker>(
       new PageWriteTracker(Mechanism::kSoftDirty, base, bytes, UniqueFd(), std::move(pagemap)));
@@ -138,6 +154,7 @@ absl::Status PageWriteTracker::Start() {
     return absl::OkStatus();
   }
   std::lock_guard lock(g_soft_dirty_mu);
+  absl::WriterMutexLock writers_paused(&WriterGate());
   for (PageWriteTracker* t : SoftDirtyTrackers()) {
     if (t != this) RETURN_IF_ERROR(t->HarvestSoftDirtyLocked());
   }
@@ -207,6 +224,8 @@ absl::Status PageWriteTracker::HarvestSoftDirtyLocked() {
 
 absl::Status PageWriteTracker::CollectSoftDirty(DirtyBitmap& out) {
   std::lock_guard lock(g_soft_dirty_mu);
+  // No write between reading the bits and clearing them (it would be lost): writers wait.
+  absl::WriterMutexLock writers_paused(&WriterGate());
   for (PageWriteTracker* t : SoftDirtyTrackers()) RETURN_IF_ERROR(t->HarvestSoftDirtyLocked());
   RETURN_IF_ERROR(ClearSoftDirty());
   out.Or(pending_);

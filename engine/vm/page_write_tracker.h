@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "engine/base/unique_fd.h"
 #include "engine/memory/dirty_bitmap.h"
 
@@ -19,6 +20,14 @@ class PageWriteTracker {
 
   // Unavailable when neither mechanism works on this kernel.
   static absl::StatusOr<std::unique_ptr<PageWriteTracker>> Create(uint8_t* base, uint64_t bytes);
+  // That mechanism or Unavailable (tests force the soft-dirty path that older kernels take).
+  static absl::StatusOr<std::unique_ptr<PageWriteTracker>> CreateWith(Mechanism m, uint8_t* base, uint64_t bytes);
+
+  // Soft-dirty bits are read and then cleared, process-wide: a write between the two would be
+  // lost. Whoever writes memory that a soft-dirty tracker watches holds this gate shared (a
+  // reader lock) while writing; the read-and-clear holds it exclusively. Unused by userfaultfd.
+  static absl::Mutex& WriterGate();
+  bool writers_need_gate() const { return mechanism_ == Mechanism::kSoftDirty; }
   ~PageWriteTracker();
   PageWriteTracker(const PageWriteTracker&) = delete;
   PageWriteTracker& operator=(const PageWriteTracker&) = delete;

@@ -232,7 +232,13 @@ class SyntheticVm final : public Vm {
         int64_t unset = 0;
         first_entry_ns_.compare_exchange_strong(unset, MonotonicNanos());
       }
-      uint64_t wait = fw_step(ws, idx, GuestNow(), &env);
+      uint64_t wait = 0;
+      if (tracker_->writers_need_gate()) {
+        absl::ReaderMutexLock writing(&PageWriteTracker::WriterGate());
+        wait = fw_step(ws, idx, GuestNow(), &env);
+      } else {
+        wait = fw_step(ws, idx, GuestNow(), &env);
+      }
       Throttle(slice_start);
       if (wait != 0) {
         std::unique_lock lock(mu_);
