@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -58,13 +60,18 @@ absl::Status ClearSoftDirty() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<UniqueFd> OpenUffd(uint8_t* base, uint64_t bytes) {
+absl::StatusOr<UniqueFd> OpenUffd(uint8_t* base, uint64_t bytes, bool async) {
   UniqueFd fd(static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)));
   if (!fd.valid()) return ErrnoError("userfaultfd");
   uffdio_api api{};
   api.api = UFFD_API;
-  api.features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
-  if (ioctl(fd.get(), UFFDIO_API, &api) != 0) return ErrnoError("UFFDIO_API with WP_ASYNC");
+  // Synchronous mode asks only for what 5.19+ has: write-protect on shared memory (whose
+  // never-touched pages are protected too, by PTE markers).
+  api.features = async ? UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+                       : UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+  if (ioctl(fd.get(), UFFDIO_API, &api) != 0) {
+    return ErrnoError(async ? "UFFDIO_API with WP_ASYNC" : "UFFDIO_API with WP_HUGETLBFS_SHMEM");
+  }
   uffdio_register reg{};
   reg.range.start = reinterpret_cast<uint64_t>(base);
   reg.range.len = bytes;
@@ -100,23 +107,32 @@ absl::Mutex& PageWriteTracker::WriterGate() {
 absl::StatusOr<std::unique_ptr<PageWriteTracker>> PageWriteTracker::Create(uint8_t* base, uint64_t bytes) {
   auto uffd = CreateWith(Mechanism::kUffdWpAsync, base, bytes);
   if (uffd.ok()) return uffd;
+  auto sync = CreateWith(Mechanism::kUffdWpSync, base, bytes);
+  if (sync.ok()) return sync;
   auto soft = CreateWith(Mechanism::kSoftDirty, base, bytes);
   if (soft.ok()) return soft;
   return absl::UnavailableError(absl::StrCat("no dirty-page tracking on this kernel: ", uffd.status().message(),
-                                             "; ", soft.status().message()));
+                                             "; ", sync.status().message(), "; ", soft.status().message()));
 }
 
 absl::StatusOr<std::unique_ptr<PageWriteTracker>> PageWriteTracker::CreateWith(Mechanism m, uint8_t* base,
                                                                                uint64_t bytes) {
   UniqueFd pagemap(open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
   if (!pagemap.valid()) return ErrnoError("open /proc/self/pagemap");
-  if (m == Mechanism::kUffdWpAsync) {
-    auto uffd = OpenUffd(base, bytes);
+  if (m == Mechanism::kUffdWpAsync || m == Mechanism::kUffdWpSync) {
+    const bool async = m == Mechanism::kUffdWpAsync;
+    auto uffd = OpenUffd(base, bytes, async);
     if (!uffd.ok()) {
-      return absl::UnavailableError(absl::StrCat("userfaultfd async write-protect failed (", uffd.status().message(), ")"));
+      return absl::UnavailableError(absl::StrCat("userfaultfd ", async ? "async" : "synchronous",
+                                                 " write-protect failed (", uffd.status().message(), ")"));
     }
-    return std::unique_ptr<PageWriteTracker>(
-        new PageWriteTracker(Mechanism::kUffdWpAsync, base, bytes, std::move(*uffd), std::move(pagemap)));
+    std::unique_ptr<PageWriteTracker> t(new PageWriteTracker(m, base, bytes, std::move(*uffd), std::move(pagemap)));
+    if (!async) {
+      t->stop_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      if (!t->stop_fd_.valid()) return ErrnoError("eventfd");
+      t->fault_thread_ = std::thread([raw = t.get()] { raw->ServeWriteFaults(); });
+    }
+    return t;
   }
   if (!SoftDirtyWorks(pagemap.get())) {
     return absl::UnavailableError("soft-dirty bits do not work (CONFIG_MEM_SOFT_DIRTY?)");
@@ -130,9 +146,15 @@ absl::StatusOr<std::unique_ptr<PageWriteTracker>> PageWriteTracker::CreateWith(M
 
 PageWriteTracker::PageWriteTracker(Mechanism m, uint8_t* base, uint64_t bytes, UniqueFd uffd, UniqueFd pagemap)
     : mechanism_(m), base_(base), bytes_(bytes), uffd_(std::move(uffd)), pagemap_(std::move(pagemap)),
-      pending_(bytes / kPageSize) {}
+      pending_(bytes / kPageSize), sync_written_(m == Mechanism::kUffdWpSync ? bytes / kPageSize : 0) {}
 
 PageWriteTracker::~PageWriteTracker() {
+  if (fault_thread_.joinable()) {
+    (void)Stop();  // wakes every writer still waiting on a protected page
+    uint64_t one = 1;
+    (void)!write(stop_fd_.get(), &one, sizeof(one));
+    fault_thread_.join();
+  }
   if (mechanism_ == Mechanism::kSoftDirty) {
     std::lock_guard lock(g_soft_dirty_mu);
     SoftDirtyTrackers().erase(this);
@@ -140,16 +162,59 @@ PageWriteTracker::~PageWriteTracker() {
 }
 
 const char* PageWriteTracker::mechanism_name() const {
-  return mechanism_ == Mechanism::kUffdWpAsync ? "userfaultfd-wp-async" : "soft-dirty";
+  switch (mechanism_) {
+    case Mechanism::kUffdWpAsync: return "userfaultfd-wp-async";
+    case Mechanism::kUffdWpSync: return "userfaultfd-wp-sync";
+    case Mechanism::kSoftDirty: return "soft-dirty";
+  }
+  return "unknown";
+}
+
+// Protects (or unprotects, waking every writer waiting on a protected page) the whole range.
+absl::Status PageWriteTracker::WriteProtect(bool on) {
+  uffdio_writeprotect wp{};
+  wp.range.start = reinterpret_cast<uint64_t>(base_);
+  wp.range.len = bytes_;
+  wp.mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
+  if (ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &wp) != 0) {
+    return ErrnoError(on ? "UFFDIO_WRITEPROTECT" : "UFFDIO_WRITEPROTECT (clear)");
+  }
+  return absl::OkStatus();
+}
+
+void PageWriteTracker::ServeWriteFaults() {
+  const uint64_t base = reinterpret_cast<uint64_t>(base_);
+  uffd_msg msgs[64];
+  for (;;) {
+    pollfd fds[2] = {{uffd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0 && errno != EINTR) return;
+    if (fds[1].revents & POLLIN) return;
+    ssize_t got = read(uffd_.get(), msgs, sizeof(msgs));
+    if (got <= 0) continue;  // EAGAIN: another wake-up took it
+    std::lock_guard lock(sync_mu_);
+    for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg); ++i) {
+      if (msgs[i].event != UFFD_EVENT_PAGEFAULT || !(msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) continue;
+      const uint64_t page = (msgs[i].arg.pagefault.address - base) / kPageSize;
+      sync_written_.Set(page);
+      uffdio_writeprotect wp{};
+      wp.range.start = base + page * kPageSize;
+      wp.range.len = kPageSize;
+      wp.mode = 0;  // lift the protection and wake the writer
+      (void)ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &wp);
+    }
+  }
 }
 
 absl::Status PageWriteTracker::Start() {
   if (mechanism_ == Mechanism::kUffdWpAsync) {
-    uffdio_writeprotect wp{};
-    wp.range.start = reinterpret_cast<uint64_t>(base_);
-    wp.range.len = bytes_;
-    wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-    if (ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &wp) != 0) return ErrnoError("UFFDIO_WRITEPROTECT");
+    RETURN_IF_ERROR(WriteProtect(true));
+    protected_ = true;
+    return absl::OkStatus();
+  }
+  if (mechanism_ == Mechanism::kUffdWpSync) {
+    std::lock_guard lock(sync_mu_);
+    RETURN_IF_ERROR(WriteProtect(true));
+    sync_written_.ClearAll();
     protected_ = true;
     return absl::OkStatus();
   }
@@ -165,20 +230,34 @@ absl::Status PageWriteTracker::Start() {
 }
 
 absl::Status PageWriteTracker::Stop() {
-  if (mechanism_ == Mechanism::kUffdWpAsync && protected_) {
-    uffdio_writeprotect wp{};
-    wp.range.start = reinterpret_cast<uint64_t>(base_);
-    wp.range.len = bytes_;
-    wp.mode = 0;
-    if (ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &wp) != 0) return ErrnoError("UFFDIO_WRITEPROTECT (clear)");
+  if (mechanism_ == Mechanism::kUffdWpSync) {
+    std::lock_guard lock(sync_mu_);
+    if (protected_) RETURN_IF_ERROR(WriteProtect(false));
+    protected_ = false;
+    return absl::OkStatus();
   }
+  if (mechanism_ == Mechanism::kUffdWpAsync && protected_) RETURN_IF_ERROR(WriteProtect(false));
   protected_ = false;
   return absl::OkStatus();
 }
 
 absl::Status PageWriteTracker::Collect(DirtyBitmap& out) {
   if (!protected_) return absl::FailedPreconditionError("dirty tracking is not started");
-  return mechanism_ == Mechanism::kUffdWpAsync ? CollectUffd(out) : CollectSoftDirty(out);
+  switch (mechanism_) {
+    case Mechanism::kUffdWpAsync: return CollectUffd(out);
+    case Mechanism::kUffdWpSync: {
+      // Re-protect first, then take the set, both under the lock the fault thread needs: a write
+      // before the re-protect is in the set (its page was unprotected only because it is), one
+      // after it faults and waits for the next set.
+      std::lock_guard lock(sync_mu_);
+      RETURN_IF_ERROR(WriteProtect(true));
+      out.Or(sync_written_);
+      sync_written_.ClearAll();
+      return absl::OkStatus();
+    }
+    case Mechanism::kSoftDirty: return CollectSoftDirty(out);
+  }
+  return absl::InternalError("unknown tracking mechanism");
 }
 
 absl::Status PageWriteTracker::CollectUffd(DirtyBitmap& out) {
