@@ -1,6 +1,7 @@
 // Migration jobs on an agent, from any terminal (docs/jobs.md): migration list | show ID | watch ID
-// | cancel ID | set ID --max-bandwidth RATE --max-downtime MS — what virsh calls domjobinfo,
-// domjobabort, migrate-setspeed and migrate-setmaxdowntime. Every command takes --json.
+// | cancel ID | set ID --max-bandwidth RATE --max-downtime MS | resolve ID — what virsh calls
+// domjobinfo, domjobabort, migrate-setspeed and migrate-setmaxdowntime; resolve settles a commit
+// nobody confirmed (docs/wire_protocol.md). Every command takes --json.
 #include <cstdio>
 
 #include <google/protobuf/util/json_util.h>
@@ -89,7 +90,7 @@ absl::StatusOr<v1::MigrationPriority> ParsePriority(const std::string& text) {
 }
 
 void AddMigrationCommands(CLI::App& app, Globals& g) {
-  CLI::App* mig = SubcommandOf(app, "migration", "migration jobs on --agent: list, show, watch, cancel, set");
+  CLI::App* mig = SubcommandOf(app, "migration", "migration jobs on --agent: list, show, watch, cancel, set, resolve");
 
   auto list_args = std::make_shared<Args>();
   CLI::App* list = mig->add_subcommand("list", "running, queued and recently finished migrations on --agent");
@@ -213,6 +214,24 @@ void AddMigrationCommands(CLI::App& app, Globals& g) {
     std::printf("migration %s: max bandwidth %s, max downtime %u ms\n", a->id.c_str(),
                 o.max_bandwidth_mibps() > 0 ? absl::StrFormat("%.0f MiB/s", o.max_bandwidth_mibps()).c_str() : "unlimited",
                 o.max_downtime_ms() > 0 ? o.max_downtime_ms() : 300);
+  });
+
+  auto resolve_args = std::make_shared<Args>();
+  CLI::App* resolve = mig->add_subcommand(
+      "resolve", "settle a migration whose commit was never confirmed (its VM kept paused on this agent)");
+  resolve->add_option("id", resolve_args->id, "migration id")->required();
+  resolve->add_flag("--json", resolve_args->json, "print JSON");
+  resolve->callback([&g, a = resolve_args] {
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
+    if (!stub.ok()) return void(g.exit_code = Report("migration resolve", stub.status(), a->json));
+    grpc::ClientContext ctx;
+    v1::ResolveMigrationRequest req;
+    req.set_migration_id(a->id);
+    v1::ResolveMigrationResponse out;
+    grpc::Status st = (*stub)->ResolveMigration(&ctx, req, &out);
+    if (!st.ok()) return void(g.exit_code = Report("migration resolve", st, a->json));
+    if (a->json) return void(std::printf("%s\n", ToJson(out).c_str()));
+    std::printf("%s\n", out.message().c_str());
   });
 }
 
