@@ -197,8 +197,9 @@ absl::StatusOr<std::shared_ptr<MigrationJob>> MigrationManager::AdmitIncoming(Jo
   {
     std::lock_guard lock(mu_);
     if (shutting_down_) return absl::UnavailableError("the agent is shutting down");
-    if (FindLocked(spec.id) != nullptr) {
-      return absl::AlreadyExistsError(absl::StrCat("migration '", spec.id, "' is already known on this host"));
+    // A finished job of that id may stay in the history (a source retrying); a running one may not.
+    if (active_.count(spec.id) != 0) {
+      return absl::AlreadyExistsError(absl::StrCat("migration '", spec.id, "' is already running on this host"));
     }
     const uint32_t running = RunningLocked();
     if (running >= options_.max_concurrent) {
@@ -375,8 +376,9 @@ absl::Status MigrationManager::Watch(const std::string& id, bool from_start,
       v1::MigrationEvent e = job->events[next - job->first_event];
       ++next;
       lock.unlock();
+      // Not done at the first terminal phase: the engine reports its end, then the job its
+      // statistics; the job's end is its finish.
       if (!deliver(e)) return absl::CancelledError("the watcher went away");
-      if (IsTerminalPhase(e.phase())) return absl::OkStatus();
       lock.lock();
       job = FindLocked(id);
       if (job == nullptr) return absl::NotFoundError(absl::StrCat("migration '", id, "' left the history"));

@@ -111,7 +111,7 @@ class MigrationManager {
   // Changes a queued or running job's bandwidth cap and/or downtime target.
   absl::StatusOr<v1::MigrationInfo> Set(const std::string& id, std::optional<double> max_bandwidth_mibps,
                                         std::optional<uint32_t> max_downtime_ms);
-  // Calls `deliver` with the job's events in order until its terminal event (then OK), until
+  // Calls `deliver` with the job's events in order until the job has finished (then OK), until
   // `deliver` returns false or `stop()` says so (then Cancelled). from_start: every event kept
   // (the client that started it); else from the newest one (a watcher joining).
   absl::Status Watch(const std::string& id, bool from_start, const std::function<bool(const v1::MigrationEvent&)>& deliver,

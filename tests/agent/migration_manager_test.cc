@@ -243,6 +243,9 @@ TEST(MigrationManager, IncomingMigrationsBeyondTheLimitAreRefusedClearly) {
   (*in1)->Record(Event(v1::MIGRATION_PHASE_COMPLETED));
   m.FinishIncoming(**in1);
   EXPECT_EQ(PhaseOf(m, "in1"), v1::MIGRATION_PHASE_COMPLETED);
+  auto again = m.AdmitIncoming(Spec("in1"));
+  ASSERT_TRUE(again.ok()) << "an id that only the history holds may come in again (a source retrying)";
+  m.FinishIncoming(**again);
   auto in3 = m.AdmitIncoming(Spec("in3"));
   ASSERT_TRUE(in3.ok()) << "a finished job frees its slot";
   m.FinishIncoming(**in3);  // ended without resuming: reported as failed
