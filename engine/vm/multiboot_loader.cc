@@ -249,8 +249,12 @@ std::string DefaultGuestImagePath() {
   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
   if (n > 0) {
     std::string path(exe, static_cast<size_t>(n));
-    beside = path.substr(0, path.rfind('/')) + "/ferry-guest.elf";
+    std::string dir = path.substr(0, path.rfind('/'));
+    beside = dir + "/ferry-guest.elf";
     if (access(beside.c_str(), R_OK) == 0) return beside;
+    // Installed: PREFIX/bin/migrate and PREFIX/lib/ferry/ferry-guest.elf (docs/packaging.md).
+    std::string installed = dir + "/../lib/ferry/ferry-guest.elf";
+    if (access(installed.c_str(), R_OK) == 0) return installed;
   }
   const char* bin = std::getenv("FERRY_BIN_DIR");
   if (bin && *bin) return std::string(bin) + "/ferry-guest.elf";

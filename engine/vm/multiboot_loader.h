@@ -24,7 +24,7 @@ absl::StatusOr<MultibootEntry> LoadMultibootImage(const std::string& image_path,
                                                   const std::string& cmdline, GuestMemory& mem);
 
 // Where ferry-guest.elf is by default: $FERRY_GUEST_IMAGE, else beside /proc/self/exe, else in
-// the directory $FERRY_BIN_DIR names.
+// ../lib/ferry from it (installed), else in the directory $FERRY_BIN_DIR names.
 std::string DefaultGuestImagePath();
 
 }  // namespace ferry
