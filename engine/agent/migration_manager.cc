@@ -172,6 +172,8 @@ void MigrationManager::RunJob(Job* job) {
 
 void MigrationManager::FinishLocked(Job& job) {
   job.state = JobState::kFinished;
+  job.link_bytes = link_share_.BytesOf(job.spec.id);
+  link_share_.Forget(job.spec.id);
   job.control = nullptr;
   job.body = nullptr;
   if (job.thread.joinable()) done_threads_.push_back(std::move(job.thread));
@@ -255,6 +257,7 @@ v1::MigrationInfo MigrationManager::InfoLocked(const Job& job) const {
   const int64_t queued_until = job.state == JobState::kQueued ? MonotonicNanos() : job.started_ns;
   info.set_queued_s(static_cast<double>(queued_until - job.created_ns) / 1e9);
   info.set_link_weight(job.handle->link_weight());
+  info.set_link_bytes(job.state == JobState::kFinished ? job.link_bytes : link_share_.BytesOf(job.spec.id));
   return info;
 }
 

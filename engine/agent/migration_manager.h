@@ -141,6 +141,7 @@ class MigrationManager {
     double created_unix_s = 0;
     int64_t created_ns = 0;
     int64_t started_ns = 0;
+    uint64_t link_bytes = 0;  // once finished (the share forgets it)
   };
 
   void RecordLocked(Job& job, const v1::MigrationEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

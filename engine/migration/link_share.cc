@@ -13,12 +13,13 @@ LinkShare::LinkShare(Options options) : options_(std::move(options)) {
   if (!options_.clock) options_.clock = [] { return MonotonicNanos(); };
 }
 
-uint64_t LinkShare::Join(uint32_t weight) {
+uint64_t LinkShare::Join(uint32_t weight, const std::string& tag) {
   std::lock_guard lock(mu_);
   const int64_t now = options_.clock();
   Member m;
   m.weight = std::max<uint32_t>(weight, 1);
   m.last_active_ns = now;
+  m.tag = tag;
   // Start level with the others: a newcomer has no credit and owes nothing.
   double slowest = 0;
   if (SlowestBusy(0, now, &slowest)) m.virtual_bytes = slowest;
@@ -73,6 +74,7 @@ void LinkShare::Charge(uint64_t member, uint64_t bytes) {
     m.virtual_bytes += static_cast<double>(bytes) / m.weight;
     m.bytes += bytes;
     m.last_active_ns = now;
+    if (!m.tag.empty()) bytes_by_tag_[m.tag] += bytes;
   }
   cv_.notify_all();
 }
@@ -87,6 +89,17 @@ void LinkShare::Acquire(uint64_t member, uint64_t bytes) {
     while (!MaySendLocked(member, options_.clock())) cv_.wait_for(lock, recheck);
   }
   Charge(member, bytes);
+}
+
+uint64_t LinkShare::BytesOf(const std::string& tag) const {
+  std::lock_guard lock(mu_);
+  auto it = bytes_by_tag_.find(tag);
+  return it == bytes_by_tag_.end() ? 0 : it->second;
+}
+
+void LinkShare::Forget(const std::string& tag) {
+  std::lock_guard lock(mu_);
+  bytes_by_tag_.erase(tag);
 }
 
 std::vector<LinkShare::MemberStats> LinkShare::Members() const {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -35,8 +36,9 @@ class LinkShare {
   LinkShare();
   explicit LinkShare(Options options);
 
-  // A sender joins for the time it sends (a round); weight >= 1.
-  uint64_t Join(uint32_t weight);
+  // A sender joins for the time it sends (a round); weight >= 1. Bytes charged to members with a
+  // tag (a migration id) add up across rounds: BytesOf(tag), until Forget(tag).
+  uint64_t Join(uint32_t weight, const std::string& tag = "");
   void Leave(uint64_t member);
   // Blocks until `member` may send, then charges it `bytes`. Never blocks a lone member.
   void Acquire(uint64_t member, uint64_t bytes);
@@ -44,6 +46,8 @@ class LinkShare {
   bool MaySend(uint64_t member) const;
   void Charge(uint64_t member, uint64_t bytes);
   std::vector<MemberStats> Members() const;
+  uint64_t BytesOf(const std::string& tag) const;
+  void Forget(const std::string& tag);
 
  private:
   struct Member {
@@ -51,6 +55,7 @@ class LinkShare {
     double virtual_bytes = 0;
     uint64_t bytes = 0;
     int64_t last_active_ns = 0;
+    std::string tag;
   };
   bool MaySendLocked(uint64_t member, int64_t now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The smallest virtual position among busy members other than `except` (none: false).
@@ -61,13 +66,14 @@ class LinkShare {
   std::condition_variable cv_;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, Member> members_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> bytes_by_tag_ ABSL_GUARDED_BY(mu_);
 };
 
 // Joins on construction, leaves on destruction (a sender's round); inert without a share.
 class LinkShareMembership {
  public:
-  LinkShareMembership(LinkShare* share, uint32_t weight)
-      : share_(share), id_(share ? share->Join(weight) : 0) {}
+  LinkShareMembership(LinkShare* share, uint32_t weight, const std::string& tag = "")
+      : share_(share), id_(share ? share->Join(weight, tag) : 0) {}
   ~LinkShareMembership() {
     if (share_) share_->Leave(id_);
   }

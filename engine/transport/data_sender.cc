@@ -186,7 +186,7 @@ void DataSender::Fail(const absl::Status& st) {
 
 absl::Status DataSender::SendRound(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t round,
                                    const DirtyBitmap* populated, RoundCounters& out) {
-  LinkShareMembership share(options_.link_share, options_.link_weight);
+  LinkShareMembership share(options_.link_share, options_.link_weight, options_.migration_id);
   Round r;
   r.share = &share;
   r.mem = &mem;

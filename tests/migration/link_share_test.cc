@@ -58,6 +58,20 @@ TEST(LinkShare, BusyMembersMoveBytesInTheRatioOfTheirWeights) {
   EXPECT_NEAR(static_cast<double>(h) / static_cast<double>(s), 3.0, 0.05);
 }
 
+TEST(LinkShare, BytesAddUpByTagAcrossRoundsUntilForgotten) {
+  FakeClock clock;
+  LinkShare share(FakeOptions(clock));
+  for (int round = 0; round < 3; ++round) {
+    uint64_t m = share.Join(1, "mig-1");
+    share.Charge(m, kFrame);
+    share.Leave(m);
+  }
+  EXPECT_EQ(share.BytesOf("mig-1"), 3 * kFrame);
+  EXPECT_EQ(share.BytesOf("mig-2"), 0u);
+  share.Forget("mig-1");
+  EXPECT_EQ(share.BytesOf("mig-1"), 0u);
+}
+
 TEST(LinkShare, EqualWeightsShareEqually) {
   FakeClock clock;
   LinkShare share(FakeOptions(clock));
