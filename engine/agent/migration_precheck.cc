@@ -125,6 +125,10 @@ absl::StatusOr<std::vector<Finding>> PrecheckMigration(const AgentConfig& config
   }
   HostFacts dest_facts = HostFactsFromProto(dest);
   std::vector<Finding> findings = RunPrechecks(vm, *source, dest_facts);
+  if (HasCode(findings, FindingCode::kCpuFeatureMissing)) {
+    // The advice names the model to pin to (the CPU map is only consulted when it is needed).
+    findings = RunPrechecks(vm, *source, dest_facts, {CommonCpuModel(*source, dest_facts)});
+  }
   if (std::optional<Finding> f = Forecast(forecast, vm, *source, dest_facts)) findings.push_back(std::move(*f));
   return findings;
 }

@@ -151,4 +151,9 @@ absl::StatusOr<CpuBaseline> BaselineCpu(const std::vector<HostFacts>& hosts) {
   return b;
 }
 
+std::string CommonCpuModel(const HostFacts& a, const HostFacts& b) {
+  absl::StatusOr<CpuBaseline> baseline = BaselineCpu({a, b});
+  return baseline.ok() ? baseline->model : "";
+}
+
 }  // namespace ferry

@@ -45,4 +45,9 @@ struct CpuBaseline {
 // Features common to all `hosts`, and the best named model within them.
 absl::StatusOr<CpuBaseline> BaselineCpu(const std::vector<HostFacts>& hosts);
 
+// BaselineCpu's model for two hosts, "" when none fits or the CPU map is unavailable: what a
+// CPU_FEATURE_MISSING finding advises (PrecheckAdvice). Costs a CPU-map expansion per model
+// (~0.4 s), so callers ask only when a CPU feature is missing.
+std::string CommonCpuModel(const HostFacts& a, const HostFacts& b);
+
 }  // namespace ferry

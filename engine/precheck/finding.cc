@@ -50,6 +50,10 @@ const char* SeverityName(Severity severity) {
   return severity == Severity::kError ? "error" : "warning";
 }
 
+bool HasCode(const std::vector<Finding>& findings, FindingCode code) {
+  return std::any_of(findings.begin(), findings.end(), [code](const Finding& f) { return f.code == code; });
+}
+
 bool HasErrors(const std::vector<Finding>& findings) {
   return std::any_of(findings.begin(), findings.end(),
                      [](const Finding& f) { return f.severity == Severity::kError; });

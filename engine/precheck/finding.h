@@ -47,5 +47,6 @@ absl::StatusOr<FindingCode> FindingCodeFromName(absl::string_view name);
 const char* SeverityName(Severity severity);
 
 bool HasErrors(const std::vector<Finding>& findings);
+bool HasCode(const std::vector<Finding>& findings, FindingCode code);
 
 }  // namespace ferry

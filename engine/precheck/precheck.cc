@@ -13,7 +13,8 @@ namespace {
 
 class Checker {
  public:
-  Checker(const VmSpec& vm, const HostFacts& src, const HostFacts& dst) : vm_(vm), src_(src), dst_(dst) {}
+  Checker(const VmSpec& vm, const HostFacts& src, const HostFacts& dst, const PrecheckAdvice& advice)
+      : vm_(vm), src_(src), dst_(dst), advice_(advice) {}
 
   std::vector<Finding> Run() {
     CheckCpu();
@@ -49,9 +50,8 @@ class Checker {
       Error(FindingCode::kCpuFeatureMissing, f,
             absl::StrCat("the guest was given CPUID feature '", f, "' but ", dst_.name,
                          "'s CPU (as its KVM offers it) lacks it; a running guest may be using it. ",
-                         pinned ? "Pin the VM to a CPU model both hosts support"
-                                : "The VM has the source host's full CPU; give it a CPU model both hosts support",
-                         " (", BaselineAdvice(), ") and restart it, or choose a destination with '", f, "'"));
+                         pinned ? "Pin the VM to " : "The VM has the source host's full CPU; give it ",
+                         BaselineAdvice(), " and restart it, or choose a destination with '", f, "'"));
     }
     if (!src_.cpu_vendor.empty() && !dst_.cpu_vendor.empty() && src_.cpu_vendor != dst_.cpu_vendor) {
       Add(Severity::kWarning, FindingCode::kCpuVendorMismatch, "cpu vendor",
@@ -61,14 +61,19 @@ class Checker {
     }
   }
 
-  // A command that prints a model both hosts support, runnable as printed: the hosts' own host
-  // files when the facts came from them; facts from agents name no file this machine can read.
+  // The model to pin to when the caller knows it, and a command that runs as printed: the hosts'
+  // own host files when the facts came from them (facts from agents name no file here).
   std::string BaselineAdvice() const {
+    std::string model = advice_.common_cpu_model.empty()
+                            ? "a CPU model both hosts support"
+                            : absl::StrCat("CPU model ", advice_.common_cpu_model, ", the newest both hosts support");
     if (!src_.origin.empty() && !dst_.origin.empty()) {
-      return absl::StrCat("`migrate host cpu-baseline ", src_.origin, " ", dst_.origin, "` prints one");
+      return absl::StrCat(model, " (`migrate host cpu-baseline ", src_.origin, " ", dst_.origin,
+                          "` shows it and what each host loses)");
     }
-    return absl::StrCat("`migrate host cpu-baseline` with the host files of ", src_.name, " and ", dst_.name,
-                        " (each agent's host_facts) prints one");
+    if (!advice_.common_cpu_model.empty()) return model;
+    return absl::StrCat(model, " (`migrate host cpu-baseline HOSTFILE HOSTFILE` on copies of both hosts' host "
+                               "files prints one)");
   }
 
   void CheckMemory() {
@@ -197,13 +202,15 @@ class Checker {
   const VmSpec& vm_;
   const HostFacts& src_;
   const HostFacts& dst_;
+  const PrecheckAdvice& advice_;
   std::vector<Finding> out_;
 };
 
 }  // namespace
 
-std::vector<Finding> RunPrechecks(const VmSpec& vm, const HostFacts& source, const HostFacts& destination) {
-  return Checker(vm, source, destination).Run();
+std::vector<Finding> RunPrechecks(const VmSpec& vm, const HostFacts& source, const HostFacts& destination,
+                                  const PrecheckAdvice& advice) {
+  return Checker(vm, source, destination, advice).Run();
 }
 
 }  // namespace ferry

@@ -7,6 +7,7 @@
 // destination).
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "engine/host/host_facts.h"
@@ -18,6 +19,13 @@ namespace ferry {
 // Below this a migration still works but takes long and may not converge.
 inline constexpr uint32_t kMinMigrationLinkMbps = 1000;
 
-std::vector<Finding> RunPrechecks(const VmSpec& vm, const HostFacts& source, const HostFacts& destination);
+// What a caller worked out beyond the facts, to make advice concrete (the precheck itself has no
+// CPU map).
+struct PrecheckAdvice {
+  std::string common_cpu_model;  // the newest CPU model both hosts support (BaselineCpu); "" unknown
+};
+
+std::vector<Finding> RunPrechecks(const VmSpec& vm, const HostFacts& source, const HostFacts& destination,
+                                  const PrecheckAdvice& advice = {});
 
 }  // namespace ferry

@@ -96,6 +96,12 @@ TEST_F(PrecheckCodes, CpuAdviceNamesTheCommandWithTheHostsOwnArguments) {
   src_.origin = dst_.origin = "";
   f = ExpectOnly(FindingCode::kCpuFeatureMissing, Severity::kError);
   EXPECT_THAT(f.message, ::testing::Not(HasSubstr("cpu-baseline src dst")));
+  // With the model the caller worked out (BaselineCpu), the advice names it.
+  HostFacts probed = dst_;
+  ProbeDiskAccess(probed, vm_, src_);
+  std::vector<Finding> advised = RunPrechecks(vm_, src_, probed, {"x86-64-v2"});
+  ASSERT_EQ(advised.size(), 1u) << Dump(advised);
+  EXPECT_THAT(advised[0].message, HasSubstr("CPU model x86-64-v2, the newest both hosts support"));
 }
 
 TEST_F(PrecheckCodes, UnexpandedCpuModelIsNeverASilentPass) {

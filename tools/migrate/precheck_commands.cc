@@ -48,7 +48,11 @@ int RunOfflinePrecheck(const PrecheckArgs& a) {
   if (!dst.ok()) return ReportError("precheck", dst.status(), a.json, {"--destination", a.destination});
   // Offline there is no destination agent: this machine probes the destination's mounts.
   ProbeDiskAccess(*dst, *vm, *src);
-  return PrintFindings(RunPrechecks(*vm, *src, *dst), a.json);
+  std::vector<Finding> findings = RunPrechecks(*vm, *src, *dst);
+  if (HasCode(findings, FindingCode::kCpuFeatureMissing)) {
+    findings = RunPrechecks(*vm, *src, *dst, {CommonCpuModel(*src, *dst)});
+  }
+  return PrintFindings(findings, a.json);
 }
 
 std::string VendorLine(const CpuBaseline& b) {
