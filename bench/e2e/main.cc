@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "bench/e2e/data_path_suite.h"
+#include "bench/e2e/link_share_bench.h"
 #include "bench/e2e/machine_info.h"
 #include "bench/e2e/matrix.h"
 #include "bench/e2e/report.h"
@@ -135,11 +136,12 @@ int Run(const Flags& f, const std::string& command) {
   auto max_kvm = ParseByteSize(f.max_kvm_memory);
   if (!max_kvm.ok()) return Usage(absl::StrCat("--max-kvm-memory: ", max_kvm.status().message()));
   mf.max_kvm_memory = *max_kvm;
+  if (f.suite == "link-share") return RunLinkShareBench({f.repeat > 1 ? f.repeat : 3, f.keep_logs});
   absl::StatusOr<std::vector<Scenario>> matrix;
   if (f.suite == "data-path") {
     matrix = DataPathSuite(report.machine.kvm_present, f.repeat > 1 ? f.repeat : 5);
   } else if (!f.suite.empty()) {
-    return Usage(absl::StrCat("--suite '", f.suite, "' must be data-path"));
+    return Usage(absl::StrCat("--suite '", f.suite, "' must be data-path or link-share"));
   } else {
     matrix = BuildMatrix(mf);
   }
@@ -273,7 +275,9 @@ int main(int argc, char** argv) {
   app.add_option("--warmup-ms", f.runner.warmup_ms, "workload running before the migration (default 500)");
   app.add_option("--max-downtime-ms", f.runner.max_downtime_ms, "the migration's downtime target (default 300)");
   app.add_option("--max-rounds", f.runner.max_rounds, "pre-copy round limit (default 30)");
-  app.add_option("--suite", f.suite, "data-path: the data-path figures of docs/performance.md (repeat 5 by default)");
+  app.add_option("--suite", f.suite,
+                 "data-path: the data-path figures of docs/performance.md (repeat 5 by default); link-share: two "
+                 "concurrent migrations' share of the link, high vs standard (docs/jobs.md)");
   app.add_option("--summary", f.summary, "with --suite: also write the summary table (Markdown) here");
   app.add_flag("--keep-logs", f.keep_logs, "keep the agents' temporary directories (logs, consoles)");
   CLI11_PARSE(app, argc, argv);
