@@ -13,6 +13,7 @@
 #include "engine/base/size_parse.h"
 #include "tools/client/agent_client.h"
 #include "tools/client/stats_render.h"
+#include "tools/migrate/cli_error.h"
 #include "tools/migrate/commands.h"
 
 namespace ferry::cli {
@@ -27,26 +28,19 @@ std::string ToJson(const google::protobuf::Message& m) {
   return out;
 }
 
-// One error, as every migrate command reports it: a line on stderr, or {"error": ...} on stdout
-// with --json. Exit 2 when the request was wrong, else 1.
+// One error, as every migrate command reports it (cli_error.h): a line on stderr, or
+// {"error": ...} on stdout with --json. Exit 2 when the request was wrong, else 1.
 int Report(std::string_view command, const std::string& code, const std::string& message, bool usage, bool json) {
-  if (json) {
-    nlohmann::json j = {{"error", {{"code", code}, {"message", message}, {"file", ""}, {"field", ""}}}};
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::fprintf(stderr, "migrate %.*s: %s\n", static_cast<int>(command.size()), command.data(), message.c_str());
-  }
-  return usage ? 2 : 1;
+  return ReportError(command, CliError{code, message, "", "", usage ? kExitUsage : kExitFailed}, json);
 }
 
 int Report(std::string_view command, const absl::Status& st, bool json) {
-  std::string code = absl::AsciiStrToLower(absl::StatusCodeToString(st.code()));
-  return Report(command, code, std::string(st.message()), absl::IsInvalidArgument(st), json);
+  CliError e = ErrorFromStatus(st);
+  e.exit_code = absl::IsInvalidArgument(st) ? kExitUsage : kExitFailed;
+  return ReportError(command, e, json);
 }
 
-int Report(std::string_view command, const grpc::Status& st, bool json) {
-  return Report(command, absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message()), json);
-}
+int Report(std::string_view command, const grpc::Status& st, bool json) { return ReportError(command, st, json); }
 
 const char* DirectionName(v1::MigrationDirection d) {
   return d == v1::MIGRATION_DIRECTION_INCOMING ? "in" : "out";
