@@ -76,14 +76,6 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
   return c;
 }
 
-std::string PrepareConsoleLogPath(const AgentConfig& config, const std::string& vm_name) {
-  if (config.data_dir.empty()) return "";
-  std::filesystem::path dir = std::filesystem::path(config.data_dir) / "vms" / vm_name;
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  return (dir / "console.log").string();
-}
-
 uint32_t DefaultDataConnections() {
   unsigned cores = std::thread::hardware_concurrency();
   return std::clamp<uint32_t>(cores == 0 ? 2 : cores, 2, 8);

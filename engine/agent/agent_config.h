@@ -48,9 +48,6 @@ std::string HostOfAddress(const std::string& address);
 // Errors name the file and the field.
 absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path);
 
-// DATA_DIR/vms/NAME/console.log, creating its directory; "" when the agent has no data_dir.
-std::string PrepareConsoleLogPath(const AgentConfig& config, const std::string& vm_name);
-
 // This host's boot id (/proc/sys/kernel/random/boot_id): two agents with the same one share a
 // CLOCK_MONOTONIC, so their timestamps compare directly.
 std::string HostBootId();
