@@ -43,8 +43,9 @@ struct AgentContext {
   bool secure = false;
   // The data port: incoming migrations' data connections (docs/wire_protocol.md).
   std::unique_ptr<DataListener> data_listener;
-  // Test-only fault hooks, enabled by the FERRY_TEST_FAULTS environment variable of the agent.
-  bool fault_drop_final_page = false;
+  // Test seam (unset in production): wraps each outgoing migration's page sender. Only the
+  // test-only agent of tests/fault_agent sets it, to inject faults.
+  std::function<std::unique_ptr<PageSender>(std::unique_ptr<PageSender>, Vm&)> wrap_page_sender;
 };
 
 }  // namespace ferry

@@ -21,10 +21,6 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
   s->ctx_.boot_id = HostBootId();
   s->ctx_.dial_peer = std::move(dial_peer);
   s->ctx_.secure = secure;
-  if (const char* f = std::getenv("FERRY_TEST_FAULTS"); f && std::string(f).find("drop-final-page") != std::string::npos) {
-    s->ctx_.fault_drop_final_page = true;
-    spdlog::warn("event=test_fault_enabled fault=drop-final-page (a test asked this agent to lose a page)");
-  }
   if (!s->ctx_.config.data_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(s->ctx_.config.data_dir, ec);

@@ -208,7 +208,7 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
   config.source_agent = ctx_.config.name;
   config.boot_id = ctx_.boot_id;
   config.options = job.options();  // as they are now: SetMigration may have changed them while queued
-  config.test_drop_one_final_page = ctx_.fault_drop_final_page;
+  config.wrap_page_sender = ctx_.wrap_page_sender;
   // A commit whose answer was lost: the destination is asked again over a fresh connection.
   config.ask_destination_runs_vm = [this, destination = req->destination(),
                                     name = ExpectedPeerName(req->destination(), req->destination_name()), id] {

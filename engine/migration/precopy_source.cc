@@ -7,8 +7,6 @@
 #include <cstdlib>
 #include <thread>
 
-#include <xxhash.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/base/clock.h"
@@ -21,9 +19,6 @@
 
 namespace ferry {
 namespace {
-// The fault hook's mark for a page whose destination copy is not known exactly.
-constexpr uint64_t kUnknownHash = ~uint64_t{0};
-
 struct SourceTransition {
   SourceState from;
   SourceState to;
@@ -231,11 +226,6 @@ absl::Status PrecopySource::Start() {
   return OpenPageSender(reply.started());
 }
 
-uint64_t PrecopySource::PageHash(uint64_t page) const {
-  const uint8_t* p = vm_.memory().page(page);
-  return IsZeroPage(p) ? 0 : XXH3_64bits(p, kPageSize);
-}
-
 void PrecopySource::SetThrottle(uint32_t percent) {
   if (percent == vm_.throttle_percent()) return;
   absl::Status st = vm_.SetThrottle(percent);
@@ -280,6 +270,7 @@ absl::Status PrecopySource::OpenPageSender(const v1::Started& started) {
   } else {
     page_sender_ = std::make_unique<StreamPageSender>(channel_);
   }
+  if (config_.wrap_page_sender) page_sender_ = config_.wrap_page_sender(std::move(page_sender_), vm_);
   page_sender_->SetMaxBandwidth(max_bandwidth_mibps_.load());
   sender_.store(page_sender_.get());
   if (cancelled()) page_sender_->Cancel();
@@ -296,38 +287,9 @@ absl::Status PrecopySource::OpenPageSender(const v1::Started& started) {
 absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, v1::RoundStats& rs,
                                       bool final_round, const DirtyBitmap* populated) {
   int64_t t0 = MonotonicNanos();
-  const DirtyBitmap* to_send = &pages;
-  DirtyBitmap without_one;
-  if (final_round && config_.test_drop_one_final_page) {
-    // Fault hook: forget the highest non-zero dirty page whose destination copy is really stale
-    // (the working set lies above the guest's own state, so this is a page the guest re-checks).
-    without_one = pages;
-    for (uint64_t p = pages.num_pages(); p-- > 0;) {
-      if (!pages.Test(p)) continue;
-      auto sent = sent_hashes_.find(p);
-      if (sent != sent_hashes_.end() && sent->second == kUnknownHash) continue;  // not known exactly
-      uint64_t now = PageHash(p);
-      if (sent == sent_hashes_.end() ? now != 0 : sent->second != now) {
-        without_one.Clear(p);
-        stats_.add_warnings(absl::StrCat("test fault: page ", p, " of the final round was not sent"));
-        break;
-      }
-    }
-    to_send = &without_one;
-  }
-  std::unordered_map<uint64_t, uint64_t> before;
-  if (!final_round && config_.test_drop_one_final_page) {
-    // Test hook only (a hash per page, twice): a page whose content is the same before and after
-    // its round was sent reached the destination with exactly that content.
-    pages.ForEachRun([&](uint64_t first, uint64_t count) {
-      for (uint64_t p = first; p < first + count; ++p) {
-        if (!populated || populated->Test(p)) before[p] = PageHash(p);
-      }
-    });
-  }
   PageSender* sender = sender_.load();
   RoundCounters c;
-  absl::Status sent = sender->SendRound(vm_.memory(), *to_send, round, populated, c);
+  absl::Status sent = sender->SendRound(vm_.memory(), pages, round, populated, c);
   if (!sent.ok() && !absl::IsCancelled(sent)) {
     std::string why = DestinationReason();
     if (!why.empty()) {
@@ -338,10 +300,6 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
                                                   sent.message()));
   }
   RETURN_IF_ERROR(sent);
-  for (const auto& [p, h] : before) {
-    // Changed while on the wire: which copy the destination holds is not known.
-    sent_hashes_[p] = PageHash(p) == h ? h : kUnknownHash;
-  }
   if (cancelled()) return absl::CancelledError("migration cancelled by request");
   int64_t t1 = MonotonicNanos();
   stats_.set_bytes_transferred(stats_.bytes_transferred() + c.wire_bytes);
@@ -447,12 +405,6 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
   if (cancelled()) return absl::CancelledError("migration cancelled by request");
   v1::PauseBreakdown& pause = *stats_.mutable_pause();
   SetThrottle(0);  // the pause stops the vCPUs anyway; a rollback resumes them at full speed
-  if (config_.test_drop_one_final_page) {
-    // Fault hook: let the guest dirty a few pages after the last collect, so the final round
-    // surely holds a page whose destination copy is stale (the smallest-pause switch-over may
-    // otherwise leave it empty).
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
   pause_ns_ = MonotonicNanos();
   // From here the guest stands still: at most max_pause_ms until commit is sent, or the link is
   // broken and the rollback resumes it.

@@ -50,9 +50,9 @@ struct SourceConfig {
   std::function<absl::StatusOr<bool>()> ask_destination_runs_vm;
   std::chrono::milliseconds resolve_timeout{30000};
   std::chrono::milliseconds resolve_retry{300};
-  // Test-only fault hook: drop one dirty page from the final (stop-and-copy) round, so a test can
-  // prove that a lost page is caught by the guest.
-  bool test_drop_one_final_page = false;
+  // Test seam (unset in production): wraps the page sender once it is open, e.g. with a fault a
+  // test-only agent injects (tests/fault_agent).
+  std::function<std::unique_ptr<PageSender>(std::unique_ptr<PageSender>, Vm&)> wrap_page_sender;
 };
 
 inline constexpr uint32_t kDefaultMaxPauseMs = 5000;
@@ -140,8 +140,6 @@ class PrecopySource {
   SwitchoverPlanner planner_;
   AutoConverge auto_converge_;
   void SetThrottle(uint32_t percent);
-  // Fault hook only: a page's content hash (0 for a zero page).
-  uint64_t PageHash(uint64_t page) const;
   ProgressFn progress_;
   std::atomic<bool> cancel_{false};
   mutable std::mutex state_mu_;  // state_ and the decision to cancel or to commit
@@ -167,9 +165,6 @@ class PrecopySource {
   // Pages dirtied since they were last sent: collected after each pre-copy round, sent by the
   // next round or, at switch-over, together with the final collection.
   DirtyBitmap pending_;
-  // Test fault hook only: a hash of each page as last sent, so the hook drops a page whose
-  // destination copy is really stale (a dirty page re-sent with unchanged content is harmless).
-  std::unordered_map<uint64_t, uint64_t> sent_hashes_;
   std::atomic<double> max_bandwidth_mibps_{0};
   std::atomic<uint32_t> new_max_downtime_ms_{0};  // from SetMaxDowntime, taken before the next decision
 };

@@ -13,6 +13,7 @@
 
 #include "proto/ferry/v1/agent.grpc.pb.h"
 #include "tools/client/agent_client.h"
+#include "tools/client/guest_verify.h"
 #include "tools/client/local_cluster.h"
 
 namespace ferry::e2e {
@@ -127,8 +128,9 @@ inline std::vector<v1::MigrationEvent> MigrateCollectingEvents(v1::Agent::Stub& 
   return events;
 }
 
-// The guest keeps running here: its heartbeat count grows over `seconds` and it reports no
-// corruption.
+// The guest keeps running here: its heartbeat count grows over `seconds`, it re-checks its whole
+// working set here (a full verification sweep that began on this agent: after boot, or after
+// arrival by migration) and reports no corruption.
 inline void ExpectGuestHealthy(v1::Agent::Stub& stub, const std::string& name, double seconds) {
   v1::VmInfo a, b;
   ASSERT_TRUE(GetVm(stub, name, &a).ok()) << name << " is not on this agent";
@@ -137,6 +139,9 @@ inline void ExpectGuestHealthy(v1::Agent::Stub& stub, const std::string& name, d
   EXPECT_GT(b.health().heartbeats(), a.health().heartbeats()) << "guest heartbeat stopped";
   EXPECT_EQ(b.health().corruptions(), 0u) << (b.health().corruption_reports_size() ? b.health().corruption_reports(0) : "");
   EXPECT_EQ(b.state(), v1::VM_POWER_STATE_RUNNING);
+  auto swept = cli::WaitForFullSweep(stub, name);
+  ASSERT_TRUE(swept.ok()) << swept.status();
+  EXPECT_GT(swept->health().full_sweeps(), 0u);
 }
 
 }  // namespace ferry::e2e

@@ -48,7 +48,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClu
   if (!mkdtemp(tmpl.data())) return absl::InternalError("cannot create a temporary directory");
   c->dir_ = tmpl;
   std::string agent_bin =
-      options.bin_dir.empty() ? SiblingBinary("ferry-agent") : (fs::path(options.bin_dir) / "ferry-agent").string();
+      options.bin_dir.empty() ? SiblingBinary(options.agent_binary) : (fs::path(options.bin_dir) / options.agent_binary).string();
   if (!fs::exists(agent_bin)) {
     return absl::NotFoundError(absl::StrCat("cannot find the ferry-agent binary (looked for ", agent_bin,
                                             "); build it or set FERRY_BIN_DIR"));
@@ -120,7 +120,6 @@ absl::Status LocalCluster::Spawn(int index, const LocalClusterOptions& options, 
   for (char** e = environ; *e; ++e) {
     if (std::string(*e).rfind("FERRY_TEST_FAULTS=", 0) != 0) env.push_back(*e);
   }
-  if (!options.test_faults.empty()) env.push_back("FERRY_TEST_FAULTS=" + options.test_faults);
   std::vector<char*> argv, envp;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);

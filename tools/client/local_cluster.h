@@ -18,7 +18,7 @@ struct LocalClusterOptions {
   int agents = 2;
   bool tls = true;           // a temporary CA, host certificates, a client certificate
   std::string bin_dir;       // where ferry-agent is; empty: beside this executable, then $FERRY_BIN_DIR
-  std::string test_faults;   // FERRY_TEST_FAULTS for the agents (tests only)
+  std::string agent_binary = "ferry-agent";  // or the test-only ferry-agent-faults (tests/fault_agent)
   bool keep_dir = false;     // keep the temporary directory (logs) after teardown
   std::vector<std::string> host_facts;  // per agent: --host-facts (empty entries: none)
   std::vector<std::vector<std::string>> extra_args;  // per agent: more ferry-agent flags

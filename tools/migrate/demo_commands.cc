@@ -11,6 +11,7 @@
 #include "engine/transport/grpc_peer_channel.h"
 #include "engine/base/clock.h"
 #include "tools/client/agent_client.h"
+#include "tools/client/guest_verify.h"
 #include "tools/client/local_cluster.h"
 #include "tools/client/stats_render.h"
 #include "tools/migrate/cli_error.h"
@@ -129,6 +130,11 @@ int RunDemo(const DemoArgs& a) {
   auto after1 = GetVm(**dst, "demo-vm");
   if (!after1.ok()) return fail("VM not found on the destination: " + std::string(after1.status().message()));
   std::this_thread::sleep_for(std::chrono::duration<double>(a.observe_s));
+  // Verified means every page of the working set was re-checked by the guest after arrival.
+  auto swept = WaitForFullSweep(**dst, "demo-vm");
+  if (!swept.ok() && !absl::IsDataLoss(swept.status()) && !absl::IsDeadlineExceeded(swept.status())) {
+    return fail("VM vanished from the destination: " + std::string(swept.status().message()));
+  }
   auto after2 = GetVm(**dst, "demo-vm");
   if (!after2.ok()) return fail("VM vanished from the destination: " + std::string(after2.status().message()));
   auto gone = GetVm(**src, "demo-vm");
@@ -136,7 +142,7 @@ int RunDemo(const DemoArgs& a) {
   const auto& h = after2->health();
   bool heartbeat_grew = h.heartbeats() > after1->health().heartbeats() &&
                         h.last_heartbeat_value() > before->health().last_heartbeat_value();
-  bool verified = heartbeat_grew && h.corruptions() == 0 && left_source &&
+  bool verified = heartbeat_grew && h.corruptions() == 0 && h.full_sweeps() > 0 && left_source &&
                   after2->state() == v1::VM_POWER_STATE_RUNNING;
   {
     grpc::ClientContext ctx;
@@ -155,6 +161,7 @@ int RunDemo(const DemoArgs& a) {
         {"downtime_same_clock", s.downtime_same_clock()},
         {"expected_downtime_ms", s.expected_downtime_ms()},
         {"guest_observed_stall_ms", h.max_heartbeat_gap_ms()},
+        {"guest_observed_stall_same_clock", !h.arrived_from_other_clock()},
         {"rounds", s.rounds()},
         {"bytes_transferred", s.bytes_transferred()},
         {"pages_sent", s.pages_sent()},
@@ -188,6 +195,8 @@ int RunDemo(const DemoArgs& a) {
         {"heartbeats_on_destination", h.heartbeats()},
         {"corruptions", h.corruptions()},
         {"left_source", left_source},
+        {"guest_full_sweeps", h.full_sweeps()},
+        {"guest_verify_ms", h.first_full_sweep_ms()},
         {"guest_verified", verified},
         {"demo_wall_ms", total.ElapsedMillis()},
     };
@@ -199,6 +208,13 @@ int RunDemo(const DemoArgs& a) {
     std::printf("guest on %s: %lu heartbeats since arrival growing=%s, corruptions %lu, gone from %s: %s\n",
                 c.name(1).c_str(), (unsigned long)h.heartbeats(), heartbeat_grew ? "yes" : "NO",
                 (unsigned long)h.corruptions(), c.name(0).c_str(), left_source ? "yes" : "NO");
+    if (h.full_sweeps() > 0) {
+      std::printf("guest re-checked its whole working set on %s in %.0f ms after arrival\n", c.name(1).c_str(),
+                  h.first_full_sweep_ms());
+    } else {
+      std::printf("guest did not finish re-checking its working set on %s: %s\n", c.name(1).c_str(),
+                  std::string(swept.status().message()).c_str());
+    }
     std::printf("guest verified: %s\n", verified ? "yes" : "NO");
     for (const auto& r : h.corruption_reports()) std::printf("  %s\n", r.c_str());
   }
