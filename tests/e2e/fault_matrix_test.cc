@@ -67,7 +67,9 @@ bool HasVm(v1::Agent::Stub& stub, const std::string& name) {
 
 // The guest runs here: running, its heartbeats grow, no corruption, and it never stood still
 // longer than the pause bound (plus scheduling slack on a loaded host).
-void ExpectRunsHere(v1::Agent::Stub& stub, const std::string& name) {
+// `bounded`: false only where a commit was truly sent and unanswered (then the guest waits for
+// the answer, as it must).
+void ExpectRunsHere(v1::Agent::Stub& stub, const std::string& name, bool bounded = true) {
   v1::VmInfo a, b;
   ASSERT_TRUE(GetVm(stub, name, &a).ok()) << name << " is not on this agent";
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
@@ -75,7 +77,9 @@ void ExpectRunsHere(v1::Agent::Stub& stub, const std::string& name) {
   EXPECT_EQ(b.state(), v1::VM_POWER_STATE_RUNNING);
   EXPECT_GT(b.health().heartbeats(), a.health().heartbeats()) << "the guest does not run";
   EXPECT_EQ(b.health().corruptions(), 0u) << (b.health().corruption_reports_size() ? b.health().corruption_reports(0) : "");
-  EXPECT_LT(b.health().max_heartbeat_gap_ms(), kMaxPauseMs + 2000) << "the guest stood still past the bound";
+  if (bounded) {
+    EXPECT_LT(b.health().max_heartbeat_gap_ms(), kMaxPauseMs + 2000) << "the guest stood still past the bound";
+  }
 }
 
 class FaultMatrix : public ::testing::TestWithParam<Cell> {};
@@ -138,6 +142,28 @@ TEST_P(FaultMatrix, OneHostRunsTheGuestAndTheOutcomeIsTrue) {
   ASSERT_TRUE(finished.ok()) << finished.error_message();
   std::cout << "[ cell     ] " << PhaseName(cell.phase) << " x " << FaultName(cell.fault) << ": "
             << v1::MigrationPhase_Name(last.phase()) << " " << last.error() << "\n";
+  if (last.phase() == v1::MIGRATION_PHASE_FAILED && last.error().find("commit sent but") != std::string::npos) {
+    // The fault hit after the commit went out (a loaded host delivers the stop-and-copy event
+    // late) and nobody could answer: the source kept the guest paused, as it must. The link comes
+    // back; the operator's resolve settles where the VM runs, and it runs on exactly one host.
+    EXPECT_EQ(cell.fault, Fault::kStallLink) << last.error();
+    proxy.Thaw();
+    grpc::ClientContext rctx;
+    v1::ResolveMigrationRequest rreq;
+    rreq.set_migration_id(last.migration_id());
+    v1::ResolveMigrationResponse resolved;
+    grpc::Status st = (*a)->ResolveMigration(&rctx, rreq, &resolved);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    std::cout << "[ cell     ] resolved: " << resolved.message() << "\n";
+    if (resolved.runs_on_destination()) {
+      EXPECT_FALSE(HasVm(**a, "vm1"));
+      ExpectRunsHere(**b, "vm1", /*bounded=*/false);
+    } else {
+      ExpectRunsHere(**a, "vm1", /*bounded=*/false);
+      EXPECT_EQ(VmsAfterSettling(**b, 10), 0);
+    }
+    return;
+  }
   const bool completed = last.phase() == v1::MIGRATION_PHASE_COMPLETED;
   if (completed) {
     // Only a cancel that came after the commit may lose the race; then it was refused and the

@@ -50,6 +50,8 @@ class TcpProxy {
   }
   // No byte passes any more (connections stay open, new ones hang too).
   void Freeze() { frozen_.store(true); }
+  // Bytes pass again (what was held is delivered).
+  void Thaw() { frozen_.store(false); }
 
  private:
   void AcceptLoop() {
