@@ -25,12 +25,13 @@ class Gate {
   }
   // True when opened, false when `cancelled()` turned true first.
   bool Wait(MigrationJob& job) {
-    std::unique_lock lock(mu_);
-    while (!open_) {
-      if (job.cancel_requested()) return false;
-      cv_.wait_for(lock, 5ms);
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        if (cv_.wait_for(lock, 5ms, [&] { return open_; })) return true;
+      }
+      if (job.cancel_requested()) return false;  // never under the gate's lock
     }
-    return true;
   }
 
  private:
