@@ -13,6 +13,16 @@
 #include "tools/migrate/findings_render.h"
 
 namespace ferry::cli {
+
+std::string ToJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  o.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
 namespace {
 
 // Errors of agent commands keep their exit codes: a local absl error is bad usage (2) only when
@@ -25,15 +35,6 @@ int Fail(const absl::Status& st, std::string_view command, bool json = false) {
 
 int Fail(const grpc::Status& st, std::string_view command, bool json = false) {
   return ReportError(command, st, json);
-}
-
-std::string ToJson(const google::protobuf::Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions o;
-  o.preserve_proto_field_names = true;
-  o.always_print_primitive_fields = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
 }
 
 const char* PowerName(v1::VmPowerState s) {

@@ -44,6 +44,9 @@ struct DataPathFlags {
   bool zero_copy = false;
 };
 void AddDataPathFlags(CLI::App* cmd, DataPathFlags& f);
+
+// A message as JSON, the way every --json output prints it (field names as in the .proto).
+std::string ToJson(const google::protobuf::Message& m);
 absl::Status ApplyDataPathFlags(const DataPathFlags& f, v1::MigrationOptions& o);
 
 // Returns parent's subcommand `name`, creating it if no file has yet.

@@ -19,15 +19,6 @@
 namespace ferry::cli {
 namespace {
 
-std::string ToJson(const google::protobuf::Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions o;
-  o.preserve_proto_field_names = true;
-  o.always_print_primitive_fields = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
-}
-
 // One error, as every migrate command reports it (cli_error.h): a line on stderr, or
 // {"error": ...} on stdout with --json. Exit 2 when the request was wrong, else 1.
 int Report(std::string_view command, const std::string& code, const std::string& message, bool usage, bool json) {
