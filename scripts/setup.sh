@@ -13,6 +13,7 @@ PACKAGES=(
   clang libclang-rt-dev
   qemu-system-x86 gnuplot-nox iproute2 binutils
   prometheus-cpp-dev libcurl4-openssl-dev systemd dpkg-dev file
+  etcd-server etcd-client golang-etcd-server-dev  # HA: etcd, and its v3 API .proto files (docs/cluster.md)
 )
 
 missing=()
