@@ -84,6 +84,67 @@
 #define FERRY_VIRTIO_MMIO_CONFIG_GENERATION 0x0fc
 #define FERRY_VIRTIO_MMIO_CONFIG 0x100          /* virtio-blk: le64 capacity, le32 size_max, le32 seg_max */
 
+/* ---- Disks: virtio-blk over virtio-mmio ---------------------------------------------------------
+ * Modern virtio-mmio (version 2, virtio 1.x register layout), one 4 KiB register window per disk in
+ * the 32-bit MMIO hole: disk i at FERRY_GPA_VIRTIO_MMIO + i * FERRY_VIRTIO_MMIO_STRIDE raising IRQ
+ * FERRY_VIRTIO_MMIO_IRQ_BASE + i. The VMM lists each on the multiboot command line in Linux's
+ * syntax, " virtio_mmio.device=4K@0xd0000000:5", and the guest finds its disks by parsing that.
+ * docs/virtio_blk.md (the device) and docs/guest_verification.md (the guest's disk workload). */
+#define FERRY_GPA_VIRTIO_MMIO 0xD0000000ULL
+#define FERRY_VIRTIO_MMIO_STRIDE 0x1000ULL
+#define FERRY_VIRTIO_MMIO_IRQ_BASE 5
+#define FERRY_MAX_DISKS 8
+/* Registers (byte offsets in a device's window; all 32-bit, little-endian). */
+#define FERRY_VIRTIO_MMIO_MAGIC 0x000 /* "virt" */
+#define FERRY_VIRTIO_MMIO_VERSION 0x004
+#define FERRY_VIRTIO_MMIO_DEVICE_ID 0x008
+#define FERRY_VIRTIO_MMIO_VENDOR_ID 0x00c
+#define FERRY_VIRTIO_MMIO_DEVICE_FEATURES 0x010
+#define FERRY_VIRTIO_MMIO_DEVICE_FEATURES_SEL 0x014
+#define FERRY_VIRTIO_MMIO_DRIVER_FEATURES 0x020
+#define FERRY_VIRTIO_MMIO_DRIVER_FEATURES_SEL 0x024
+#define FERRY_VIRTIO_MMIO_QUEUE_SEL 0x030
+#define FERRY_VIRTIO_MMIO_QUEUE_NUM_MAX 0x034
+#define FERRY_VIRTIO_MMIO_QUEUE_NUM 0x038
+#define FERRY_VIRTIO_MMIO_QUEUE_READY 0x044
+#define FERRY_VIRTIO_MMIO_QUEUE_NOTIFY 0x050
+#define FERRY_VIRTIO_MMIO_INTERRUPT_STATUS 0x060
+#define FERRY_VIRTIO_MMIO_INTERRUPT_ACK 0x064
+#define FERRY_VIRTIO_MMIO_STATUS 0x070
+#define FERRY_VIRTIO_MMIO_QUEUE_DESC_LOW 0x080
+#define FERRY_VIRTIO_MMIO_QUEUE_DESC_HIGH 0x084
+#define FERRY_VIRTIO_MMIO_QUEUE_DRIVER_LOW 0x090 /* the available ring */
+#define FERRY_VIRTIO_MMIO_QUEUE_DRIVER_HIGH 0x094
+#define FERRY_VIRTIO_MMIO_QUEUE_DEVICE_LOW 0x0a0 /* the used ring */
+#define FERRY_VIRTIO_MMIO_QUEUE_DEVICE_HIGH 0x0a4
+#define FERRY_VIRTIO_MMIO_CONFIG_GENERATION 0x0fc
+#define FERRY_VIRTIO_MMIO_CONFIG 0x100 /* device config: virtio-blk's starts with le64 capacity */
+#define FERRY_VIRTIO_MMIO_MAGIC_VALUE 0x74726976u
+#define FERRY_VIRTIO_MMIO_VERSION_MODERN 2
+#define FERRY_VIRTIO_DEVICE_ID_BLOCK 2
+/* Device status bits. */
+#define FERRY_VIRTIO_STATUS_ACKNOWLEDGE 1
+#define FERRY_VIRTIO_STATUS_DRIVER 2
+#define FERRY_VIRTIO_STATUS_DRIVER_OK 4
+#define FERRY_VIRTIO_STATUS_FEATURES_OK 8
+#define FERRY_VIRTIO_STATUS_NEEDS_RESET 64
+#define FERRY_VIRTIO_STATUS_FAILED 128
+/* Feature bits the built-in guest accepts (bit numbers). */
+#define FERRY_VIRTIO_BLK_F_FLUSH 9
+#define FERRY_VIRTIO_F_VERSION_1 32
+/* Split-ring descriptor flags, request types and status. A request is three descriptors: the
+ * 16-byte header (le32 type, le32 reserved, le64 sector of 512 bytes), the data, a status byte. */
+#define FERRY_VIRTQ_DESC_F_NEXT 1
+#define FERRY_VIRTQ_DESC_F_WRITE 2
+#define FERRY_VIRTQ_AVAIL_F_NO_INTERRUPT 1
+#define FERRY_VIRTIO_BLK_T_IN 0
+#define FERRY_VIRTIO_BLK_T_OUT 1
+#define FERRY_VIRTIO_BLK_T_FLUSH 4
+#define FERRY_VIRTIO_BLK_S_OK 0
+#define FERRY_VIRTIO_BLK_S_IOERR 1
+#define FERRY_VIRTIO_BLK_S_UNSUPP 2
+#define FERRY_VIRTIO_BLK_SECTOR_SIZE 512
+
 /* ---- Serial console ----------------------------------------------------------------------------- */
 #define FERRY_COM1_PORT 0x3f8
 
@@ -105,6 +166,20 @@ static inline unsigned long long ferry_mix64(unsigned long long x) {
 static inline unsigned long long ferry_page_word(unsigned long long page, unsigned int gen,
                                                  unsigned int i) {
   return ferry_mix64((page << 24) ^ ((unsigned long long)gen << 1) ^ 1ULL) + i * 0x9E3779B97F4A7C15ULL;
+}
+
+/* ---- Disk block content --------------------------------------------------------------------------
+ * Block b (4 KiB) of the guest's disk working set at generation g >= 1 holds 512 64-bit words:
+ * word 0 = ferry_block_tag(b, g), so a block names its own number and generation, and word i > 0 =
+ * ferry_block_word(b, g, i). A block the guest has not written since it booted is all zeros (a
+ * fresh sparse disk) or some generation of itself (a disk written before a reboot). */
+static inline unsigned long long ferry_block_tag(unsigned long long block, unsigned int gen) {
+  return ((unsigned long long)gen << 32) | (block & 0xffffffffULL);
+}
+static inline unsigned long long ferry_block_word(unsigned long long block, unsigned int gen,
+                                                  unsigned int i) {
+  if (i == 0) return ferry_block_tag(block, gen);
+  return ferry_mix64((block << 24) ^ ((unsigned long long)gen << 1) ^ 0xb10c0000ULL) + i * 0x9E3779B97F4A7C15ULL;
 }
 
 #endif
