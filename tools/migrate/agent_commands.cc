@@ -45,6 +45,7 @@ const char* PowerName(v1::VmPowerState s) {
     case v1::VM_POWER_STATE_STOPPED: return "stopped";
     case v1::VM_POWER_STATE_MIGRATING_OUT: return "migrating-out";
     case v1::VM_POWER_STATE_MIGRATING_IN: return "migrating-in";
+    case v1::VM_POWER_STATE_FAILED: return "failed";
     default: return "?";
   }
 }
