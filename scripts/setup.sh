@@ -9,6 +9,7 @@ PACKAGES=(
   libabsl-dev liburing-dev libvirt-dev libvirt0 libxml2-dev
   libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libzstd-dev libxxhash-dev
   nlohmann-json3-dev libssl-dev openssl
+  libfuse3-dev fuse3
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev
   qemu-system-x86 gnuplot-nox iproute2 binutils

@@ -1,0 +1,302 @@
+// ferry-faultfs over a real FUSE mount: each mode as plain file operations see it, recovery when it
+// is set back to healthy, and teardown that never leaves a hung mount. Skips without /dev/fuse,
+// fusermount3 or root.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "tests/faultfs/faultfs_fixture.h"
+
+namespace ferry::faultfs {
+namespace {
+
+// 0 on success, else the errno the call failed with.
+int WriteFileAt(const std::string& path, const std::string& data, int flags = O_WRONLY | O_CREAT | O_TRUNC) {
+  int fd = open(path.c_str(), flags | O_CLOEXEC, 0644);
+  if (fd < 0) return errno;
+  int err = 0;
+  if (write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size())) err = errno;
+  if (err == 0 && fsync(fd) != 0) err = errno;
+  close(fd);
+  return err;
+}
+
+std::string ReadFileAt(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+int ErrnoOf(int rc) { return rc < 0 ? errno : 0; }
+
+class FaultFsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string reason = FaultFsMount::UnavailableReason(); !reason.empty()) {
+      GTEST_SKIP() << reason;
+    }
+    absl::StatusOr<std::unique_ptr<FaultFsMount>> started = FaultFsMount::Start();
+    ASSERT_TRUE(started.ok()) << started.status();
+    fs_ = std::move(*started);
+    ASSERT_EQ(WriteFileAt(fs_->MountPath("before"), "written before the fault"), 0);
+  }
+  void TearDown() override {
+    if (fs_ != nullptr) {
+      EXPECT_TRUE(fs_->Stop().ok());
+    }
+  }
+  void ExpectRecovered() {
+    ASSERT_TRUE(fs_->SetMode("healthy").ok());
+    EXPECT_EQ(ReadFileAt(fs_->MountPath("before")), "written before the fault");
+    EXPECT_EQ(WriteFileAt(fs_->MountPath("after"), "after"), 0);
+    EXPECT_EQ(ReadFileAt(fs_->BackingPath("after")), "after");
+  }
+  std::string Path(const char* name) { return fs_->MountPath(name); }
+
+  std::unique_ptr<FaultFsMount> fs_;
+};
+
+using FaultFsHealthy = FaultFsTest;
+using FaultFsApd = FaultFsTest;
+using FaultFsPdl = FaultFsTest;
+using FaultFsEnospc = FaultFsTest;
+using FaultFsReadOnly = FaultFsTest;
+using FaultFsSlow = FaultFsTest;
+using FaultFsScope = FaultFsTest;
+using FaultFsLocks = FaultFsTest;
+using FaultFsTeardown = FaultFsTest;
+
+TEST_F(FaultFsHealthy, PassesEveryOperationThroughToTheBackingDirectory) {
+  ASSERT_EQ(mkdir(Path("vm1").c_str(), 0755), 0);
+  int fd = open(Path("vm1/disk").c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  ASSERT_EQ(pwrite(fd, "abcdef", 6, 0), 6);
+  ASSERT_EQ(fsync(fd), 0);
+  ASSERT_EQ(fallocate(fd, 0, 0, 1 << 20), 0) << strerror(errno);
+  ASSERT_EQ(ftruncate(fd, 4096), 0);
+  char buf[6];
+  ASSERT_EQ(pread(fd, buf, 6, 0), 6);
+  EXPECT_EQ(std::string(buf, 6), "abcdef");
+  close(fd);
+
+  struct stat st;
+  ASSERT_EQ(stat(Path("vm1/disk").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 4096);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(rename(Path("vm1/disk").c_str(), Path("vm1/disk.raw").c_str()), 0);
+  std::set<std::string> names;
+  DIR* dir = opendir(Path("vm1").c_str());
+  ASSERT_NE(dir, nullptr);
+  while (dirent* e = readdir(dir)) names.insert(e->d_name);
+  closedir(dir);
+  EXPECT_EQ(names, (std::set<std::string>{".", "..", "disk.raw"}));
+  struct statvfs vfs;
+  EXPECT_EQ(statvfs(fs_->mount_dir().c_str(), &vfs), 0);
+  EXPECT_EQ(ReadFileAt(fs_->BackingPath("vm1/disk.raw")).substr(0, 6), "abcdef");
+  ASSERT_EQ(unlink(Path("vm1/disk.raw").c_str()), 0);
+  ASSERT_EQ(rmdir(Path("vm1").c_str()), 0);
+  EXPECT_NE(access(fs_->BackingPath("vm1").c_str(), F_OK), 0);
+}
+
+TEST_F(FaultFsApd, BlockedOperationsFinishWhenTheApdClears) {
+  int fd = open(Path("before").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(fs_->SetMode("apd").ok());
+  std::atomic<int> write_result{-2}, create_result{-2}, stat_result{-2};
+  std::thread writer([&] {
+    int rc = static_cast<int>(pwrite(fd, "DURING", 6, 0));
+    write_result = rc == 6 && fsync(fd) == 0 ? 0 : errno;
+  });
+  std::thread creator([&] { create_result = WriteFileAt(Path("created-in-apd"), "new"); });
+  std::thread stater([&] {
+    struct stat st;
+    stat_result = ErrnoOf(stat(Path("before").c_str(), &st));
+  });
+  ASSERT_TRUE(fs_->WaitForBlocked(3).ok());
+  // Blocked, not failed: nothing reached the backing directory and nobody got an answer.
+  EXPECT_EQ(write_result.load(), -2);
+  EXPECT_EQ(create_result.load(), -2);
+  EXPECT_EQ(stat_result.load(), -2);
+  EXPECT_EQ(ReadFileAt(fs_->BackingPath("before")), "written before the fault");
+  EXPECT_NE(access(fs_->BackingPath("created-in-apd").c_str(), F_OK), 0);
+
+  ASSERT_TRUE(fs_->SetMode("healthy").ok());
+  writer.join();
+  creator.join();
+  stater.join();
+  close(fd);
+  EXPECT_EQ(write_result.load(), 0);
+  EXPECT_EQ(create_result.load(), 0);
+  EXPECT_EQ(stat_result.load(), 0);
+  EXPECT_EQ(ReadFileAt(fs_->BackingPath("before")), "DURINGn before the fault");
+  EXPECT_EQ(ReadFileAt(fs_->BackingPath("created-in-apd")), "new");
+  absl::StatusOr<FaultFsStatus> status = fs_->Status();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->blocked, 0);
+}
+
+TEST_F(FaultFsApd, AnApdThatTurnsIntoPdlFailsTheBlockedOperations) {
+  ASSERT_TRUE(fs_->SetMode("apd").ok());
+  std::atomic<int> result{-2};
+  std::thread reader([&] {
+    struct stat st;
+    result = ErrnoOf(stat(Path("before").c_str(), &st));
+  });
+  ASSERT_TRUE(fs_->WaitForBlocked(1).ok());
+  ASSERT_TRUE(fs_->SetMode("pdl").ok());
+  reader.join();
+  EXPECT_EQ(result.load(), ENODEV);
+  ExpectRecovered();
+}
+
+TEST_F(FaultFsPdl, EveryOperationFailsWithNoSuchDevice) {
+  int fd = open(Path("before").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(fs_->SetMode("pdl").ok());
+  char buf[8];
+  EXPECT_EQ(ErrnoOf(static_cast<int>(pread(fd, buf, sizeof buf, 0))), ENODEV);
+  EXPECT_EQ(ErrnoOf(static_cast<int>(pwrite(fd, "x", 1, 0))), ENODEV);
+  EXPECT_EQ(ErrnoOf(fsync(fd)), ENODEV);
+  EXPECT_EQ(ErrnoOf(open(Path("before").c_str(), O_RDONLY)), ENODEV);
+  EXPECT_EQ(WriteFileAt(Path("new"), "x"), ENODEV);
+  EXPECT_EQ(ErrnoOf(rename(Path("before").c_str(), Path("moved").c_str())), ENODEV);
+  struct stat st;
+  EXPECT_EQ(ErrnoOf(stat(Path("before").c_str(), &st)), ENODEV);
+  close(fd);
+  absl::StatusOr<FaultFsStatus> status = fs_->Status();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->mode, "pdl");
+  EXPECT_GT(status->failed, 0);
+  ExpectRecovered();
+}
+
+TEST_F(FaultFsEnospc, OnlyOperationsThatNeedNewBlocksFail) {
+  int fd = open(Path("before").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(fs_->SetMode("enospc").ok());
+  EXPECT_EQ(pwrite(fd, "WRITTEN", 7, 0), 7) << "an overwrite of allocated blocks needs no space";
+  EXPECT_EQ(ErrnoOf(static_cast<int>(pwrite(fd, "more", 4, 1 << 20))), ENOSPC);
+  EXPECT_EQ(ErrnoOf(fallocate(fd, 0, 0, 1 << 20)), ENOSPC);
+  EXPECT_EQ(fsync(fd), 0);
+  close(fd);
+  EXPECT_EQ(WriteFileAt(Path("new"), "x"), ENOSPC);
+  EXPECT_EQ(ErrnoOf(mkdir(Path("dir").c_str(), 0755)), ENOSPC);
+  EXPECT_EQ(ReadFileAt(Path("before")), "WRITTEN before the fault");
+  ASSERT_TRUE(fs_->SetMode("healthy").ok());
+  EXPECT_EQ(WriteFileAt(Path("after"), "after"), 0);
+  EXPECT_EQ(ReadFileAt(fs_->BackingPath("after")), "after");
+}
+
+TEST_F(FaultFsReadOnly, EveryModificationFailsWithReadOnly) {
+  ASSERT_TRUE(fs_->SetMode("readonly").ok());
+  EXPECT_EQ(ReadFileAt(Path("before")), "written before the fault");
+  EXPECT_EQ(ErrnoOf(open(Path("before").c_str(), O_RDWR)), EROFS);
+  EXPECT_EQ(WriteFileAt(Path("new"), "x"), EROFS);
+  EXPECT_EQ(ErrnoOf(rename(Path("before").c_str(), Path("moved").c_str())), EROFS);
+  EXPECT_EQ(ErrnoOf(unlink(Path("before").c_str())), EROFS);
+  EXPECT_EQ(ErrnoOf(truncate(Path("before").c_str(), 0)), EROFS);
+  EXPECT_EQ(ErrnoOf(mkdir(Path("dir").c_str(), 0755)), EROFS);
+  ExpectRecovered();
+}
+
+TEST_F(FaultFsSlow, OperationsAreDelayedButCorrect) {
+  ASSERT_TRUE(fs_->SetMode("slow 5").ok());
+  EXPECT_EQ(WriteFileAt(Path("slow"), "slow data"), 0);
+  EXPECT_EQ(ReadFileAt(Path("slow")), "slow data");
+  absl::StatusOr<FaultFsStatus> status = fs_->Status();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->mode, "slow 5");
+  EXPECT_GT(status->delayed, 0);
+  ExpectRecovered();
+}
+
+TEST_F(FaultFsScope, OnlyPathsUnderThePrefixFail) {
+  ASSERT_EQ(mkdir(Path("vm1").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(Path("vm10").c_str(), 0755), 0);
+  ASSERT_TRUE(fs_->SetMode("pdl path=/vm1").ok());
+  EXPECT_EQ(WriteFileAt(Path("vm1/disk"), "x"), ENODEV);
+  EXPECT_EQ(WriteFileAt(Path("vm10/disk"), "x"), 0);
+  EXPECT_EQ(ReadFileAt(Path("before")), "written before the fault");
+  ExpectRecovered();
+  EXPECT_EQ(WriteFileAt(Path("vm1/disk"), "x"), 0);
+}
+
+// No lock operation is implemented, so the kernel keeps locks itself: they exclude each other among
+// everyone using this mount (one host), and a lock taken on the backing file directly is not seen.
+TEST_F(FaultFsLocks, OfdLocksExcludeEachOtherThroughTheMountOnly) {
+  int a = open(Path("before").c_str(), O_RDWR | O_CLOEXEC);
+  int b = open(Path("before").c_str(), O_RDWR | O_CLOEXEC);
+  int backing = open(fs_->BackingPath("before").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  ASSERT_GE(backing, 0);
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(a, F_OFD_SETLK, &lock), 0);
+  EXPECT_EQ(ErrnoOf(fcntl(b, F_OFD_SETLK, &lock)), EAGAIN);
+  EXPECT_EQ(fcntl(backing, F_OFD_SETLK, &lock), 0) << "the backing file does not see the mount's lock";
+  close(a);
+  EXPECT_EQ(fcntl(b, F_OFD_SETLK, &lock), 0) << "closing the holder's description releases the lock";
+  close(b);
+  close(backing);
+}
+
+TEST_F(FaultFsTeardown, StopDuringAnApdReleasesTheBlockedWriteAndUnmounts) {
+  ASSERT_TRUE(fs_->SetMode("apd").ok());
+  std::atomic<int> result{-2};
+  std::thread writer([&] { result = WriteFileAt(Path("late"), "late data"); });
+  ASSERT_TRUE(fs_->WaitForBlocked(1).ok());
+  std::string mount_dir = fs_->mount_dir();
+  EXPECT_TRUE(fs_->Stop().ok());
+  writer.join();
+  EXPECT_EQ(result.load(), 0);
+  EXPECT_FALSE(IsMountPoint(mount_dir));
+}
+
+// A caller killed while blocked in an APD dies (as with a killable NFS wait) instead of staying in
+// D state; a VMM powered off under an APD must be able to go away.
+TEST_F(FaultFsTeardown, AProcessKilledInAnApdExits) {
+  ASSERT_TRUE(fs_->SetMode("apd").ok());
+  std::string path = Path("before");
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int fd = open(path.c_str(), O_RDONLY);
+    _exit(fd >= 0 ? 0 : 1);
+  }
+  ASSERT_TRUE(fs_->WaitForBlocked(1).ok());
+  ASSERT_EQ(kill(child, SIGKILL), 0);
+  int status = 0;
+  for (int i = 0; i < 500 && waitpid(child, &status, WNOHANG) == 0; ++i) usleep(20'000);
+  bool exited = waitpid(child, &status, WNOHANG) < 0 || WIFSIGNALED(status);
+  if (!exited) {
+    ASSERT_TRUE(fs_->SetMode("healthy").ok());  // let it go before failing
+    waitpid(child, &status, 0);
+  }
+  EXPECT_TRUE(exited) << "the killed process stayed blocked";
+  EXPECT_TRUE(fs_->WaitForBlocked(0).ok());
+  absl::StatusOr<FaultFsStatus> st = fs_->Status();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->blocked, 0);
+}
+
+}  // namespace
+}  // namespace ferry::faultfs
