@@ -50,7 +50,9 @@ absl::StatusOr<DiskSpec> LoadDisk(const YamlMap& m) {
     return m.Error("device", "only an rdm disk has a host device");
   }
   ASSIGN_OR_RETURN(d.size_bytes, m.ByteSize("size", false, 0));
-  if (!d.path.empty() && d.path[0] != '/') return m.Error("path", absl::StrCat("'", d.path, "' is not an absolute path"));
+  if (rule == DiskPathRule::kAbsolute && !d.path.empty() && d.path[0] != '/') {
+    return m.Error("path", absl::StrCat("'", d.path, "' is not an absolute path"));
+  }
   if (!d.device.empty() && d.device[0] != '/') {
     return m.Error("device", absl::StrCat("'", d.device, "' is not an absolute path (e.g. /dev/sdb)"));
   }
@@ -96,6 +98,10 @@ absl::StatusOr<VmSpec> LoadVmSpecFile(const std::string& path) {
   YamlMap m(path, "", root);
   RETURN_IF_ERROR(m.CheckKeys({"name", "memory", "vcpus", "backend", "workload", "cpu", "disks",
                                "nics", "image", "console_log"}));
+  return VmSpecFromYaml(m, DiskPathRule::kAbsolute);
+}
+
+absl::StatusOr<VmSpec> VmSpecFromYaml(const YamlMap& m, DiskPathRule disk_paths) {
   VmSpec vm;
   ASSIGN_OR_RETURN(vm.name, m.String("name", true));
   if (absl::Status st = ValidateVmName(vm.name); !st.ok()) return m.Error("name", std::string(st.message()));
@@ -124,7 +130,7 @@ absl::StatusOr<VmSpec> LoadVmSpecFile(const std::string& path) {
 
   ASSIGN_OR_RETURN(std::vector<YamlMap> disks, m.MapList("disks"));
   for (const YamlMap& d : disks) {
-    ASSIGN_OR_RETURN(DiskSpec disk, LoadDisk(d));
+    ASSIGN_OR_RETURN(DiskSpec disk, LoadDisk(d, disk_paths));
     vm.disks.push_back(std::move(disk));
   }
   ASSIGN_OR_RETURN(std::vector<YamlMap> nics, m.MapList("nics"));

@@ -1,0 +1,125 @@
+#include "engine/storage/vm_lock.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "engine/base/clock_id.h"
+#include "engine/base/status.h"
+
+namespace ferry {
+namespace {
+
+constexpr size_t kMaxRecordBytes = 4096;
+
+struct flock WholeFile(short type) {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 0;  // to the end, whatever the size
+  fl.l_pid = 0;  // must be 0 for OFD locks
+  return fl;
+}
+
+// The record: "key: value" lines (a small YAML mapping).
+std::string FormatRecord(const VmLockHolder& h) {
+  return absl::StrCat("agent: ", h.agent, "\npid: ", h.pid, "\nboot_id: ", h.boot_id, "\nsince_unix_s: ",
+                      h.since_unix_s, "\n");
+}
+
+VmLockHolder ParseRecord(const std::string& text) {
+  VmLockHolder h;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(line, absl::MaxSplits(": ", 1));
+    if (kv.first == "agent") h.agent = std::string(kv.second);
+    if (kv.first == "pid") (void)absl::SimpleAtoi(kv.second, &h.pid);
+    if (kv.first == "boot_id") h.boot_id = std::string(kv.second);
+    if (kv.first == "since_unix_s") (void)absl::SimpleAtoi(kv.second, &h.since_unix_s);
+  }
+  return h;
+}
+
+absl::StatusOr<std::string> ReadRecord(int fd, const std::string& path) {
+  std::string text(kMaxRecordBytes, '\0');
+  ssize_t n = pread(fd, text.data(), text.size(), 0);
+  if (n < 0) return ErrnoError(absl::StrCat("cannot read ", path));
+  text.resize(static_cast<size_t>(n));
+  return text;
+}
+
+// Whether some open file description holds a lock conflicting with a whole-file write lock.
+absl::StatusOr<bool> HeldByAnyone(int fd, const std::string& path) {
+  struct flock fl = WholeFile(F_WRLCK);
+  if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return ErrnoError(absl::StrCat("cannot query the lock on ", path));
+  return fl.l_type != F_UNLCK;
+}
+
+}  // namespace
+
+std::string DescribeHolder(const VmLockHolder& h) {
+  if (h.agent.empty() && h.pid == 0) return "an unknown holder (it has not written its record yet)";
+  std::string boot = h.boot_id.substr(0, 8);
+  std::string since = h.since_unix_s
+                          ? absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixSeconds(h.since_unix_s),
+                                             absl::UTCTimeZone())
+                          : "an unknown time";
+  return absl::StrCat("agent ", h.agent.empty() ? "?" : h.agent, " (pid ", h.pid,
+                      boot.empty() ? "" : absl::StrCat(", boot ", boot), ") since ", since);
+}
+
+VmLockHolder ThisProcessAsHolder(const std::string& agent) {
+  return VmLockHolder{agent, static_cast<int64_t>(getpid()), MonotonicClockId(),
+                      static_cast<int64_t>(time(nullptr))};
+}
+
+absl::StatusOr<VmLock> VmLock::Acquire(const std::string& lock_path, const std::string& vm_name, VmLockHolder me) {
+  UniqueFd fd(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!fd.valid()) {
+    const int err = errno;
+    if (err == EROFS) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot lock vm ", vm_name, ": ", lock_path,
+                                                        " is on a read-only datastore"));
+    }
+    return ErrnoError(absl::StrCat("cannot open the lock file ", lock_path), err);
+  }
+  struct flock fl = WholeFile(F_WRLCK);
+  if (fcntl(fd.get(), F_OFD_SETLK, &fl) != 0) {
+    const int err = errno;
+    if (err != EAGAIN && err != EACCES) return ErrnoError(absl::StrCat("cannot lock ", lock_path), err);
+    auto text = ReadRecord(fd.get(), lock_path);
+    VmLockHolder holder = text.ok() ? ParseRecord(*text) : VmLockHolder{};
+    return absl::FailedPreconditionError(absl::StrCat("vm ", vm_name, " is locked by ", DescribeHolder(holder),
+                                                      "; it is running there (", lock_path, ")"));
+  }
+  // Ours now: replace whatever stale record an earlier holder left.
+  const std::string record = FormatRecord(me);
+  if (ftruncate(fd.get(), 0) != 0 ||
+      pwrite(fd.get(), record.data(), record.size(), 0) != static_cast<ssize_t>(record.size())) {
+    return ErrnoError(absl::StrCat("cannot write the holder record into ", lock_path));
+  }
+  (void)fdatasync(fd.get());
+  return VmLock(lock_path, std::move(fd), std::move(me));
+}
+
+absl::StatusOr<std::optional<VmLockHolder>> VmLock::CurrentHolder(const std::string& lock_path) {
+  UniqueFd fd(open(lock_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return std::optional<VmLockHolder>();
+    return ErrnoError(absl::StrCat("cannot open the lock file ", lock_path));
+  }
+  ASSIGN_OR_RETURN(bool held, HeldByAnyone(fd.get(), lock_path));
+  if (!held) return std::optional<VmLockHolder>();
+  ASSIGN_OR_RETURN(std::string text, ReadRecord(fd.get(), lock_path));
+  return std::optional<VmLockHolder>(ParseRecord(text));
+}
+
+}  // namespace ferry
