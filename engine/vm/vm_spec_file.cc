@@ -28,7 +28,7 @@ absl::Status LoadWorkload(const YamlMap& m, WorkloadSpec& w) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<DiskSpec> LoadDisk(const YamlMap& m) {
+absl::StatusOr<DiskSpec> LoadDisk(const YamlMap& m, DiskPathRule rule) {
   RETURN_IF_ERROR(m.CheckKeys({"kind", "path", "device", "size"}));
   DiskSpec d;
   ASSIGN_OR_RETURN(std::string kind, m.String("kind", true));
