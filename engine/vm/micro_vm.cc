@@ -1,10 +1,11 @@
 // The KVM microVM: guest RAM in one memslot (two above 3 GiB: ram_layout.h), in-kernel irqchip, one thread per vCPU running
-// KVM_RUN, port-I/O devices on one bus. vCPU threads are a small state machine driven by the
+// KVM_RUN, port-I/O devices on one bus, virtio-blk disks on the MMIO bus. vCPU threads are a small state machine driven by the
 // controller: running -> parked (pause) -> running, or -> exited.
 #include "engine/vm/micro_vm.h"
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -32,6 +33,9 @@
 #include "engine/vm/ram_layout.h"
 #include "engine/vm/serial_device.h"
 #include "engine/vm/status_port.h"
+#include "engine/vm/virtio/blk_device.h"
+#include "engine/vm/virtio/guest_ram_access.h"
+#include "engine/vm/virtio/mmio_bus.h"
 #include "spdlog/spdlog.h"
 
 namespace ferry {
@@ -60,6 +64,10 @@ void InstallKickHandler() {
   });
 }
 
+uint64_t FileDiskCount(const VmSpec& spec) {
+  return std::count_if(spec.disks.begin(), spec.disks.end(), [](const DiskSpec& d) { return d.kind == DiskKind::kFile; });
+}
+
 absl::Status ValidateSpec(const VmSpec& spec) {
   if (spec.vcpus < 1 || spec.vcpus > FERRY_MAX_VCPUS) {
     return absl::InvalidArgumentError(
@@ -69,6 +77,10 @@ absl::Status ValidateSpec(const VmSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat("memory = ", spec.memory_bytes,
                                                    " bytes: must be a multiple of 4 KiB and at least ",
                                                    FERRY_GUEST_MIN_MEMORY >> 20, " MiB"));
+  }
+  if (FileDiskCount(spec) > FERRY_VIRTIO_MAX_DISKS) {
+    return absl::InvalidArgumentError(absl::StrCat(FileDiskCount(spec), " file disks: the microVM has virtio-blk slots for ",
+                                                   FERRY_VIRTIO_MAX_DISKS));
   }
   uint64_t pages = spec.workload.working_set_bytes / kPageSize;
   uint64_t needed = FERRY_GPA_WORKSET + FERRY_WORKLOAD_STATE_BYTES + pages * 4 + spec.workload.working_set_bytes;
@@ -166,6 +178,11 @@ class MicroVm : public Vm {
   // KVM_CLEAR_DIRTY_LOG of the pages set in `words`, one chunk of the slot per call, skipping
   // chunks with nothing set: KVM holds its MMU lock for one chunk at a time, not the whole slot.
   absl::Status ClearDirtyLogInChunks(uint32_t slot, std::span<const uint64_t> words);
+  // One virtio-blk device per file disk, at its MMIO window (docs/virtio_blk.md); extends cmdline_.
+  absl::Status AttachDisks();
+  // Disks stop taking requests and finish those in flight (pause, stop), or take them again.
+  void QuiesceDisks();
+  void ResumeDisks();
 
   VmSpec spec_;
   bool for_restore_;
@@ -186,6 +203,10 @@ class MicroVm : public Vm {
   IoBus bus_;
   std::unique_ptr<SerialDevice> serial_;
   std::unique_ptr<StatusPort> status_port_;
+  MmioBus mmio_;
+  // Devices write guest RAM through this view; their writes land in pending_dirty_.
+  std::unique_ptr<GuestRamAccess> device_ram_;
+  std::vector<std::unique_ptr<VirtioBlkDevice>> disks_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -252,7 +273,42 @@ absl::Status MicroVm::Init() {
   });
   bus_.Register(FERRY_COM1_PORT, SerialDevice::kPortCount, serial_.get());
   bus_.Register(FERRY_STATUS_PORT_BASE, FERRY_STATUS_PORT_END - FERRY_STATUS_PORT_BASE, status_port_.get());
+  return AttachDisks();
+}
+
+absl::Status MicroVm::AttachDisks() {
+  device_ram_ = std::make_unique<GuestRamAccess>(*mem_, [this](uint64_t first_page, uint64_t count) {
+    std::lock_guard lock(dirty_mu_);
+    pending_dirty_.SetRange(first_page, count);
+  });
+  uint32_t index = 0;
+  for (const DiskSpec& disk : spec_.disks) {
+    if (disk.kind != DiskKind::kFile) continue;
+    const uint32_t irq = FERRY_VIRTIO_IRQ_BASE + index;
+    // Level-triggered on the in-kernel PIC and IOAPIC (the microVM always has them).
+    auto set_irq = [this, irq](bool level) {
+      kvm_irq_level line{};
+      line.irq = irq;
+      line.level = level ? 1 : 0;
+      if (ioctl(vm_->fd(), KVM_IRQ_LINE, &line) != 0) spdlog::warn("KVM_IRQ_LINE {}: {}", irq, strerror(errno));
+    };
+    auto dev = VirtioBlkDevice::Create(disk.path, index, *device_ram_, set_irq);
+    if (!dev.ok()) return absl::Status(dev.status().code(), absl::StrCat("disk ", index, ": ", dev.status().message()));
+    const uint64_t base = FERRY_GPA_VIRTIO_MMIO_BASE + index * FERRY_VIRTIO_MMIO_STRIDE;
+    mmio_.Register(base, FERRY_VIRTIO_MMIO_SIZE, dev->get());
+    absl::StrAppend(&cmdline_, absl::StrFormat(" virtio_mmio.device=4K@0x%x:%d", base, irq));
+    disks_.push_back(std::move(*dev));
+    ++index;
+  }
   return absl::OkStatus();
+}
+
+void MicroVm::QuiesceDisks() {
+  for (auto& d : disks_) d->Quiesce();
+}
+
+void MicroVm::ResumeDisks() {
+  for (auto& d : disks_) d->Resume();
 }
 
 // Multiboot's machine state (spec section 3.2), on every vCPU: 32-bit protected mode, flat
@@ -346,6 +402,8 @@ absl::Status MicroVm::Start() {
   InstallKickHandler();
   thread_live_.assign(vcpus_.size(), true);
   first_entry_ns_.store(0);
+  // A restored VM's disks first take what its driver left in the available rings.
+  ResumeDisks();
   for (uint32_t i = 0; i < vcpus_.size(); ++i) threads_.emplace_back([this, i] { VcpuLoop(i); });
   state_ = VmRunState::kRunning;
   StartThrottleThreadLocked();
@@ -471,8 +529,13 @@ bool MicroVm::HandleExit(KvmVcpu& vcpu) {
       return true;
     }
     case KVM_EXIT_MMIO:
-      // No MMIO devices: reads see all-ones, writes vanish (like an empty bus).
-      if (!run->mmio.is_write) std::memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+      // Unclaimed addresses read all-ones and swallow writes (like an empty bus).
+      if (run->mmio.len > sizeof(run->mmio.data)) return true;
+      if (run->mmio.is_write) {
+        mmio_.Write(run->mmio.phys_addr, run->mmio.data, run->mmio.len);
+      } else {
+        mmio_.Read(run->mmio.phys_addr, run->mmio.data, run->mmio.len);
+      }
       return true;
     case KVM_EXIT_HLT:
       return false;
@@ -512,6 +575,8 @@ absl::Status MicroVm::Pause() {
     return absl::DeadlineExceededError(absl::StrCat("pause: only ", count, " of ", vcpus_.size(),
                                                     " vCPUs parked within 5 s; the VM keeps running"));
   }
+  // Quiesced: every request a disk took is complete and published, so saved state holds none.
+  QuiesceDisks();
   if (state_ == VmRunState::kRunning) state_ = VmRunState::kPaused;
   return absl::OkStatus();
 }
@@ -525,6 +590,7 @@ absl::Status MicroVm::Resume() {
   pause_requested_ = false;
   state_ = VmRunState::kRunning;
   first_entry_ns_.store(0);
+  ResumeDisks();
   cv_.notify_all();
   return absl::OkStatus();
 }
@@ -543,6 +609,7 @@ absl::Status MicroVm::Stop() {
     if (t.joinable()) t.join();
   }
   if (throttle_thread_.joinable()) throttle_thread_.join();
+  QuiesceDisks();
   std::lock_guard lock(mu_);
   state_ = VmRunState::kStopped;
   return absl::OkStatus();
@@ -601,6 +668,9 @@ absl::StatusOr<v1::VmState> MicroVm::SaveState() {
   ASSIGN_OR_RETURN(*s.mutable_kvm(), SaveKvmVmState(*vm_));
   *s.mutable_serial() = serial_->Save();
   *s.mutable_status() = monitor_.Save();
+  for (const auto& disk : disks_) {
+    ASSIGN_OR_RETURN(*s.add_disks(), disk->Save());
+  }
   return s;
 }
 
@@ -621,6 +691,10 @@ absl::Status MicroVm::RestoreState(const v1::VmState& s) {
     return absl::InvalidArgumentError(absl::StrCat("restore state: saved VM had ", s.vcpu_count(), " vCPUs (",
                                                    s.vcpus_size(), " saved), this one ", vcpus_.size()));
   }
+  if (static_cast<size_t>(s.disks_size()) != disks_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("restore state: saved VM had ", s.disks_size(),
+                                                   " virtio disks, this one ", disks_.size()));
+  }
   // Check everything before touching anything.
   RETURN_IF_ERROR(ValidateKvmVmState(s.kvm()));
   for (int i = 0; i < s.vcpus_size(); ++i) {
@@ -629,6 +703,8 @@ absl::Status MicroVm::RestoreState(const v1::VmState& s) {
     }
     RETURN_IF_ERROR(ValidateVcpuState(s.vcpus(i)));
   }
+  // Disks check their own state (the disk's size, rings inside RAM) as they load it: first.
+  for (size_t i = 0; i < disks_.size(); ++i) RETURN_IF_ERROR(disks_[i]->Restore(s.disks(static_cast<int>(i))));
   RETURN_IF_ERROR(RestoreKvmVmState(*vm_, s.kvm()));
   for (int i = 0; i < s.vcpus_size(); ++i) {
     RETURN_IF_ERROR(RestoreVcpuState(*vcpus_[i], s.vcpus(i)));
