@@ -86,14 +86,15 @@
 
 /* ---- Disks: virtio-blk over virtio-mmio ---------------------------------------------------------
  * Modern virtio-mmio (version 2, virtio 1.x register layout), one 4 KiB register window per disk in
- * the 32-bit MMIO hole: disk i at FERRY_GPA_VIRTIO_MMIO + i * FERRY_VIRTIO_MMIO_STRIDE raising IRQ
- * FERRY_VIRTIO_MMIO_IRQ_BASE + i. The VMM lists each on the multiboot command line in Linux's
+ * the 32-bit MMIO hole: disk i at FERRY_GPA_VIRTIO_MMIO_BASE + i * FERRY_VIRTIO_MMIO_STRIDE raising
+ * IRQ FERRY_VIRTIO_IRQ_BASE + i. The VMM lists each on the multiboot command line in Linux's
  * syntax, " virtio_mmio.device=4K@0xd0000000:5", and the guest finds its disks by parsing that.
  * docs/virtio_blk.md (the device) and docs/guest_verification.md (the guest's disk workload). */
-#define FERRY_GPA_VIRTIO_MMIO 0xD0000000ULL
+#define FERRY_GPA_VIRTIO_MMIO_BASE 0xD0000000ULL
 #define FERRY_VIRTIO_MMIO_STRIDE 0x1000ULL
-#define FERRY_VIRTIO_MMIO_IRQ_BASE 5
-#define FERRY_MAX_DISKS 8
+#define FERRY_VIRTIO_MMIO_SIZE 0x1000ULL
+#define FERRY_VIRTIO_IRQ_BASE 5
+#define FERRY_VIRTIO_MAX_DISKS 16
 /* Registers (byte offsets in a device's window; all 32-bit, little-endian). */
 #define FERRY_VIRTIO_MMIO_MAGIC 0x000 /* "virt" */
 #define FERRY_VIRTIO_MMIO_VERSION 0x004
