@@ -9,7 +9,9 @@
  * ~1 ns at CPL 3), while its user mode runs natively. Under VMX or SVM the CPL costs nothing. */
 #include <stdint.h>
 
+#include "engine/guest/disk_workload.h"
 #include "engine/guest/guest_abi.h"
+#include "engine/guest/virtio_blk.h"
 #include "engine/guest/workload.h"
 
 _Static_assert(FERRY_MAX_VCPUS == 8, "boot.S reserves stacks for 8 vCPUs");
@@ -206,6 +208,19 @@ static uint64_t map_ram_view(const struct multiboot_info *mbi, uint64_t low_end)
   return view;
 }
 
+/* The 32-bit MMIO hole [FERRY_GPA_LOW_RAM_END, 4 GiB), where the VMM puts virtio-mmio disks, is
+ * mapped uncached (PCD|PWT: PAT entry 3) and user-accessible, so the disk workload drives its disk
+ * from CPL 3. It sits above the RAM view (whose addresses are memfd offsets and may reach past
+ * 3 GiB), at virtual FERRY_GUEST_MAX_RAM_VIEW. */
+#define MMIO_VIEW FERRY_GUEST_MAX_RAM_VIEW
+static uint64_t mmio_pd[512] __attribute__((aligned(4096)));
+
+static void map_mmio_hole(void) {
+  for (uint64_t j = 0; j < 512; ++j) mmio_pd[j] = (FERRY_GPA_LOW_RAM_END + (j << 21)) | 0x9f;
+  pdpt[MMIO_VIEW >> 30] = (uint64_t)(uintptr_t)mmio_pd | 0x7; /* present, writable, user */
+  __asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" ::: "rax", "memory");
+}
+
 static void line2(const char *a, const char *b) {
   char buf[320], *end = buf + sizeof(buf);
   fw_append_str(fw_append_str(buf, end, a), end, b);
@@ -218,6 +233,48 @@ static const char *pattern_name(uint32_t p) {
 
 static struct fw_config boot_cfg;
 static uint64_t boot_mem;
+static struct dw_config boot_disk_cfg; /* ws_blocks 0: no disk workload */
+static struct dw_disk boot_disk;
+
+/* The first disk on the command line, set up for the disk workload; on failure says why and halts. */
+static void disk_check(struct dw_config *dw) {
+  char buf[240], *end = buf + sizeof(buf), *p = buf;
+  p = fw_append_str(p, end, "ferry-guest: disk_ws=");
+  p = fw_append_u64(p, end, dw->ws_blocks >> 8);
+  p = fw_append_str(p, end, " MiB but ");
+  if (dw->ndevices == 0) {
+    fw_append_str(p, end, "the guest has no disk (no virtio_mmio.device= on the command line)");
+    console(0, buf, 1);
+    shutdown(1);
+  }
+  const struct dw_mmio_device *d = &dw->devices[0];
+  if (d->base < FERRY_GPA_LOW_RAM_END || d->base >= (4ULL << 30) || d->size < 0x200 ||
+      d->size > (4ULL << 30) - d->base) {
+    p = fw_append_str(p, end, "disk 0's registers at ");
+    p = fw_append_hex(p, end, d->base);
+    fw_append_str(p, end, " lie outside the 32-bit MMIO hole");
+    console(0, buf, 1);
+    shutdown(1);
+  }
+  map_mmio_hole();
+  char err[160];
+  volatile uint32_t *regs = (volatile uint32_t *)(uintptr_t)(MMIO_VIEW + (d->base - FERRY_GPA_LOW_RAM_END));
+  if (vblk_probe(regs, &boot_disk, err, sizeof(err))) {
+    p = fw_append_str(p, end, "disk 0 at ");
+    p = fw_append_hex(p, end, d->base);
+    p = fw_append_str(p, end, " is unusable: ");
+    fw_append_str(p, end, err);
+    console(0, buf, 1);
+    shutdown(1);
+  }
+  if (boot_disk.capacity_blocks < dw->ws_blocks) {
+    p = fw_append_str(p, end, "disk 0 holds only ");
+    p = fw_append_u64(p, end, boot_disk.capacity_blocks >> 8);
+    fw_append_str(p, end, " MiB");
+    console(0, buf, 1);
+    shutdown(1);
+  }
+}
 
 /* vCPU 0's checks, at CPL 0 because a bad configuration ends in a halt; fills boot_cfg. */
 static void boot_check(void) {
@@ -228,22 +285,27 @@ static void boot_check(void) {
   }
   const struct multiboot_info *mbi = (const struct multiboot_info *)(uintptr_t)boot_mbi;
   struct fw_config cfg;
+  struct dw_config dw;
   fw_config_defaults(&cfg);
+  dw_config_defaults(&dw);
   if ((mbi->flags & 4) && mbi->cmdline) {
     char err[160];
     const char *cmdline = (const char *)(uintptr_t)mbi->cmdline;
     line2("ferry-guest: cmdline: ", cmdline);
-    if (fw_parse_cmdline(cmdline, &cfg, err, sizeof(err))) {
+    if (fw_parse_cmdline(cmdline, &cfg, err, sizeof(err)) || dw_parse_cmdline(cmdline, &dw, err, sizeof(err))) {
       line2("ferry-guest: bad command line: ", err);
       shutdown(2);
     }
   }
+  if (dw.ws_blocks) disk_check(&dw);
   if (!(mbi->flags & 1)) {
     console(0, "ferry-guest: the boot loader gave no memory size (multiboot flags bit 0)", 1);
     shutdown(3);
   }
   uint64_t usable = map_ram_view(mbi, (1ULL << 20) + ((uint64_t)mbi->mem_upper << 10));
-  uint64_t avail = usable > FERRY_GPA_WORKSET ? usable - FERRY_GPA_WORKSET : 0;
+  /* The disk workload's state and generation table follow the memory working set. */
+  uint64_t disk_bytes = dw.ws_blocks ? dw_region_bytes(&dw) : 0;
+  uint64_t avail = usable > FERRY_GPA_WORKSET + disk_bytes ? usable - FERRY_GPA_WORKSET - disk_bytes : 0;
   if (!cfg.ws_given && fw_region_bytes(&cfg) > avail) {
     /* The default working set shrinks to what fits; an explicit one is refused below. */
     uint64_t pages = avail > 2 * 4096 ? (avail - 2 * 4096) / 4100 : 0;
@@ -254,7 +316,7 @@ static void boot_check(void) {
     p = fw_append_str(p, end, "ferry-guest: working set of ");
     p = fw_append_u64(p, end, cfg.ws_pages >> 8);
     p = fw_append_str(p, end, " MiB needs ");
-    p = fw_append_u64(p, end, (FERRY_GPA_WORKSET + fw_region_bytes(&cfg) + (1 << 20) - 1) >> 20);
+    p = fw_append_u64(p, end, (FERRY_GPA_WORKSET + fw_region_bytes(&cfg) + disk_bytes + (1 << 20) - 1) >> 20);
     p = fw_append_str(p, end, " MiB of guest memory; the guest has ");
     p = fw_append_u64(p, end, usable >> 20);
     fw_append_str(p, end, " MiB");
@@ -262,7 +324,12 @@ static void boot_check(void) {
     shutdown(1);
   }
   boot_cfg = cfg;
+  boot_disk_cfg = dw;
   boot_mem = usable;
+}
+
+static void *disk_region(void) {
+  return (void *)(uintptr_t)(FERRY_GPA_WORKSET + fw_region_bytes(&boot_cfg));
 }
 
 /* vCPU 0's setup after boot_check, at CPL 3: the TSC calibration and laying out the working set
@@ -295,6 +362,26 @@ static void boot_setup(void) {
   p = fw_append_str(p, end, source);
   fw_append_str(p, end, ")");
   console(0, buf, 1);
+  if (!boot_disk_cfg.ws_blocks) return;
+
+  dw_init(disk_region(), &boot_disk_cfg, &boot_disk, khz, rdtsc());
+  const struct dw_mmio_device *d = &boot_disk_cfg.devices[0];
+  p = buf;
+  p = fw_append_str(p, end, "ferry-guest: disk 0 at ");
+  p = fw_append_hex(p, end, d->base);
+  p = fw_append_str(p, end, " irq ");
+  p = fw_append_u64(p, end, d->irq);
+  p = fw_append_str(p, end, ": ");
+  p = fw_append_u64(p, end, boot_disk.capacity_blocks >> 8);
+  p = fw_append_str(p, end, " MiB, queue ");
+  p = fw_append_u64(p, end, vblk_queue_size());
+  p = fw_append_str(p, end, boot_disk.can_flush ? ", flush" : ", no flush");
+  p = fw_append_str(p, end, "; disk_ws=");
+  p = fw_append_u64(p, end, boot_disk_cfg.ws_blocks >> 8);
+  p = fw_append_str(p, end, "MiB disk_rate=");
+  p = fw_append_u64(p, end, boot_disk_cfg.rate_bytes_per_s >> 10);
+  fw_append_str(p, end, "KiB/s");
+  console(0, buf, 1);
 }
 
 static uint32_t boot_done; /* 1 once vCPU 0 has set up the workload */
@@ -306,8 +393,14 @@ static void user_main(uint32_t idx) {
     boot_setup();
     __atomic_store_n(&boot_done, 1, __ATOMIC_RELEASE);
   }
+  /* The last worker also runs the disk workload (vCPU 0 keeps the heartbeat to itself when it can). */
+  const struct fw_state *st = (const struct fw_state *)ws;
+  const int disk_worker = boot_disk_cfg.ws_blocks && idx == st->nworkers - 1;
+  void *disk = disk_region();
   for (;;) {
-    if (fw_step(ws, idx, rdtsc(), &kEnv)) cpu_relax();
+    uint64_t wait = fw_step(ws, idx, rdtsc(), &kEnv);
+    if (disk_worker && dw_step(disk, &boot_disk, rdtsc(), &kEnv) == 0) wait = 0;
+    if (wait) cpu_relax();
   }
 }
 

@@ -1,6 +1,8 @@
 /* The workload core shared by ferry-guest.elf and the synthetic backend (see workload.h). */
 #include "engine/guest/workload.h"
 
+#include "engine/guest/disk_workload.h"
+
 #define FW_PAGE_WORDS 512u
 #define FW_WRITES_PER_STEP 16u
 
@@ -52,7 +54,7 @@ static int fw_streq(const char *a, uint32_t alen, const char *b) {
   return b[i] == 0;
 }
 
-static int fw_error(char *err, uint32_t err_len, const char *what, const char *tok, uint32_t tok_len) {
+int fw_error(char *err, uint32_t err_len, const char *what, const char *tok, uint32_t tok_len) {
   char *p = err, *end = err + err_len;
   p = fw_append_str(p, end, what);
   p = fw_append_str(p, end, " '");
@@ -63,7 +65,7 @@ static int fw_error(char *err, uint32_t err_len, const char *what, const char *t
 }
 
 /* Decimal integer, the whole value. */
-static int fw_parse_u64(const char *v, uint32_t n, uint64_t *out) {
+int fw_parse_u64(const char *v, uint32_t n, uint64_t *out) {
   uint64_t x = 0;
   if (n == 0) return -1;
   for (uint32_t i = 0; i < n; ++i) {
@@ -77,7 +79,7 @@ static int fw_parse_u64(const char *v, uint32_t n, uint64_t *out) {
 }
 
 /* A MiB/s figure as printf's %g writes it ("50", "0.5", "1e+06") -> bytes per second. */
-static int fw_parse_rate(const char *v, uint32_t n, uint64_t *bytes_per_s) {
+int fw_parse_rate(const char *v, uint32_t n, uint64_t *bytes_per_s) {
   uint64_t mant = 0;
   int scale = 0, digits = 0, exp = 0, exp_neg = 0;
   uint32_t i = 0;
@@ -165,6 +167,8 @@ int fw_parse_cmdline(const char *s, struct fw_config *c, char *err, uint32_t err
       if (fw_parse_u64(v, vlen, &x) || x < 1000 || x > 100000000)
         return fw_error(err, err_len, "tsc_khz must be 1000..100000000, got", tok, len);
       c->tsc_khz = x;
+    } else if (dw_owns_key(tok, klen)) {
+      /* the disk workload's: dw_parse_cmdline */
     } else {
       return fw_error(err, err_len, "unknown option", tok, len);
     }

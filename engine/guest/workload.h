@@ -70,7 +70,7 @@ struct fw_env {
 void fw_config_defaults(struct fw_config *c);
 /* Parses `ws=<MiB> rate=<MiB/s> pattern=<..> seed=<n> tick_ms=<n> ncpu=<n> tsc_khz=<n>`
  * (space separated, any order, later wins; words without '=' — the image path a boot loader puts
- * first — are skipped). Returns 0, or -1 with a message in err. */
+ * first — are skipped, and so are the disk workload's options, see dw_owns_key). Returns 0, or -1 with a message in err. */
 int fw_parse_cmdline(const char *s, struct fw_config *c, char *err, uint32_t err_len);
 /* Bytes of the working-set region (state block + generation table + pages). */
 uint64_t fw_region_bytes(const struct fw_config *c);
@@ -94,6 +94,12 @@ int fw_check_page(void *ws, uint64_t page, uint64_t *expected, uint64_t *got, ui
 int fw_verify_page(void *ws, uint32_t idx, uint64_t page, const struct fw_env *env);
 /* Checks then rewrites a page at its next generation. */
 void fw_write_page(void *ws, uint32_t idx, uint64_t page, const struct fw_env *env);
+
+/* Command-line helpers shared with the disk workload's parser: a whole decimal number; a MiB/s
+ * figure as printf's %g writes it, in bytes per second; an error "<what> '<token>'" (returns -1). */
+int fw_parse_u64(const char *v, uint32_t n, uint64_t *out);
+int fw_parse_rate(const char *v, uint32_t n, uint64_t *bytes_per_s);
+int fw_error(char *err, uint32_t err_len, const char *what, const char *tok, uint32_t tok_len);
 
 /* Tiny formatting helpers (no libc); return the end of the written text (NUL-terminated). */
 char *fw_append_str(char *dst, char *end, const char *s);
