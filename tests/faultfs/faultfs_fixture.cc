@@ -223,6 +223,20 @@ absl::Status FaultFsMount::WaitForBlocked(int64_t count, absl::Duration timeout)
   }
 }
 
+absl::Status FaultFsMount::WaitForNoneBlocked(absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    absl::StatusOr<FaultFsStatus> status = Status();
+    if (!status.ok()) return status.status();
+    if (status->blocked == 0) return absl::OkStatus();
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(status->blocked, " operations still blocked after ",
+                                                      absl::FormatDuration(timeout)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 absl::Status FaultFsMount::Stop() {
   if (stopped_) return absl::OkStatus();
   stopped_ = true;

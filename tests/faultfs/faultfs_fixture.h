@@ -49,6 +49,8 @@ class FaultFsMount {
   absl::StatusOr<FaultFsStatus> Status();
   // Waits until at least `count` operations are blocked in an APD.
   absl::Status WaitForBlocked(int64_t count, absl::Duration timeout = absl::Seconds(10));
+  // Waits until no operation is blocked (released ones have left the file system).
+  absl::Status WaitForNoneBlocked(absl::Duration timeout = absl::Seconds(10));
 
   // Idempotent; the first error met (the mount is still torn down as far as possible).
   absl::Status Stop();

@@ -292,7 +292,7 @@ TEST_F(FaultFsTeardown, AProcessKilledInAnApdExits) {
     waitpid(child, &status, 0);
   }
   EXPECT_TRUE(exited) << "the killed process stayed blocked";
-  EXPECT_TRUE(fs_->WaitForBlocked(0).ok());
+  EXPECT_TRUE(fs_->WaitForNoneBlocked().ok());
   absl::StatusOr<FaultFsStatus> st = fs_->Status();
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->blocked, 0);
