@@ -20,6 +20,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <liburing.h>
 
 #include "tests/faultfs/faultfs_fixture.h"
 
@@ -164,6 +165,30 @@ TEST_F(FaultFsApd, AnApdThatTurnsIntoPdlFailsTheBlockedOperations) {
   reader.join();
   EXPECT_EQ(result.load(), ENODEV);
   ExpectRecovered();
+}
+
+// The VMM's disks use io_uring: a write submitted during an APD stays in flight (no completion)
+// and completes with its full length once the APD clears.
+TEST_F(FaultFsApd, AnIoUringWriteStaysInFlightUntilTheApdClears) {
+  int fd = open(Path("before").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  io_uring ring;
+  ASSERT_EQ(io_uring_queue_init(4, &ring, 0), 0);
+  ASSERT_TRUE(fs_->SetMode("apd").ok());
+  static const char kData[] = "URING";
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  io_uring_prep_write(sqe, fd, kData, 5, 0);
+  ASSERT_EQ(io_uring_submit(&ring), 1);
+  ASSERT_TRUE(fs_->WaitForBlocked(1).ok());
+  io_uring_cqe* cqe = nullptr;
+  EXPECT_EQ(io_uring_peek_cqe(&ring, &cqe), -EAGAIN) << "a write completed during the APD";
+  ASSERT_TRUE(fs_->SetMode("healthy").ok());
+  ASSERT_EQ(io_uring_wait_cqe(&ring, &cqe), 0);
+  EXPECT_EQ(cqe->res, 5);
+  io_uring_cqe_seen(&ring, cqe);
+  io_uring_queue_exit(&ring);
+  close(fd);
+  EXPECT_EQ(ReadFileAt(fs_->BackingPath("before")), "URINGen before the fault");
 }
 
 TEST_F(FaultFsPdl, EveryOperationFailsWithNoSuchDevice) {
