@@ -157,6 +157,7 @@ class MicroVm : public Vm {
   int64_t first_guest_entry_ns() const override { return first_entry_ns_.load(); }
   GuestHealth health() const override { return monitor_.health(); }
   DirtyLogPath dirty_log_path() const { return dirty_log_path_; }
+  absl::Status CollectDiskWrites(uint32_t disk, DirtyBitmap& out);
 
  private:
   void VcpuLoop(uint32_t index);
@@ -207,6 +208,12 @@ class MicroVm : public Vm {
   // Devices write guest RAM through this view; their writes land in pending_dirty_.
   std::unique_ptr<GuestRamAccess> device_ram_;
   std::vector<std::unique_ptr<VirtioBlkDevice>> disks_;
+  // Per file disk: 4 KiB blocks its device wrote since the last CollectDiskWrites.
+  struct DiskWriteLog {
+    std::mutex mu;
+    DirtyBitmap blocks ABSL_GUARDED_BY(mu);
+  };
+  std::vector<std::unique_ptr<DiskWriteLog>> disk_writes_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -292,14 +299,41 @@ absl::Status MicroVm::AttachDisks() {
       line.level = level ? 1 : 0;
       if (ioctl(vm_->fd(), KVM_IRQ_LINE, &line) != 0) spdlog::warn("KVM_IRQ_LINE {}: {}", irq, strerror(errno));
     };
-    auto dev = VirtioBlkDevice::Create(disk.path, index, *device_ram_, set_irq);
+    auto log = std::make_unique<DiskWriteLog>();
+    auto on_write = [log = log.get()](uint64_t offset, uint64_t bytes) {
+      std::lock_guard lock(log->mu);
+      const uint64_t first = offset / kDiskWriteBlockBytes;
+      log->blocks.SetRange(first, (offset + bytes - 1) / kDiskWriteBlockBytes - first + 1);
+    };
+    auto dev = VirtioBlkDevice::Create(disk.path, index, *device_ram_, set_irq, on_write);
     if (!dev.ok()) return absl::Status(dev.status().code(), absl::StrCat("disk ", index, ": ", dev.status().message()));
+    {
+      std::lock_guard lock(log->mu);
+      const uint64_t bytes = (*dev)->capacity_sectors() * kVirtioBlkSectorBytes;
+      log->blocks = DirtyBitmap((bytes + kDiskWriteBlockBytes - 1) / kDiskWriteBlockBytes);
+    }
+    disk_writes_.push_back(std::move(log));
     const uint64_t base = FERRY_GPA_VIRTIO_MMIO_BASE + index * FERRY_VIRTIO_MMIO_STRIDE;
     mmio_.Register(base, FERRY_VIRTIO_MMIO_SIZE, dev->get());
     absl::StrAppend(&cmdline_, absl::StrFormat(" virtio_mmio.device=4K@0x%x:%d", base, irq));
     disks_.push_back(std::move(*dev));
     ++index;
   }
+  return absl::OkStatus();
+}
+
+absl::Status MicroVm::CollectDiskWrites(uint32_t disk, DirtyBitmap& out) {
+  if (disk >= disk_writes_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("disk ", disk, ": the VM has ", disk_writes_.size(), " file disks"));
+  }
+  DiskWriteLog& log = *disk_writes_[disk];
+  std::lock_guard lock(log.mu);
+  if (out.num_pages() != log.blocks.num_pages()) {
+    return absl::InvalidArgumentError(absl::StrCat("disk ", disk, ": bitmap has ", out.num_pages(), " blocks, the disk ",
+                                                   log.blocks.num_pages()));
+  }
+  out.Or(log.blocks);
+  log.blocks.ClearAll();
   return absl::OkStatus();
 }
 
@@ -759,6 +793,12 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmWithCode(const VmSpec& spec, ui
   std::memcpy(vm->memory().data() + load_gpa, code.data(), code.size());
   RETURN_IF_ERROR(vm->BootAt(static_cast<uint32_t>(load_gpa), 0));
   return std::unique_ptr<Vm>(std::move(vm));
+}
+
+absl::Status CollectDiskWrites(Vm& vm, uint32_t disk, DirtyBitmap& out) {
+  auto* micro = dynamic_cast<MicroVm*>(&vm);
+  if (!micro) return absl::InvalidArgumentError("disk writes: not a KVM microVM (only it has disks)");
+  return micro->CollectDiskWrites(disk, out);
 }
 
 absl::StatusOr<DirtyLogPath> MicroVmDirtyLogPath(const Vm& vm) {

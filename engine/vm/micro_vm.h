@@ -40,6 +40,14 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmWithCode(const VmSpec& spec, ui
                                                           std::span<const uint8_t> code,
                                                           const MicroVmOptions& options = {});
 
+// Storage migration: ORs into `out` every 4 KiB block (kDiskWriteBlockBytes) of file disk `disk`
+// (VmSpec.disks of kind file, in order) that its virtio-blk device wrote since the VM was built or
+// since the last call, and forgets them. `out` has one bit per block of the disk, rounded up.
+// Writes complete in the bitmap before the guest sees them complete, so after Pause() nothing is
+// missing.
+inline constexpr uint64_t kDiskWriteBlockBytes = 4096;
+absl::Status CollectDiskWrites(Vm& vm, uint32_t disk, DirtyBitmap& out);
+
 // The dirty-log path a microVM took; InvalidArgument for another backend.
 absl::StatusOr<DirtyLogPath> MicroVmDirtyLogPath(const Vm& vm);
 

@@ -160,6 +160,15 @@ TEST_F(VirtioBlkMicroVm, GuestDrivesTheDiskThroughMmioExits) {
   // The guest never writes its read buffer or the used ring: only the device does.
   EXPECT_TRUE(dirty.Test(kInData >> kPageShift)) << "the device's read data was not reported dirty";
   EXPECT_TRUE(dirty.Test(kUsed >> kPageShift)) << "the used ring was not reported dirty";
+  // The disk blocks it wrote, for a storage migration: sector 8 is block 1; block 0 was only read.
+  DirtyBitmap blocks(kDiskBytes / kDiskWriteBlockBytes);
+  ASSERT_TRUE(CollectDiskWrites(**vm, 0, blocks).ok());
+  EXPECT_EQ(blocks.Count(), 1u);
+  EXPECT_TRUE(blocks.Test(1));
+  DirtyBitmap again(kDiskBytes / kDiskWriteBlockBytes);
+  ASSERT_TRUE(CollectDiskWrites(**vm, 0, again).ok());
+  EXPECT_TRUE(again.Empty()) << "collecting did not forget";
+  EXPECT_FALSE(CollectDiskWrites(**vm, 1, again).ok()) << "a disk the VM does not have";
 }
 
 TEST_F(VirtioBlkMicroVm, SavedStateCarriesTheDiskAcrossARestore) {

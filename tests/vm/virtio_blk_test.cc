@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <string>
 
 #include "engine/memory/dirty_bitmap.h"
@@ -362,6 +363,32 @@ TEST_F(VirtioBlkDeviceTest, RestoreRefusesADiskOfAnotherSizeAndBadState) {
   big_queue.set_queue_num(4096);
   EXPECT_FALSE(dest->Restore(big_queue).ok());
   EXPECT_TRUE(dest->Restore(*saved).ok());
+}
+
+TEST_F(VirtioBlkDeviceTest, EveryWriteIsReportedForStorageMigrationAndNothingElse) {
+  std::mutex mu;
+  std::vector<std::pair<uint64_t, uint64_t>> writes;
+  driver_.reset();
+  dev_.reset();
+  auto dev = VirtioBlkDevice::Create(path_, 0, *ram_, nullptr, [&](uint64_t offset, uint64_t bytes) {
+    std::lock_guard lock(mu);
+    writes.emplace_back(offset, bytes);
+  });
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  dev_ = std::move(*dev);
+  dev_->Resume();
+  driver_ = std::make_unique<TestBlkDriver>(*mem_, *dev_);
+  driver_->Init();
+  driver_->Post(kVirtioBlkTypeOut, 3, {{TestBlkDriver::kDataGpa, 1024}, {TestBlkDriver::kDataGpa + 4096, 512}});
+  driver_->Post(kVirtioBlkTypeIn, 0, {{TestBlkDriver::kDataGpa + 8192, 4096}});
+  driver_->Post(kVirtioBlkTypeOut, kDiskBytes / 512, {{TestBlkDriver::kDataGpa, 512}});  // outside: IOERR
+  driver_->Post(kVirtioBlkTypeFlush, 0, {});
+  driver_->Notify();
+  driver_->WaitUsed(4);
+  std::lock_guard lock(mu);
+  ASSERT_EQ(writes.size(), 1u);
+  EXPECT_EQ(writes[0].first, 3u * 512);
+  EXPECT_EQ(writes[0].second, 1536u);
 }
 
 TEST(VirtioBlkCreate, MissingDiskFileIsAClearError) {

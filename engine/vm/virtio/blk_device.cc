@@ -26,17 +26,21 @@ std::vector<uint8_t> BlkConfig(uint64_t capacity_sectors) {
 absl::StatusOr<std::unique_ptr<VirtioBlkDevice>> VirtioBlkDevice::Create(const std::string& path,
                                                                          uint32_t disk_index,
                                                                          const GuestRamAccess& ram,
-                                                                         std::function<void(bool)> set_irq) {
+                                                                         std::function<void(bool)> set_irq,
+                                                                         DiskWriteSink on_disk_write) {
   // Twice the queue: a request holds one submission, and the ring never needs to refuse one.
   ASSIGN_OR_RETURN(auto file, UringBlockFile::Open(path, 2 * FERRY_VIRTIO_BLK_QUEUE_NUM_MAX));
-  std::unique_ptr<VirtioBlkDevice> dev(new VirtioBlkDevice(std::move(file), disk_index, ram, std::move(set_irq)));
+  std::unique_ptr<VirtioBlkDevice> dev(new VirtioBlkDevice(std::move(file), disk_index, ram, std::move(set_irq),
+                                                                std::move(on_disk_write)));
   dev->thread_ = std::thread([d = dev.get()] { d->Loop(); });
   return dev;
 }
 
 VirtioBlkDevice::VirtioBlkDevice(std::unique_ptr<UringBlockFile> file, uint32_t disk_index,
-                                 const GuestRamAccess& ram, std::function<void(bool)> set_irq)
+                                 const GuestRamAccess& ram, std::function<void(bool)> set_irq,
+                                 DiskWriteSink on_disk_write)
     : file_(std::move(file)), disk_index_(disk_index), ram_(ram), set_irq_(std::move(set_irq)),
+      on_disk_write_(std::move(on_disk_write)),
       transport_(kVirtioDeviceIdBlock, kVirtioFVersion1 | kVirtioBlkFFlush | kVirtioBlkFSegMax,
                  FERRY_VIRTIO_BLK_QUEUE_NUM_MAX, BlkConfig(file_->size_bytes() / kVirtioBlkSectorBytes)),
       slots_(FERRY_VIRTIO_BLK_QUEUE_NUM_MAX) {}
@@ -109,6 +113,7 @@ void VirtioBlkDevice::StartLocked(uint16_t head, BlkRequest r) {
   f.head = head;
   f.type = r.type;
   f.expected = r.data_bytes;
+  f.offset = r.sector * kVirtioBlkSectorBytes;
   f.status = r.status;
   f.iov.clear();
   for (const ChainSegment& s : r.data) f.iov.push_back(iovec{s.host, s.bytes});
@@ -139,6 +144,7 @@ void VirtioBlkDevice::CompleteLocked(uint64_t tag, int32_t result) {
     for (const ChainSegment& s : f.data) ram_.MarkWritten(s.gpa, s.bytes);
     if (ok) written += static_cast<uint32_t>(f.expected);
   }
+  if (f.type == kVirtioBlkTypeOut && on_disk_write_) on_disk_write_(f.offset, f.expected);
   if (f.type == kVirtioBlkTypeFlush) ++counters_.flushes;
   if (!ok) {
     ++counters_.io_errors;

@@ -44,11 +44,17 @@ struct VirtioBlkCounters {
 
 class VirtioBlkDevice : public MmioDevice {
  public:
+  // Called with the byte range of every write the device performed (or attempted: a failed
+  // write may have changed part of it), before the driver sees it complete: what a storage
+  // migration must copy again.
+  using DiskWriteSink = std::function<void(uint64_t offset, uint64_t bytes)>;
+
   // `set_irq(level)` drives the device's interrupt line (may be empty: no interrupt controller).
-  // `ram` must outlive the device.
+  // `ram` must outlive the device. `on_disk_write` may be empty.
   static absl::StatusOr<std::unique_ptr<VirtioBlkDevice>> Create(const std::string& path, uint32_t disk_index,
                                                                  const GuestRamAccess& ram,
-                                                                 std::function<void(bool)> set_irq);
+                                                                 std::function<void(bool)> set_irq,
+                                                                 DiskWriteSink on_disk_write = nullptr);
   // Waits for requests in flight, then ends the device thread.
   ~VirtioBlkDevice() override;
 
@@ -72,6 +78,7 @@ class VirtioBlkDevice : public MmioDevice {
     bool used = false;
     uint16_t head = 0;
     uint32_t type = 0;
+    uint64_t offset = 0;         // on the disk
     uint64_t expected = 0;       // bytes the operation must transfer
     std::vector<iovec> iov;      // alive until the completion is reaped
     std::vector<ChainSegment> data;
@@ -79,7 +86,7 @@ class VirtioBlkDevice : public MmioDevice {
   };
 
   VirtioBlkDevice(std::unique_ptr<UringBlockFile> file, uint32_t disk_index, const GuestRamAccess& ram,
-                  std::function<void(bool)> set_irq);
+                  std::function<void(bool)> set_irq, DiskWriteSink on_disk_write);
   void Loop();
   void TakeRequestsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts `r` on io_uring or answers it at once.
@@ -98,6 +105,7 @@ class VirtioBlkDevice : public MmioDevice {
   const uint32_t disk_index_;
   const GuestRamAccess& ram_;
   std::function<void(bool)> set_irq_;
+  DiskWriteSink on_disk_write_;
   std::thread thread_;
 
   mutable std::mutex mu_;

@@ -69,11 +69,14 @@ bool UringBlockFile::QueueFlush(uint64_t tag) {
 }
 
 absl::Status UringBlockFile::Submit() {
-  for (;;) {
-    int r = io_uring_submit(&ring_);
+  // EAGAIN/EBUSY are transient (kernel memory, a full completion queue); a few retries, not forever.
+  int r = 0;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    r = io_uring_submit(&ring_);
     if (r >= 0) return absl::OkStatus();
-    if (r != -EINTR && r != -EAGAIN && r != -EBUSY) return ErrnoError(absl::StrCat("disk ", path_, ": io_uring_submit"), -r);
+    if (r != -EINTR && r != -EAGAIN && r != -EBUSY) break;
   }
+  return ErrnoError(absl::StrCat("disk ", path_, ": io_uring_submit"), -r);
 }
 
 void UringBlockFile::Reap(const std::function<void(uint64_t, int32_t)>& done) {
