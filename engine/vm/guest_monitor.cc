@@ -1,7 +1,14 @@
 #include "engine/vm/guest_monitor.h"
 
+#include <algorithm>
+#include <iterator>
+#include <utility>
+#include <vector>
+
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "engine/base/clock.h"
 #include "engine/base/clock_id.h"
 
@@ -30,10 +37,46 @@ void GuestMonitor::OnCorruption(uint64_t page) {
   }
 }
 
+namespace {
+
+// "disk written=1 verified=2 sweeps=0 flushes=0 corruptions=0 errors=0" (disk_workload.c); false
+// when a field is missing or not a number (a garbled line changes nothing).
+bool ParseDiskLine(absl::string_view line, GuestHealth& h) {
+  GuestHealth out = h;
+  struct Field {
+    absl::string_view key;
+    uint64_t* value;
+  };
+  const Field fields[] = {{"written", &out.disk_blocks_written}, {"verified", &out.disk_blocks_verified},
+                          {"sweeps", &out.disk_sweeps},          {"flushes", &out.disk_flushes},
+                          {"corruptions", &out.disk_corruptions}, {"errors", &out.disk_io_errors}};
+  std::vector<absl::string_view> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
+  if (words.size() != 1 + std::size(fields) || words[0] != "disk") return false;
+  for (size_t i = 0; i < std::size(fields); ++i) {
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(words[i + 1], absl::MaxSplits('=', 1));
+    if (kv.first != fields[i].key || !absl::SimpleAtoi(kv.second, fields[i].value)) return false;
+  }
+  h = out;
+  return true;
+}
+
+}  // namespace
+
 void GuestMonitor::OnConsoleLine(const std::string& line) {
+  if (absl::StartsWith(line, "disk written=")) {
+    std::lock_guard lock(mu_);
+    uint64_t seen_here = std::max(h_.disk_corruptions, disk_corruption_lines_);
+    if (ParseDiskLine(line, h_)) h_.disk_corruptions = std::max(h_.disk_corruptions, seen_here);
+    return;
+  }
   if (!absl::StartsWith(line, "CORRUPTION")) return;
   std::lock_guard lock(mu_);
-  if (h_.corruption_reports.size() == 1 && !absl::StrContains(h_.corruption_reports[0], "expected")) {
+  const bool disk = absl::StartsWith(line, "CORRUPTION block=");
+  if (disk) {
+    ++disk_corruption_lines_;
+    h_.disk_corruptions = std::max(h_.disk_corruptions, disk_corruption_lines_);
+  }
+  if (!disk && h_.corruption_reports.size() == 1 && !absl::StrContains(h_.corruption_reports[0], "expected")) {
     h_.corruption_reports[0] = line;
   } else if (h_.corruption_reports.size() < kMaxReports) {
     h_.corruption_reports.push_back(line);
@@ -96,6 +139,7 @@ void GuestMonitor::Restore(const v1::StatusDeviceState& s) {
   h_.vcpus_booted = s.vcpus_booted();
   sweeps_here_ = {};
   restored_ = true;
+  disk_corruption_lines_ = 0;  // the guest's next "disk" line brings its totals
   // The next heartbeat's gap is measured from the saving host's last stamp, when that stamp was
   // taken on this clock; else the first heartbeat here starts the count afresh.
   if (!MonotonicClockId().empty() && s.last_heartbeat_clock_id() == MonotonicClockId()) {

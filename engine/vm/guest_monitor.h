@@ -18,7 +18,8 @@ class GuestMonitor {
  public:
   void OnHeartbeat(uint64_t guest_counter);
   void OnCorruption(uint64_t page);
-  // A full console line that starts with "CORRUPTION" is kept as the human-readable report.
+  // A full console line that starts with "CORRUPTION" is kept as the human-readable report; the
+  // disk workload's "disk written=.." line and "CORRUPTION block=" lines fill the disk_* fields.
   void OnConsoleLine(const std::string& line);
   void OnBooted(uint32_t vcpu);
   void OnShutdown(int32_t exit_code);
@@ -42,6 +43,7 @@ class GuestMonitor {
   // each worker began on the previous host, so it does not count as a full sweep here.
   std::array<uint64_t, FERRY_MAX_VCPUS> sweeps_here_ ABSL_GUARDED_BY(mu_){};
   bool restored_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t disk_corruption_lines_ ABSL_GUARDED_BY(mu_) = 0;  // "CORRUPTION block=" lines seen by this VMM
 };
 
 }  // namespace ferry

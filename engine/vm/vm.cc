@@ -9,8 +9,12 @@
 namespace ferry {
 
 std::string GuestCommandLine(const WorkloadSpec& w) {
-  return absl::StrFormat("ws=%d rate=%g pattern=%s seed=%d tick_ms=%d", w.working_set_bytes >> 20,
-                         w.dirty_rate_mibps, w.pattern, w.seed, w.tick_ms);
+  std::string line = absl::StrFormat("ws=%d rate=%g pattern=%s seed=%d tick_ms=%d", w.working_set_bytes >> 20,
+                                     w.dirty_rate_mibps, w.pattern, w.seed, w.tick_ms);
+  if (w.disk_working_set_bytes >> 20) {
+    absl::StrAppendFormat(&line, " disk_ws=%d disk_rate=%g", w.disk_working_set_bytes >> 20, w.disk_rate_mibps);
+  }
+  return line;
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> CreateVmForBoot(const VmSpec& spec) {

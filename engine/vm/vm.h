@@ -49,6 +49,16 @@ struct GuestHealth {
   uint64_t full_sweeps = 0;
   int64_t arrival_ns = 0;
   int64_t first_full_sweep_ns = 0;  // 0 = not yet
+  // The guest's disk workload, from its once-a-second "disk written=.. verified=.." console line:
+  // totals since the guest booted (they travel with it), 0 without a disk workload.
+  uint64_t disk_blocks_written = 0;
+  uint64_t disk_blocks_verified = 0;  // read back and checked
+  uint64_t disk_sweeps = 0;           // passes of the verifying read over the disk working set
+  uint64_t disk_flushes = 0;
+  uint64_t disk_io_errors = 0;        // requests the device failed
+  // Blocks found wrong: the guest's own total, or the "CORRUPTION block=" lines seen here if more.
+  // Their lines are in corruption_reports too.
+  uint64_t disk_corruptions = 0;
 };
 
 class Vm {

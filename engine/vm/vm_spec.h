@@ -11,13 +11,18 @@ namespace ferry {
 enum class Backend { kKvm = 1, kSynthetic = 2 };
 
 // The built-in guest's workload, passed on the multiboot command line as
-// "ws=<MiB> rate=<MiB/s> pattern=<sequential|random|hotcold> seed=<n> tick_ms=<n>".
+// "ws=<MiB> rate=<MiB/s> pattern=<sequential|random|hotcold> seed=<n> tick_ms=<n>", plus
+// "disk_ws=<MiB> disk_rate=<MiB/s>" when the guest also exercises its first disk.
 struct WorkloadSpec {
   uint64_t working_set_bytes = 64ull << 20;
   double dirty_rate_mibps = 50;  // 0 = unlimited
   std::string pattern = "random";
   uint64_t seed = 1;
   uint32_t tick_ms = 0;  // 0 = no '.' ticks on serial
+  // The disk workload on the VM's first disk (docs/guest_verification.md): blocks written, read
+  // back and verified. 0 = no disk I/O. Whole MiB.
+  uint64_t disk_working_set_bytes = 0;
+  double disk_rate_mibps = 4;  // blocks written per second, in MiB/s; 0 = unlimited
 };
 
 // The guest's CPU: a named model (libvirt CPU map name or x86-64-v2/v3/v4) and/or explicit
@@ -55,7 +60,7 @@ struct VmSpec {
   bool console_to_stdout = false;
 };
 
-// "ws=64 rate=50 pattern=random seed=1 tick_ms=0"
+// "ws=64 rate=50 pattern=random seed=1 tick_ms=0" (+ " disk_ws=16 disk_rate=4" with a disk workload)
 std::string GuestCommandLine(const WorkloadSpec& w);
 
 }  // namespace ferry

@@ -12,7 +12,8 @@ namespace ferry {
 namespace {
 
 absl::Status LoadWorkload(const YamlMap& m, WorkloadSpec& w) {
-  RETURN_IF_ERROR(m.CheckKeys({"working_set", "dirty_rate", "pattern", "seed", "tick_ms"}));
+  RETURN_IF_ERROR(
+      m.CheckKeys({"working_set", "dirty_rate", "pattern", "seed", "tick_ms", "disk_working_set", "disk_rate"}));
   ASSIGN_OR_RETURN(w.working_set_bytes, m.ByteSize("working_set", false, w.working_set_bytes));
   ASSIGN_OR_RETURN(w.dirty_rate_mibps, m.Rate("dirty_rate", w.dirty_rate_mibps));
   ASSIGN_OR_RETURN(std::string pattern, m.String("pattern", false));
@@ -25,6 +26,8 @@ absl::Status LoadWorkload(const YamlMap& m, WorkloadSpec& w) {
   ASSIGN_OR_RETURN(w.seed, m.Uint("seed", false, w.seed));
   ASSIGN_OR_RETURN(uint64_t tick, m.Uint("tick_ms", false, w.tick_ms));
   w.tick_ms = static_cast<uint32_t>(tick);
+  ASSIGN_OR_RETURN(w.disk_working_set_bytes, m.ByteSize("disk_working_set", false, w.disk_working_set_bytes));
+  ASSIGN_OR_RETURN(w.disk_rate_mibps, m.Rate("disk_rate", w.disk_rate_mibps));
   return absl::OkStatus();
 }
 

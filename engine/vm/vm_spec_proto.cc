@@ -7,6 +7,41 @@
 #include "engine/vm/vm_name.h"
 
 namespace ferry {
+namespace {
+
+// The guest's disk workload runs on the VM's first disk (docs/guest_verification.md).
+absl::Status CheckDiskWorkload(const VmSpec& s) {
+  const WorkloadSpec& w = s.workload;
+  auto error = [&](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat("VM spec '", s.name, "': ", parts...));
+  };
+  if (!(w.disk_rate_mibps >= 0) || w.disk_rate_mibps > 1e6) {
+    return error("disk rate ", w.disk_rate_mibps, " MiB/s must be 0 (unlimited) .. 1000000");
+  }
+  if (w.disk_working_set_bytes == 0) return absl::OkStatus();
+  const uint64_t mib = w.disk_working_set_bytes >> 20;
+  if (w.disk_working_set_bytes % (1 << 20) != 0) {
+    return error("disk working set of ", w.disk_working_set_bytes, " bytes must be a whole number of MiB");
+  }
+  if (s.backend == Backend::kSynthetic) {
+    return error("a disk working set needs the kvm backend (the synthetic backend has no disks)");
+  }
+  // The guest's disk 0 is the VM's first file disk (the first virtio-blk device).
+  const DiskSpec* disk = nullptr;
+  for (const DiskSpec& d : s.disks) {
+    if (d.kind == DiskKind::kFile) {
+      disk = &d;
+      break;
+    }
+  }
+  if (disk == nullptr) return error("a disk working set of ", mib, " MiB needs a file disk, and the VM has none");
+  if (disk->size_bytes != 0 && disk->size_bytes < w.disk_working_set_bytes) {
+    return error("disk working set of ", mib, " MiB is larger than its disk (", disk->size_bytes >> 20, " MiB)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 v1::VmSpec VmSpecToProto(const VmSpec& s) {
   v1::VmSpec p;
@@ -20,6 +55,8 @@ v1::VmSpec VmSpecToProto(const VmSpec& s) {
   w->set_pattern(s.workload.pattern);
   w->set_seed(s.workload.seed);
   w->set_tick_ms(s.workload.tick_ms);
+  w->set_disk_working_set_bytes(s.workload.disk_working_set_bytes);
+  w->set_disk_rate_mibps(s.workload.disk_rate_mibps);
   p.mutable_cpu()->set_model(s.cpu.model);
   for (const auto& f : s.cpu.features) p.mutable_cpu()->add_features(f);
   for (const auto& d : s.disks) {
@@ -62,6 +99,8 @@ absl::StatusOr<VmSpec> VmSpecFromProto(const v1::VmSpec& p) {
   s.workload.pattern = p.workload().pattern().empty() ? "random" : p.workload().pattern();
   s.workload.seed = p.workload().seed();
   s.workload.tick_ms = p.workload().tick_ms();
+  s.workload.disk_working_set_bytes = p.workload().disk_working_set_bytes();
+  s.workload.disk_rate_mibps = p.workload().disk_rate_mibps();
   if (s.workload.working_set_bytes + FERRY_GPA_WORKSET > s.memory_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("VM spec '", p.name(), "': working set of ",
                                                    s.workload.working_set_bytes >> 20, " MiB does not fit in ",
@@ -76,6 +115,7 @@ absl::StatusOr<VmSpec> VmSpecFromProto(const v1::VmSpec& p) {
     s.disks.push_back({static_cast<DiskKind>(static_cast<int>(d.kind())), d.path(), d.device(), d.size_bytes()});
   }
   for (const auto& n : p.nics()) s.nics.push_back({n.mac(), n.port_group()});
+  RETURN_IF_ERROR(CheckDiskWorkload(s));
   return s;
 }
 

@@ -77,5 +77,46 @@ TEST(GuestMonitorTest, GapAcrossSwitchoverOnlyOnTheSameClock) {
   EXPECT_EQ(h.heartbeats, 3u) << "the counts still continue";
 }
 
+TEST(GuestMonitorTest, DiskLinesFillTheDiskCounters) {
+  GuestMonitor m;
+  EXPECT_EQ(m.health().disk_blocks_written, 0u);
+  m.OnConsoleLine("disk written=120 verified=250 sweeps=2 flushes=3 corruptions=0 errors=1");
+  GuestHealth h = m.health();
+  EXPECT_EQ(h.disk_blocks_written, 120u);
+  EXPECT_EQ(h.disk_blocks_verified, 250u);
+  EXPECT_EQ(h.disk_sweeps, 2u);
+  EXPECT_EQ(h.disk_flushes, 3u);
+  EXPECT_EQ(h.disk_io_errors, 1u);
+  EXPECT_EQ(h.disk_corruptions, 0u);
+  // A garbled line changes nothing.
+  m.OnConsoleLine("disk written=999 verified=x sweeps=2 flushes=3 corruptions=0 errors=1");
+  m.OnConsoleLine("disk written=999");
+  EXPECT_EQ(m.health().disk_blocks_written, 120u);
+
+  // A corruption line counts at once and is kept; the guest's next total does not count it twice.
+  const std::string bad = "CORRUPTION block=7 expected=0x0000000300000007 got=0x0 word=0 gen=3 disk=0";
+  m.OnConsoleLine(bad);
+  h = m.health();
+  EXPECT_EQ(h.disk_corruptions, 1u);
+  EXPECT_EQ(h.corruptions, 0u) << "memory corruptions are the status port's";
+  ASSERT_EQ(h.corruption_reports.size(), 1u);
+  EXPECT_EQ(h.corruption_reports[0], bad);
+  m.OnConsoleLine("disk written=130 verified=260 sweeps=2 flushes=3 corruptions=1 errors=1");
+  EXPECT_EQ(m.health().disk_corruptions, 1u);
+  m.OnConsoleLine("disk written=140 verified=270 sweeps=2 flushes=4 corruptions=3 errors=1");
+  EXPECT_EQ(m.health().disk_corruptions, 3u);
+}
+
+TEST(GuestMonitorTest, DiskCorruptionLineDoesNotReplaceAPageReport) {
+  GuestMonitor m;
+  m.OnCorruption(5);
+  m.OnConsoleLine("CORRUPTION block=9 expected=0x1 got=0x2 word=0 gen=1 disk=0");
+  GuestHealth h = m.health();
+  ASSERT_EQ(h.corruption_reports.size(), 2u);
+  EXPECT_EQ(h.corruption_reports[0], "CORRUPTION page=5");
+  EXPECT_EQ(h.corruptions, 1u);
+  EXPECT_EQ(h.disk_corruptions, 1u);
+}
+
 }  // namespace
 }  // namespace ferry
