@@ -145,7 +145,7 @@ absl::StatusOr<std::unique_ptr<FaultFsMount>> FaultFsMount::Start(absl::string_v
 
   std::vector<std::string> argv = {BinaryPath(), mount->backing_dir_, mount->mount_dir_,
                                    "--control",  mount->control_path_, "--mode",
-                                   std::string(initial_mode)};
+                                   std::string(initial_mode), "--exit-with-parent"};
   std::vector<char*> args;
   for (std::string& a : argv) args.push_back(a.data());
   args.push_back(nullptr);

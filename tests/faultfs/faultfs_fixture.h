@@ -2,7 +2,9 @@
 // FaultFsMount: a running ferry-faultfs for a test. Start() makes a temp directory with a backing
 // dir and a mount point, starts the binary and returns once the mount is live; SetMode() switches
 // faults; Stop() (also run by the destructor) releases blocked operations, unmounts and reaps the
-// process, ending with `fusermount3 -u -z` and SIGKILL so no hung mount outlives the test.
+// process, ending with `fusermount3 -u -z` and SIGKILL so no hung mount outlives the test. The
+// daemon runs with --exit-with-parent: if the thread that called Start() ends (a crashed test), it
+// unmounts and exits by itself. So call Start() from a thread that outlives the mount.
 
 #include <sys/types.h>
 

@@ -1,10 +1,12 @@
 // ferry-faultfs: a FUSE passthrough of BACKING_DIR on MOUNTPOINT whose faults (APD, PDL, ENOSPC,
 // read-only, slow) are switched at run time over a control socket. Tests only (docs/faultfs.md).
 //
-//   ferry-faultfs BACKING_DIR MOUNTPOINT --control SOCKET [--mode MODE] [--debug]
+//   ferry-faultfs BACKING_DIR MOUNTPOINT --control SOCKET [--mode MODE] [--debug] [--exit-with-parent]
 //   ferry-faultfs ctl SOCKET set apd [path=/PREFIX] | get
 
 #include <fcntl.h>
+#include <sys/prctl.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <cstdio>
@@ -100,11 +102,14 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   std::string backing_dir, mountpoint, control_path, mode = "healthy";
   bool debug = false;
+  bool exit_with_parent = false;
   app.add_option("BACKING_DIR", backing_dir, "directory whose files are served");
   app.add_option("MOUNTPOINT", mountpoint, "where to mount them");
   app.add_option("--control", control_path, "Unix socket that switches modes")->required();
   app.add_option("--mode", mode, "initial mode: healthy, apd, pdl, enospc, readonly, \"slow MS\"");
   app.add_flag("--debug", debug, "log every FUSE request (libfuse -d)");
+  app.add_flag("--exit-with-parent", exit_with_parent,
+               "unmount and exit (as on SIGTERM) when the thread that started us ends, so a crashed test leaves no mount");
 
   CLI::App* ctl = app.add_subcommand("ctl", "send one request to a running ferry-faultfs");
   std::string ctl_socket;
@@ -119,6 +124,11 @@ int main(int argc, char** argv) {
   if (backing_dir.empty() || mountpoint.empty() || control_path.empty()) {
     std::fprintf(stderr, "ferry-faultfs: need BACKING_DIR MOUNTPOINT --control SOCKET\n");
     return 2;
+  }
+  if (exit_with_parent) {
+    pid_t parent = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) return 1;  // the parent is already gone
   }
   std::error_code ec;
   std::string abs_mount = std::filesystem::absolute(mountpoint, ec).string();

@@ -323,5 +323,43 @@ TEST_F(FaultFsTeardown, AProcessKilledInAnApdExits) {
   EXPECT_EQ(st->blocked, 0);
 }
 
+// A test process that dies without Stop() (a crash, an abort) leaves no mount behind: the daemon
+// notices its parent is gone, releases what it blocked and unmounts.
+TEST(FaultFsOrphan, ADaemonWhoseTestProcessDiedUnmountsByItself) {
+  if (std::string reason = FaultFsMount::UnavailableReason(); !reason.empty()) {
+    GTEST_SKIP() << reason;
+  }
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(pipe_fds[0]);
+    absl::StatusOr<std::unique_ptr<FaultFsMount>> fs = FaultFsMount::Start("apd");
+    std::string mount_dir = fs.ok() ? (*fs)->mount_dir() : "";
+    if (write(pipe_fds[1], mount_dir.data(), mount_dir.size()) < 0) _exit(1);
+    close(pipe_fds[1]);
+    raise(SIGKILL);  // dies with the mount in an APD, without Stop()
+  }
+  close(pipe_fds[1]);
+  char buf[4096];
+  ssize_t n = read(pipe_fds[0], buf, sizeof buf);
+  close(pipe_fds[0]);
+  int status;
+  waitpid(child, &status, 0);
+  ASSERT_GT(n, 0) << "the child could not start ferry-faultfs";
+  std::string mount_dir(buf, static_cast<size_t>(n));
+  for (int i = 0; i < 500 && IsMountPoint(mount_dir); ++i) usleep(20'000);
+  bool gone = !IsMountPoint(mount_dir);
+  if (!gone) {
+    std::string cmd = "fusermount3 -u -z " + mount_dir;
+    EXPECT_EQ(system(cmd.c_str()), 0);
+  }
+  EXPECT_TRUE(gone) << "the orphaned mount " << mount_dir << " stayed";
+  std::string work_dir = mount_dir.substr(0, mount_dir.rfind('/'));
+  std::string rm = "rm -rf " + work_dir;
+  EXPECT_EQ(system(rm.c_str()), 0);
+}
+
 }  // namespace
 }  // namespace ferry::faultfs
