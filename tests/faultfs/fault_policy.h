@@ -43,7 +43,7 @@ enum class FsOp {
   kWrite,     // a write into blocks the file already has
   kAllocate,  // anything that needs new blocks: create, mkdir, mknod, symlink, fallocate, a write past EOF or into a hole
   kModify,    // unlink, rmdir, rename, link, truncate, chmod, chown, utimens
-  kSync,      // fsync, fsyncdir, flush (close)
+  kSync,      // fsync, fdatasync, fsyncdir
 };
 
 enum class Verdict { kProceed = 1, kBlock, kFail, kDelay };

@@ -297,16 +297,18 @@ TEST_F(FaultFsTeardown, StopDuringAnApdReleasesTheBlockedWriteAndUnmounts) {
 }
 
 // A caller killed while blocked in an APD dies (as with a killable NFS wait) instead of staying in
-// D state; a VMM powered off under an APD must be able to go away.
+// D state, closing its files on the way out; a VMM powered off under an APD must be able to go away.
 TEST_F(FaultFsTeardown, AProcessKilledInAnApdExits) {
+  int fd = open(Path("before").c_str(), O_RDWR | O_CLOEXEC);  // open before the APD, as a VMM's disk
+  ASSERT_GE(fd, 0);
   ASSERT_TRUE(fs_->SetMode("apd").ok());
-  std::string path = Path("before");
   pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    int fd = open(path.c_str(), O_RDONLY);
-    _exit(fd >= 0 ? 0 : 1);
+    ssize_t n = pwrite(fd, "x", 1, 0);  // blocks; then exit closes fd (a FUSE flush)
+    _exit(n == 1 ? 0 : 1);
   }
+  close(fd);
   ASSERT_TRUE(fs_->WaitForBlocked(1).ok());
   ASSERT_EQ(kill(child, SIGKILL), 0);
   int status = 0;
