@@ -1,0 +1,60 @@
+#pragma once
+// Reading and writing a cluster's records in etcd (cluster_keys.h): its configuration, its hosts,
+// its protected VMs, and the status view `migrate cluster status` prints.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/cluster/cluster_config.h"
+#include "engine/cluster/etcd_client.h"
+
+namespace ferry::cluster {
+
+// hosts/<host>: written by the host when it joins (or re-joins with a new lease).
+struct HostRecord {
+  std::string host;
+  std::string address;  // its agent's gRPC address, "" if unknown
+  int64_t lease = 0;    // its network heartbeat
+};
+std::string ToJson(const HostRecord& r);
+absl::StatusOr<HostRecord> HostRecordFromJson(const std::string& json);
+
+enum class RestartPriority { kHigh = 1, kMedium, kLow };
+absl::StatusOr<RestartPriority> ParseRestartPriority(const std::string& text);
+std::string RestartPriorityName(RestartPriority p);
+
+struct ProtectedVm {
+  std::string vm;
+  RestartPriority priority = RestartPriority::kMedium;
+};
+
+// ALREADY_EXISTS when the cluster has a configuration already.
+absl::Status CreateCluster(EtcdClient& etcd, const std::string& cluster, const ClusterConfig& config);
+// NOT_FOUND (saying how to create it) when the cluster does not exist.
+absl::StatusOr<ClusterConfig> ReadClusterConfig(EtcdClient& etcd, const std::string& cluster);
+absl::Status WriteClusterConfig(EtcdClient& etcd, const std::string& cluster, const ClusterConfig& config);
+
+absl::Status ProtectVm(EtcdClient& etcd, const std::string& cluster, const ProtectedVm& vm);
+absl::Status UnprotectVm(EtcdClient& etcd, const std::string& cluster, const std::string& vm);
+
+// One host as the cluster sees it. Liveness is the lease: no clock is compared across hosts.
+struct HostStatus {
+  HostRecord record;
+  bool network_heartbeat_alive = false;  // its lease is still live
+  int64_t lease_remaining_s = -1;        // -1 once expired
+  int64_t since_keepalive_s = 0;         // granted TTL - remaining: how long since its last heartbeat
+  bool master = false;
+};
+struct ClusterStatus {
+  std::string cluster;
+  ClusterConfig config;
+  std::string master;  // "" while there is none
+  std::vector<HostStatus> hosts;
+  std::vector<ProtectedVm> vms;
+};
+absl::StatusOr<ClusterStatus> ReadClusterStatus(EtcdClient& etcd, const std::string& cluster);
+std::string ToJson(const ClusterStatus& s);
+
+}  // namespace ferry::cluster

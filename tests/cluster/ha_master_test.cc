@@ -1,0 +1,103 @@
+// Membership and master election over a real etcd, with members in this process.
+#include <gtest/gtest.h>
+
+#include "engine/cluster/cluster_member.h"
+#include "engine/cluster/cluster_store.h"
+#include "tests/cluster/etcd_fixture.h"
+
+namespace ferry::cluster {
+namespace {
+
+ClusterConfig FastConfig() {
+  ClusterConfig c;
+  c.heartbeat_interval_ms = 500;
+  c.heartbeat_misses = 2;  // 1 s lease
+  return c;
+}
+
+TEST(HaMaster, JoiningAClusterThatDoesNotExistSaysHowToCreateIt) {
+  FERRY_START_ETCD_OR_SKIP(etcd, 1);
+  auto client = testing::ClientFor(*etcd, "host-a");
+  ASSERT_TRUE(client);
+  auto m = ClusterMember::Join(*client, {"nope", "host-a", ""});
+  ASSERT_FALSE(m.ok());
+  EXPECT_TRUE(absl::IsNotFound(m.status()));
+  EXPECT_NE(m.status().message().find("migrate cluster create nope"), std::string::npos) << m.status();
+  EXPECT_TRUE(absl::IsAlreadyExists(
+      [&] {
+        (void)CreateCluster(*client, "c1", FastConfig());
+        return CreateCluster(*client, "c1", FastConfig());
+      }()));
+}
+
+TEST(HaMaster, ExactlyOneOfThreeHostsIsElectedAndTheOthersAreSlaves) {
+  FERRY_START_ETCD_OR_SKIP(etcd, 1);
+  auto client = testing::ClientFor(*etcd, "host-a");
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(CreateCluster(*client, "c1", FastConfig()).ok());
+  std::vector<std::unique_ptr<ClusterMember>> members;
+  for (const char* h : {"host-a", "host-b", "host-c"}) {
+    auto m = ClusterMember::Join(*client, {"c1", h, ""});
+    ASSERT_TRUE(m.ok()) << m.status();
+    members.push_back(std::move(*m));
+  }
+  // Settled: one master, two slaves (each member moves on its own thread).
+  int masters = 0, slaves = 0;
+  for (absl::Time end = absl::Now() + absl::Seconds(10); absl::Now() < end;) {
+    masters = slaves = 0;
+    for (auto& m : members) {
+      masters += m->state() == HostState::kMaster;
+      slaves += m->state() == HostState::kSlave;
+    }
+    if (masters == 1 && slaves == 2) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(masters, 1);
+  EXPECT_EQ(slaves, 2);
+  auto status = ReadClusterStatus(*client, "c1");
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_FALSE(status->master.empty());
+  ASSERT_EQ(status->hosts.size(), 3u);
+  for (const auto& h : status->hosts) EXPECT_TRUE(h.network_heartbeat_alive) << h.record.host;
+}
+
+TEST(HaMaster, WhenTheMasterLeavesASlaveTakesOverThroughTheWatch) {
+  FERRY_START_ETCD_OR_SKIP(etcd, 1);
+  auto client = testing::ClientFor(*etcd, "host-a");
+  ASSERT_TRUE(client);
+  ClusterConfig slow = FastConfig();
+  slow.heartbeat_interval_ms = 5000;  // takeover faster than a heartbeat tick can only come from the watch
+  ASSERT_TRUE(CreateCluster(*client, "c1", slow).ok());
+  auto a = ClusterMember::Join(*client, {"c1", "host-a", ""});
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE((*a)->WaitForState(HostState::kMaster, absl::Seconds(10)));
+  auto b = ClusterMember::Join(*client, {"c1", "host-b", ""});
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE((*b)->WaitForState(HostState::kSlave, absl::Seconds(10)));
+  (*a)->Leave();
+  EXPECT_EQ((*a)->state(), HostState::kLeft);
+  EXPECT_TRUE((*b)->WaitForState(HostState::kMaster, absl::Seconds(3)));
+  auto status = ReadClusterStatus(*client, "c1");
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->master, "host-b");
+  ASSERT_EQ(status->hosts.size(), 1u);  // host-a removed its record on leaving
+}
+
+TEST(HaMaster, ProtectedVmsAreListed) {
+  FERRY_START_ETCD_OR_SKIP(etcd, 1);
+  auto client = testing::ClientFor(*etcd, "host-a");
+  ASSERT_TRUE(client);
+  EXPECT_TRUE(absl::IsNotFound(ProtectVm(*client, "c1", {"vm1", RestartPriority::kHigh})));
+  ASSERT_TRUE(CreateCluster(*client, "c1", FastConfig()).ok());
+  ASSERT_TRUE(ProtectVm(*client, "c1", {"vm1", RestartPriority::kHigh}).ok());
+  ASSERT_TRUE(ProtectVm(*client, "c1", {"vm2", RestartPriority::kLow}).ok());
+  ASSERT_TRUE(UnprotectVm(*client, "c1", "vm2").ok());
+  auto status = ReadClusterStatus(*client, "c1");
+  ASSERT_TRUE(status.ok());
+  ASSERT_EQ(status->vms.size(), 1u);
+  EXPECT_EQ(status->vms[0].vm, "vm1");
+  EXPECT_EQ(status->vms[0].priority, RestartPriority::kHigh);
+}
+
+}  // namespace
+}  // namespace ferry::cluster
