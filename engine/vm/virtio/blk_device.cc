@@ -248,11 +248,14 @@ VirtioBlkCounters VirtioBlkDevice::counters() const {
   return counters_;
 }
 
-absl::StatusOr<v1::VirtioBlkState> VirtioBlkDevice::Save() const {
+absl::StatusOr<v1::VirtioBlkState> VirtioBlkDevice::Save() {
   std::lock_guard lock(mu_);
   if (!quiesced_ || in_flight_ != 0) {
     return absl::FailedPreconditionError(absl::StrCat("virtio-blk ", disk_index_, ": save needs a quiesced device"));
   }
+  // What the guest wrote but never flushed may sit in this host's page cache only; the next host
+  // (a shared datastore over NFS) reads the file server's copy.
+  RETURN_IF_ERROR(file_->SyncNow());
   const VirtioMmioRegisters& r = transport_.registers();
   v1::VirtioBlkState s;
   s.set_disk_index(disk_index_);
@@ -314,6 +317,7 @@ absl::Status VirtioBlkDevice::Restore(const v1::VirtioBlkState& s) {
     if (!q.ok()) return absl::InvalidArgumentError(absl::StrCat(who, ": ", q.status().message()));
     queue = std::move(*q);
   }
+  file_->DropCache();
   transport_.mutable_registers() = r;
   queue_ = std::move(queue);
   if (r.interrupt_status != 0 && set_irq_) set_irq_(true);

@@ -66,8 +66,9 @@ class VirtioBlkDevice : public MmioDevice {
   // Takes requests again, starting with whatever the driver made available meanwhile.
   void Resume();
 
-  // Quiesced only.
-  absl::StatusOr<v1::VirtioBlkState> Save() const;
+  // Quiesced only. Save also writes the disk's data through (fdatasync) for the host that will
+  // run the VM next; Restore drops this host's cached pages of the disk first.
+  absl::StatusOr<v1::VirtioBlkState> Save();
   absl::Status Restore(const v1::VirtioBlkState& s);
 
   uint64_t capacity_sectors() const { return file_->size_bytes() / kVirtioBlkSectorBytes; }

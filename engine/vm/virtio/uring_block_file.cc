@@ -89,6 +89,13 @@ void UringBlockFile::Reap(const std::function<void(uint64_t, int32_t)>& done) {
   }
 }
 
+absl::Status UringBlockFile::SyncNow() {
+  if (fdatasync(fd_.get()) != 0) return ErrnoError(absl::StrCat("disk ", path_, ": fdatasync"));
+  return absl::OkStatus();
+}
+
+void UringBlockFile::DropCache() { (void)posix_fadvise(fd_.get(), 0, 0, POSIX_FADV_DONTNEED); }
+
 void UringBlockFile::WaitForWork() {
   uint64_t count;
   while (read(wake_fd_.get(), &count, sizeof count) < 0 && errno == EINTR) {

@@ -39,6 +39,12 @@ class UringBlockFile {
   // Calls done(tag, result) for every completion ready now (result: bytes or -errno).
   void Reap(const std::function<void(uint64_t tag, int32_t result)>& done);
 
+  // Synchronous, for a quiesced device (nothing in flight): fdatasync now, so another host sharing
+  // the file (NFS) reads what was written here; and drop this host's cached pages of the file, so
+  // a VM arriving here does not read what an earlier stay left in the cache.
+  absl::Status SyncNow();
+  void DropCache();
+
   // Blocks until a completion arrived or Wake() was called since the last return.
   void WaitForWork();
   // From any thread.
