@@ -130,22 +130,31 @@ std::string FaultFsMount::UnavailableReason() {
 }
 
 absl::StatusOr<std::unique_ptr<FaultFsMount>> FaultFsMount::Start(absl::string_view initial_mode) {
+  Options options;
+  options.initial_mode = std::string(initial_mode);
+  return Start(options);
+}
+
+absl::StatusOr<std::unique_ptr<FaultFsMount>> FaultFsMount::Start(const Options& options) {
+  const std::string& backing_dir = options.backing_dir;
   if (std::string reason = UnavailableReason(); !reason.empty()) return absl::FailedPreconditionError(reason);
   char tmpl[] = "/tmp/ferry-faultfs-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return ErrnoError("mkdtemp for ferry-faultfs");
   auto mount = std::unique_ptr<FaultFsMount>(new FaultFsMount());
   mount->work_dir_ = tmpl;
-  mount->backing_dir_ = mount->work_dir_ + "/backing";
+  mount->backing_dir_ = backing_dir.empty() ? mount->work_dir_ + "/backing" : backing_dir;
   mount->mount_dir_ = mount->work_dir_ + "/mnt";
   mount->control_path_ = mount->work_dir_ + "/control.sock";
   mount->log_path_ = mount->work_dir_ + "/faultfs.log";
-  if (mkdir(mount->backing_dir_.c_str(), 0755) != 0 || mkdir(mount->mount_dir_.c_str(), 0755) != 0) {
+  if ((backing_dir.empty() && mkdir(mount->backing_dir_.c_str(), 0755) != 0) ||
+      mkdir(mount->mount_dir_.c_str(), 0755) != 0) {
     return ErrnoError("mkdir in " + mount->work_dir_);
   }
 
   std::vector<std::string> argv = {BinaryPath(), mount->backing_dir_, mount->mount_dir_,
                                    "--control",  mount->control_path_, "--mode",
-                                   std::string(initial_mode), "--exit-with-parent"};
+                                   options.initial_mode, "--exit-with-parent"};
+  if (options.shared_locks) argv.push_back("--shared-locks");
   std::vector<char*> args;
   for (std::string& a : argv) args.push_back(a.data());
   args.push_back(nullptr);

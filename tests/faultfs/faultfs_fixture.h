@@ -34,6 +34,14 @@ class FaultFsMount {
   static std::string BinaryPath();
 
   static absl::StatusOr<std::unique_ptr<FaultFsMount>> Start(absl::string_view initial_mode = "healthy");
+  struct Options {
+    std::string initial_mode = "healthy";
+    // Serve an existing directory (another mount's backing_dir(): a second "host" with its own path
+    // to the same datastore); Stop() leaves it in place. Empty: a fresh temp dir.
+    std::string backing_dir;
+    bool shared_locks = false;  // ferry-faultfs --shared-locks (docs/faultfs.md "Locks")
+  };
+  static absl::StatusOr<std::unique_ptr<FaultFsMount>> Start(const Options& options);
 
   ~FaultFsMount();
   FaultFsMount(const FaultFsMount&) = delete;

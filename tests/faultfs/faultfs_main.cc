@@ -1,7 +1,7 @@
 // ferry-faultfs: a FUSE passthrough of BACKING_DIR on MOUNTPOINT whose faults (APD, PDL, ENOSPC,
 // read-only, slow) are switched at run time over a control socket. Tests only (docs/faultfs.md).
 //
-//   ferry-faultfs BACKING_DIR MOUNTPOINT --control SOCKET [--mode MODE] [--debug] [--exit-with-parent]
+//   ferry-faultfs BACKING_DIR MOUNTPOINT --control SOCKET [--mode MODE] [--debug] [--exit-with-parent] [--shared-locks]
 //   ferry-faultfs ctl SOCKET set apd [path=/PREFIX] | get
 
 #include <fcntl.h>
@@ -35,7 +35,7 @@ int RunControlClient(const std::string& socket_path, const std::vector<std::stri
 }
 
 int Serve(const std::string& backing_dir, const std::string& mountpoint, const std::string& control_path,
-          const std::string& initial_mode, bool debug) {
+          const std::string& initial_mode, bool debug, bool shared_locks) {
   absl::StatusOr<FaultPolicy> initial = ParsePolicy(initial_mode);
   if (!initial.ok()) {
     std::fprintf(stderr, "ferry-faultfs: --mode: %s\n", std::string(initial.status().message()).c_str());
@@ -65,7 +65,7 @@ int Serve(const std::string& backing_dir, const std::string& mountpoint, const s
   PassthroughContext ctx;
   ctx.backing_fd = backing.get();
   ctx.gate = &gate;
-  fuse_operations ops = PassthroughOperations();
+  fuse_operations ops = PassthroughOperations(shared_locks);
   fuse* fs = fuse_new(&args, &ops, sizeof ops, &ctx);
   fuse_opt_free_args(&args);
   if (fs == nullptr) {
@@ -103,6 +103,7 @@ int main(int argc, char** argv) {
   std::string backing_dir, mountpoint, control_path, mode = "healthy";
   bool debug = false;
   bool exit_with_parent = false;
+  bool shared_locks = false;
   app.add_option("BACKING_DIR", backing_dir, "directory whose files are served");
   app.add_option("MOUNTPOINT", mountpoint, "where to mount them");
   app.add_option("--control", control_path, "Unix socket that switches modes")->required();
@@ -110,6 +111,9 @@ int main(int argc, char** argv) {
   app.add_flag("--debug", debug, "log every FUSE request (libfuse -d)");
   app.add_flag("--exit-with-parent", exit_with_parent,
                "unmount and exit (as on SIGTERM) when the thread that started us ends, so a crashed test leaves no mount");
+
+  app.add_flag("--shared-locks", shared_locks,
+               "byte-range locks as OFD locks on the backing files, seen by other mounts of BACKING_DIR");
 
   CLI::App* ctl = app.add_subcommand("ctl", "send one request to a running ferry-faultfs");
   std::string ctl_socket;
@@ -132,5 +136,5 @@ int main(int argc, char** argv) {
   }
   std::error_code ec;
   std::string abs_mount = std::filesystem::absolute(mountpoint, ec).string();
-  return ferry::faultfs::Serve(backing_dir, ec ? mountpoint : abs_mount, control_path, mode, debug);
+  return ferry::faultfs::Serve(backing_dir, ec ? mountpoint : abs_mount, control_path, mode, debug, shared_locks);
 }

@@ -263,9 +263,9 @@ TEST_F(FaultFsScope, OnlyPathsUnderThePrefixFail) {
   EXPECT_EQ(WriteFileAt(Path("vm1/disk"), "x"), 0);
 }
 
-// No lock operation is implemented, so the kernel keeps locks itself: they exclude each other among
-// everyone using this mount (one host), and a lock taken on the backing file directly is not seen.
-TEST_F(FaultFsLocks, OfdLocksExcludeEachOtherThroughTheMountOnly) {
+// By default the kernel keeps locks per mount: they exclude each other through this mount (one
+// host) with exact OFD semantics, and a lock on the backing file directly is not seen.
+TEST_F(FaultFsLocks, ByDefaultOfdLocksExcludeEachOtherThroughTheMountOnly) {
   int a = open(Path("before").c_str(), O_RDWR | O_CLOEXEC);
   int b = open(Path("before").c_str(), O_RDWR | O_CLOEXEC);
   int backing = open(fs_->BackingPath("before").c_str(), O_RDWR | O_CLOEXEC);
@@ -282,6 +282,57 @@ TEST_F(FaultFsLocks, OfdLocksExcludeEachOtherThroughTheMountOnly) {
   EXPECT_EQ(fcntl(b, F_OFD_SETLK, &lock), 0) << "closing the holder's description releases the lock";
   close(b);
   close(backing);
+}
+
+// With --shared-locks they are OFD locks on the backing files: they exclude each other through this
+// mount, through a second mount of the same backing directory (another "host") and on the backing
+// file itself; closing a dup of the holder keeps the lock; the release after the last close reaches
+// the daemon asynchronously, so the lock is free shortly after close() returns.
+TEST(FaultFsSharedLocks, OfdLocksAreSharedWithOtherMountsAndTheBackingFile) {
+  if (std::string reason = FaultFsMount::UnavailableReason(); !reason.empty()) {
+    GTEST_SKIP() << reason;
+  }
+  FaultFsMount::Options options;
+  options.shared_locks = true;
+  absl::StatusOr<std::unique_ptr<FaultFsMount>> host_a = FaultFsMount::Start(options);
+  ASSERT_TRUE(host_a.ok()) << host_a.status();
+  options.backing_dir = (*host_a)->backing_dir();
+  absl::StatusOr<std::unique_ptr<FaultFsMount>> host_b = FaultFsMount::Start(options);
+  ASSERT_TRUE(host_b.ok()) << host_b.status();
+  ASSERT_EQ(WriteFileAt((*host_a)->MountPath("vm.lock"), "lock"), 0);
+  int a = open((*host_a)->MountPath("vm.lock").c_str(), O_RDWR | O_CLOEXEC);
+  int a2 = open((*host_a)->MountPath("vm.lock").c_str(), O_RDWR | O_CLOEXEC);
+  int b = open((*host_b)->MountPath("vm.lock").c_str(), O_RDWR | O_CLOEXEC);
+  int backing = open((*host_a)->BackingPath("vm.lock").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(a2, 0);
+  ASSERT_GE(b, 0);
+  ASSERT_GE(backing, 0);
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(a, F_OFD_SETLK, &lock), 0) << strerror(errno);
+  EXPECT_EQ(ErrnoOf(fcntl(a2, F_OFD_SETLK, &lock)), EAGAIN);
+  EXPECT_EQ(ErrnoOf(fcntl(b, F_OFD_SETLK, &lock)), EAGAIN);
+  EXPECT_EQ(ErrnoOf(fcntl(backing, F_OFD_SETLK, &lock)), EAGAIN);
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(b, F_OFD_GETLK, &probe), 0);
+  EXPECT_EQ(probe.l_type, F_WRLCK) << "F_OFD_GETLK through the other mount does not see the lock";
+
+  close(dup(a));  // a flush of the holder's description, not its release
+  EXPECT_EQ(ErrnoOf(fcntl(backing, F_OFD_SETLK, &lock)), EAGAIN);
+  close(a);
+  int rc = -1;
+  for (int i = 0; i < 500 && (rc = fcntl(b, F_OFD_SETLK, &lock)) != 0; ++i) usleep(10'000);
+  EXPECT_EQ(rc, 0) << "the lock stayed held after its description was closed";
+  EXPECT_EQ(ErrnoOf(fcntl(backing, F_OFD_SETLK, &lock)), EAGAIN) << "host b's lock is not seen";
+  close(a2);
+  close(b);
+  close(backing);
+  EXPECT_TRUE((*host_b)->Stop().ok());
+  EXPECT_TRUE((*host_a)->Stop().ok());
 }
 
 TEST_F(FaultFsTeardown, StopDuringAnApdReleasesTheBlockedWriteAndUnmounts) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -200,10 +201,31 @@ int StatFs(const char* path, struct statvfs* st) {
   return fstatvfs(Ctx().backing_fd, st) == 0 ? 0 : Errno();
 }
 
+// libfuse follows every flush with an unlock of the closing owner's locks (POSIX close semantics).
+// The locks here are OFD locks on the backing description, which live until its release, so that
+// one unlock is skipped (Lock() reads this flag on the same worker thread).
+thread_local bool t_unlock_after_flush = false;
+
 // close() never waits or fails: with direct_io there is no cached data for it to write, and a
 // process killed during an APD must be able to close its files and exit (the kernel waits for a
 // FUSE flush uninterruptibly), so a VMM powered off under an APD goes away and drops its locks.
-int Flush(const char* path, fuse_file_info* fi) { return 0; }
+int Flush(const char* path, fuse_file_info* fi) {
+  t_unlock_after_flush = true;
+  return 0;
+}
+
+// --shared-locks: byte-range locks become OFD locks on this open's backing description, so they
+// exclude locks taken through other mounts of the same backing directory and on the backing files
+// directly (two test "hosts" sharing a datastore), and end when the description is released (FUSE
+// sends that release asynchronously, after close() has returned).
+int Lock(const char* path, fuse_file_info* fi, int cmd, struct flock* lock) {
+  bool after_flush = std::exchange(t_unlock_after_flush, false);
+  if (after_flush && cmd == F_SETLK && lock->l_type == F_UNLCK) return 0;
+  ADMIT(FsOp::kLookup, path);
+  int ofd_cmd = cmd == F_GETLK ? F_OFD_GETLK : cmd == F_SETLKW ? F_OFD_SETLKW : F_OFD_SETLK;
+  lock->l_pid = 0;  // required by the OFD commands
+  return fcntl(static_cast<int>(fi->fh), ofd_cmd, lock) == 0 ? 0 : Errno();
+}
 
 int Release(const char* path, fuse_file_info* fi) {
   close(static_cast<int>(fi->fh));
@@ -276,7 +298,7 @@ off_t LSeek(const char* path, off_t offset, int whence, fuse_file_info* fi) {
 
 }  // namespace
 
-fuse_operations PassthroughOperations() {
+fuse_operations PassthroughOperations(bool shared_locks) {
   fuse_operations ops{};
   ops.init = Init;
   ops.getattr = GetAttr;
@@ -306,7 +328,8 @@ fuse_operations PassthroughOperations() {
   ops.utimens = UTimeNs;
   ops.fallocate = FAllocate;
   ops.lseek = LSeek;
-  // No lock/flock: the kernel then keeps POSIX, OFD and flock locks itself, per mount (docs/faultfs.md).
+  if (shared_locks) ops.lock = Lock;
+  // No flock: the kernel keeps flock() locks itself, per mount (docs/faultfs.md).
   return ops;
 }
 

@@ -16,6 +16,9 @@ struct PassthroughContext {
   fuse_session* session = nullptr;  // set once the file system is created; read by blocked operations
 };
 
-fuse_operations PassthroughOperations();
+// `shared_locks`: byte-range locks become OFD locks on the backing files (seen by other mounts of
+// the same directory, released asynchronously after the last close); otherwise the kernel keeps
+// them per mount, with exact OFD/POSIX semantics (docs/faultfs.md "Locks").
+fuse_operations PassthroughOperations(bool shared_locks);
 
 }  // namespace ferry::faultfs
