@@ -60,11 +60,11 @@ class VirtioBlkGuest : public ::testing::Test {
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
-  VmSpec Spec(bool with_disk) {
+  VmSpec Spec(bool with_disk, uint32_t vcpus = 1) {
     VmSpec spec;
     spec.name = "gdisk";
     spec.memory_bytes = 32ull << 20;
-    spec.vcpus = 1;
+    spec.vcpus = vcpus;
     spec.workload.working_set_bytes = 1ull << 20;
     spec.workload.dirty_rate_mibps = 4;
     spec.workload.disk_working_set_bytes = kDiskWs;
@@ -75,8 +75,8 @@ class VirtioBlkGuest : public ::testing::Test {
     return spec;
   }
 
-  void Boot(bool with_disk) {
-    auto vm = CreateVmForBoot(Spec(with_disk));
+  void Boot(bool with_disk, uint32_t vcpus = 1) {
+    auto vm = CreateVmForBoot(Spec(with_disk, vcpus));
     ASSERT_TRUE(vm.ok()) << vm.status();
     vm_ = std::move(*vm);
     ASSERT_TRUE(vm_->Start().ok());
@@ -140,7 +140,7 @@ TEST_F(VirtioBlkGuest, WritesAndVerifiesItsDiskWithoutCorruption) {
 }
 
 TEST_F(VirtioBlkGuest, BlockCorruptedInTheFileIsReportedByTheGuest) {
-  Boot(true);
+  Boot(true, /*vcpus=*/2);  // the disk workload runs on the last worker, vCPU 1
   GuestHealth h = WaitFor(*vm_, 30000, [](const GuestHealth& h) { return h.disk_blocks_written >= 64; });
   ASSERT_GE(h.disk_blocks_written, 64u) << Console();
   ASSERT_EQ(h.disk_corruptions, 0u) << Console();
