@@ -226,7 +226,7 @@ TEST_F(VirtioBlkDeviceTest, DataBufferOutsideGuestRamIsIoErr) {
 }
 
 // A chain with no usable status byte stops the queue; a reset brings the device back.
-void ExpectNeedsResetThenRecovers(VirtioBlkDeviceTest* t, TestBlkDriver& d, uint16_t head) {
+void ExpectNeedsResetThenRecovers(TestBlkDriver& d, uint16_t head) {
   d.PublishAvail(head);
   d.Notify();
   auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -246,33 +246,33 @@ TEST_F(VirtioBlkDeviceTest, DescriptorLoopNeedsReset) {
   ASSERT_TRUE(driver_->Init());
   driver_->WriteDesc(0, TestBlkDriver::kHeaderGpa, 16, 1, 1);
   driver_->WriteDesc(1, TestBlkDriver::kDataGpa, 512, 1 | 2, 0);  // back to 0: a loop
-  ExpectNeedsResetThenRecovers(this, *driver_, 0);
+  ExpectNeedsResetThenRecovers(*driver_, 0);
 }
 
 TEST_F(VirtioBlkDeviceTest, DescriptorIndexBeyondTheQueueNeedsReset) {
   ASSERT_TRUE(driver_->Init());
   driver_->WriteDesc(0, TestBlkDriver::kHeaderGpa, 16, 1, 300);
-  ExpectNeedsResetThenRecovers(this, *driver_, 0);
+  ExpectNeedsResetThenRecovers(*driver_, 0);
 }
 
 TEST_F(VirtioBlkDeviceTest, IndirectDescriptorNeedsReset) {
   ASSERT_TRUE(driver_->Init());
   driver_->WriteDesc(0, TestBlkDriver::kDataGpa, 64, 4, 0);
-  ExpectNeedsResetThenRecovers(this, *driver_, 0);
+  ExpectNeedsResetThenRecovers(*driver_, 0);
 }
 
 TEST_F(VirtioBlkDeviceTest, ReadOnlyStatusNeedsReset) {
   ASSERT_TRUE(driver_->Init());
   driver_->WriteDesc(0, TestBlkDriver::kHeaderGpa, 16, 1, 1);
   driver_->WriteDesc(1, TestBlkDriver::kStatusGpa, 1, 0, 0);  // status the device may not write
-  ExpectNeedsResetThenRecovers(this, *driver_, 0);
+  ExpectNeedsResetThenRecovers(*driver_, 0);
 }
 
 TEST_F(VirtioBlkDeviceTest, StatusOutsideGuestRamNeedsReset) {
   ASSERT_TRUE(driver_->Init());
   driver_->WriteDesc(0, TestBlkDriver::kHeaderGpa, 16, 1, 1);
   driver_->WriteDesc(1, kMemBytes + 4096, 1, 2, 0);
-  ExpectNeedsResetThenRecovers(this, *driver_, 0);
+  ExpectNeedsResetThenRecovers(*driver_, 0);
 }
 
 TEST_F(VirtioBlkDeviceTest, RingsOutsideGuestRamNeedReset) {
