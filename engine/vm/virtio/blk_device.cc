@@ -1,6 +1,7 @@
 #include "engine/vm/virtio/blk_device.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -57,12 +58,29 @@ VirtioBlkDevice::~VirtioBlkDevice() {
 void VirtioBlkDevice::Loop() {
   for (;;) {
     file_->WaitForWork();
-    std::lock_guard lock(mu_);
-    file_->Reap([this](uint64_t tag, int32_t result) { CompleteLocked(tag, result); });
-    if (stopping_ && in_flight_ == 0) break;
-    if (!stopping_ && !quiesced_ && draining_ == 0) TakeRequestsLocked();
-    cv_.notify_all();
+    bool retry_submit = false;
+    {
+      std::lock_guard lock(mu_);
+      file_->Reap([this](uint64_t tag, int32_t result) { CompleteLocked(tag, result); });
+      if (stopping_ && in_flight_ == 0) break;
+      if (!stopping_ && !quiesced_ && draining_ == 0) TakeRequestsLocked();
+      // Requests already counted in flight must reach the kernel even if the device is now
+      // quiesced, or a quiesce would wait for them forever.
+      if (file_->has_unsubmitted()) {
+        absl::Status st = file_->Submit();
+        if (!st.ok()) {
+          spdlog::error("virtio-blk {}: {}; retrying", disk_index_, std::string(st.message()));
+          retry_submit = true;
+        }
+      }
+      cv_.notify_all();
+    }
+    if (retry_submit) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      file_->Wake();
+    }
   }
+  std::lock_guard lock(mu_);
   cv_.notify_all();
 }
 
@@ -75,7 +93,6 @@ std::optional<uint32_t> VirtioBlkDevice::FreeSlotLocked() const {
 
 void VirtioBlkDevice::TakeRequestsLocked() {
   if (!queue_ || !transport_.queue_live()) return;
-  const uint32_t before = in_flight_;
   while (in_flight_ < slots_.size() && transport_.queue_live()) {
     std::optional<uint16_t> head = queue_->PopAvailable();
     if (!head) break;
@@ -84,10 +101,6 @@ void VirtioBlkDevice::TakeRequestsLocked() {
     auto request = ParseBlkRequest(*chain, file_->size_bytes());
     if (!request.ok()) return NeedsResetLocked(std::string(request.status().message()));
     StartLocked(*head, std::move(*request));
-  }
-  if (in_flight_ > before) {
-    absl::Status st = file_->Submit();
-    if (!st.ok()) spdlog::error("virtio-blk {}: {}", disk_index_, std::string(st.message()));
   }
 }
 

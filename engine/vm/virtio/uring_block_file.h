@@ -36,6 +36,7 @@ class UringBlockFile {
   // (IOSQE_IO_DRAIN), so a flush covers every write the driver saw complete before it.
   bool QueueFlush(uint64_t tag);
   absl::Status Submit();
+  bool has_unsubmitted() { return io_uring_sq_ready(&ring_) > 0; }
   // Calls done(tag, result) for every completion ready now (result: bytes or -errno).
   void Reap(const std::function<void(uint64_t tag, int32_t result)>& done);
 
