@@ -36,6 +36,10 @@ struct AgentConfig {
   uint32_t max_migrations = 4;      // concurrent migrations, incoming and outgoing; more queue (out) or are refused (in)
   uint32_t migration_history = 64;  // finished jobs kept
   std::string metrics_listen;  // HOST:PORT serving /metrics; "" = no metrics
+  // VMs run in their own ferry-vmm processes (docs/vmm_process.md) unless this is set (or there
+  // is no data_dir to hold their sockets).
+  bool in_process_vms = false;
+  std::string vmm_binary;  // "" = ferry-vmm beside this executable
 };
 
 // Data connections per migration when neither the request nor the agent names a number: one per

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/agent/remote_vm.h"
 #include "engine/base/clock.h"
 #include "engine/vm/vm_spec_proto.h"
 
@@ -65,6 +66,13 @@ absl::Status VmRegistry::Adopt(const std::string& name, std::unique_ptr<Vm> vm, 
 void VmRegistry::Release(const std::string& name) {
   std::lock_guard lock(mu_);
   vms_.erase(name);
+}
+
+void VmRegistry::RecordLost(const std::string& name, const std::string& reason) {
+  std::lock_guard lock(mu_);
+  VmEntry e;
+  e.failure = reason;
+  vms_[name] = std::move(e);
 }
 
 VmRegistry::Snapshot VmRegistry::Find(const std::string& name) const {
@@ -133,7 +141,7 @@ void VmRegistry::EndMigrationOut(const std::string& name, bool vm_left) {
 absl::StatusOr<VmRegistry::Snapshot> VmRegistry::BeginStop(const std::string& name) {
   std::lock_guard lock(mu_);
   auto it = vms_.find(name);
-  if (it == vms_.end() || !it->second.vm) return absl::NotFoundError(NoSuchVm(name));
+  if (it == vms_.end() || (!it->second.vm && it->second.failure.empty())) return absl::NotFoundError(NoSuchVm(name));
   VmEntry& e = it->second;
   if (!e.outgoing_migration.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is migrating (", e.outgoing_migration,
@@ -159,6 +167,14 @@ v1::VmInfo DescribeVm(const std::string& name, const VmEntry& e) {
   v1::VmInfo info;
   info.set_console_log_path(e.console_log_path);
   info.set_arrived_by_migration(e.arrived_by_migration);
+  const std::string failure = e.vm ? VmProcessFailure(*e.vm) : e.failure;
+  if (!failure.empty()) {
+    if (e.vm) *info.mutable_spec() = VmSpecToProto(e.vm->spec());
+    info.mutable_spec()->set_name(name);
+    info.set_state(v1::VM_POWER_STATE_FAILED);
+    info.set_failure(failure);
+    return info;
+  }
   if (!e.vm) {
     info.mutable_spec()->set_name(name);
     info.set_state(v1::VM_POWER_STATE_MIGRATING_IN);

@@ -27,6 +27,7 @@ struct VmEntry {
   std::string outgoing_migration;  // set while migrating out (or held for a dirty-rate sample)
   bool stopping = false;
   uint64_t reserved_memory_bytes = 0;  // promised to this VM by an incoming migration
+  std::string failure;  // a VM whose VMM process was found gone (vm is null): why (docs/vmm_process.md)
 };
 
 // What Adopt records beside the VM.
@@ -49,6 +50,8 @@ class VmRegistry {
   // Puts a VM into a reserved entry. FailedPrecondition if `name` is not reserved or holds a VM.
   absl::Status Adopt(const std::string& name, std::unique_ptr<Vm> vm, AdoptedVm info);
   void Release(const std::string& name);
+  // Lists `name` as FAILED with `reason` (its VMM process is gone) until it is stopped.
+  void RecordLost(const std::string& name, const std::string& reason);
 
   Snapshot Find(const std::string& name) const;  // null if absent
   std::vector<std::pair<std::string, Snapshot>> List() const;

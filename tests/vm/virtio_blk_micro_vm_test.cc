@@ -24,6 +24,7 @@ namespace {
 
 constexpr uint32_t kDesc = 0x200000, kAvail = 0x201000, kUsed = 0x202000, kHeaders = 0x203000;
 constexpr uint32_t kStatus = 0x204000, kOutData = 0x210000, kInData = 0x220000;
+constexpr uint32_t kGoOn = 0x205000;  // the guest waits for 1 here before its second request
 constexpr uint32_t kQueueSize = 8;
 constexpr uint64_t kDiskBytes = 1ull << 20;
 constexpr uint32_t kMmio = static_cast<uint32_t>(FERRY_GPA_VIRTIO_MMIO_BASE);
@@ -41,7 +42,8 @@ void SpinUntilDword(std::vector<uint8_t>& c, uint32_t gpa, uint32_t value) {
   c.insert(c.end(), {0x75, 0xF4});  // jne back to the cmp
 }
 
-// The driver's side, as virtio 1.1 3.1.1 orders it, then two requests one at a time.
+// The driver's side, as virtio 1.1 3.1.1 orders it, then two requests one at a time; before the
+// second it waits for the host to set kGoOn (so a test can move it in between).
 std::vector<uint8_t> DriverGuest() {
   std::vector<uint8_t> c;
   MovDword(c, kMmio + FERRY_VIRTIO_MMIO_STATUS, kVirtioStatusAcknowledge);
@@ -58,6 +60,7 @@ std::vector<uint8_t> DriverGuest() {
   MovDword(c, kMmio + FERRY_VIRTIO_MMIO_STATUS,
            kVirtioStatusAcknowledge | kVirtioStatusDriver | kVirtioStatusFeaturesOk | kVirtioStatusDriverOk);
   for (uint32_t n = 1; n <= 2; ++n) {
+    if (n == 2) SpinUntilDword(c, kGoOn, 1);
     MovDword(c, kAvail, n << 16);  // flags 0, idx n
     MovDword(c, kMmio + FERRY_VIRTIO_MMIO_QUEUE_NOTIFY, 0);
     SpinUntilDword(c, kUsed, n << 16);
@@ -90,6 +93,11 @@ void PrepareRings(uint8_t* mem) {
   PutDesc(mem, 5, kStatus + 1, 1, 2, 0);
   const uint16_t ring[2] = {0, 3};
   std::memcpy(mem + kAvail + 4, ring, 4);
+}
+
+void LetGuestGoOn(Vm& vm) {
+  const uint32_t one = 1;
+  std::memcpy(vm.memory().data() + kGoOn, &one, 4);
 }
 
 class VirtioBlkMicroVm : public ::testing::Test {
@@ -148,6 +156,7 @@ TEST_F(VirtioBlkMicroVm, GuestDrivesTheDiskThroughMmioExits) {
   auto vm = CreateMicroVmWithCode(Spec(), tiny_guest::kLoadGpa, DriverGuest());
   ASSERT_TRUE(vm.ok()) << vm.status();
   PrepareRings((*vm)->memory().data());
+  LetGuestGoOn(**vm);
   ASSERT_TRUE((*vm)->EnableDirtyTracking().ok());
   DirtyBitmap dirty((*vm)->memory().num_pages());
   ASSERT_TRUE((*vm)->CollectDirtyPages(dirty).ok());
@@ -177,7 +186,7 @@ TEST_F(VirtioBlkMicroVm, SavedStateCarriesTheDiskAcrossARestore) {
   ASSERT_TRUE(src.ok()) << src.status();
   PrepareRings((*src)->memory().data());
   ASSERT_TRUE((*src)->Start().ok());
-  // Pause somewhere in the guest's sequence (mid-stream, wherever that falls).
+  // Moved between its two requests: the first complete, the second not yet made.
   auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while ((*src)->memory().data()[kStatus] == 0xee && std::chrono::steady_clock::now() < end) {
     std::this_thread::yield();
@@ -195,6 +204,8 @@ TEST_F(VirtioBlkMicroVm, SavedStateCarriesTheDiskAcrossARestore) {
   std::memcpy((*dst)->memory().data(), (*src)->memory().data(), (*src)->memory().size());
   src->reset();
   ASSERT_TRUE((*dst)->RestoreState(*state).ok());
+  EXPECT_EQ(state->disks(0).next_used_index(), 1u);
+  LetGuestGoOn(**dst);
   ASSERT_TRUE((*dst)->Start().ok());
   ASSERT_TRUE(WaitShutDown(**dst)) << "the restored guest never saw both requests complete";
   ASSERT_TRUE((*dst)->Stop().ok());
