@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "engine/agent/agent_cluster.h"
 #include "engine/agent/agent_server.h"
 #include "engine/agent/agent_tls.h"
 #include "engine/agent/json_log_formatter.h"
@@ -58,6 +59,13 @@ int main(int argc, char** argv) {
                                             "serve Prometheus metrics on HOST:PORT/metrics (default: off)");
   bool json_logs = false;
   app.add_flag("--json-logs", json_logs, "log as JSON lines");
+  cluster::ClusterJoinConfig cluster_flags;
+  std::string etcd_endpoints;
+  auto* cluster_opt = app.add_option("--cluster", cluster_flags.name, "join this HA cluster (docs/cluster.md)");
+  auto* etcd_endpoints_opt = app.add_option("--etcd-endpoints", etcd_endpoints, "the cluster's etcd, HOST:PORT,...");
+  auto* etcd_ca_opt = app.add_option("--etcd-ca", cluster_flags.etcd_ca, "CA of etcd's certificates (default: --tls-ca)");
+  auto* etcd_cert_opt = app.add_option("--etcd-cert", cluster_flags.etcd_cert, "client certificate for etcd (default: --tls-cert)");
+  auto* etcd_key_opt = app.add_option("--etcd-key", cluster_flags.etcd_key, "its private key (default: --tls-key)");
   CLI11_PARSE(app, argc, argv);
 
   AgentConfig config;
@@ -82,6 +90,27 @@ int main(int argc, char** argv) {
   if (*connections_opt) config.connections = connections;
   if (*max_migrations_opt) config.max_migrations = max_migrations;
   if (*metrics_listen_opt) config.metrics_listen = metrics_listen;
+  cluster::ClusterJoinConfig cluster_config;
+  if (!config_path.empty()) {
+    auto loaded = cluster::LoadClusterJoinConfig(config_path);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "ferry-agent: %s\n", std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    cluster_config = *loaded;
+  }
+  if (*cluster_opt) cluster_config.name = cluster_flags.name;
+  if (*etcd_endpoints_opt) {
+    auto parsed = cluster::ParseEndpoints(etcd_endpoints);
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "ferry-agent: --etcd-endpoints: %s\n", std::string(parsed.status().message()).c_str());
+      return 2;
+    }
+    cluster_config.etcd_endpoints = *parsed;
+  }
+  if (*etcd_ca_opt) cluster_config.etcd_ca = cluster_flags.etcd_ca;
+  if (*etcd_cert_opt) cluster_config.etcd_cert = cluster_flags.etcd_cert;
+  if (*etcd_key_opt) cluster_config.etcd_key = cluster_flags.etcd_key;
 
   if (json_logs) {
     spdlog::set_formatter(std::make_unique<JsonLogFormatter>(config.name));
@@ -110,10 +139,22 @@ int main(int argc, char** argv) {
     return 1;
   }
   handshake_observer.store((*server)->context().observer);
+  std::unique_ptr<AgentCluster> ha;
+  if (!cluster_config.name.empty()) {
+    auto joined = AgentCluster::Join(config, cluster_config,
+                                     HostOfAddress(config.listen) + ":" + std::to_string((*server)->port()));
+    if (!joined.ok()) {
+      std::fprintf(stderr, "ferry-agent: %s\n", std::string(joined.status().message()).c_str());
+      (*server)->Shutdown();
+      return 1;
+    }
+    ha = std::move(*joined);
+  }
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
     spdlog::info("event=signal signal={} action=graceful_shutdown", sig);
+    ha.reset();  // leave the cluster first: the others see it go at once, not after the lease TTL
     (*server)->Shutdown();
   });
   (*server)->Wait();
