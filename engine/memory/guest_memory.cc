@@ -1,6 +1,7 @@
 #include "engine/memory/guest_memory.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +31,23 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Create(uint64_t bytes)
   UniqueFd fd(memfd_create("ferry-guest-ram", MFD_CLOEXEC));
   if (!fd.valid()) return ErrnoError("memfd_create");
   if (ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) return ErrnoError("ftruncate guest memory");
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get(), 0);
+  if (p == MAP_FAILED) return ErrnoError("mmap guest memory");
+  madvise(p, bytes, MADV_DONTDUMP);
+  return std::unique_ptr<GuestMemory>(new GuestMemory(std::move(fd), static_cast<uint8_t*>(p), bytes));
+}
+
+absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::WrapExisting(UniqueFd fd, uint64_t bytes) {
+  if (!fd.valid()) return absl::InvalidArgumentError("no guest memory file descriptor to map");
+  if (bytes == 0 || bytes % kPageSize != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("guest memory size ", bytes, " must be a positive multiple of 4096"));
+  }
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) return ErrnoError("fstat guest memory");
+  if (static_cast<uint64_t>(st.st_size) != bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("guest memory file is ", st.st_size, " bytes, expected ", bytes));
+  }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get(), 0);
   if (p == MAP_FAILED) return ErrnoError("mmap guest memory");
   madvise(p, bytes, MADV_DONTDUMP);

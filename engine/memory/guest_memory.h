@@ -19,6 +19,9 @@ class GuestMemory {
   // Allocates `bytes` (a multiple of the page size) of guest RAM. Refuses sizes larger than the
   // host's physical memory with a clear error instead of failing later on first touch.
   static absl::StatusOr<std::unique_ptr<GuestMemory>> Create(uint64_t bytes);
+  // Maps another process's guest RAM (a memfd received over a socket, docs/vmm_process.md) shared,
+  // so both see the same pages. `bytes` must be the memfd's size.
+  static absl::StatusOr<std::unique_ptr<GuestMemory>> WrapExisting(UniqueFd fd, uint64_t bytes);
   ~GuestMemory();
   GuestMemory(const GuestMemory&) = delete;
   GuestMemory& operator=(const GuestMemory&) = delete;

@@ -44,7 +44,7 @@ done
 
 echo "== contents"
 dpkg-deb -c "$deb" | awk '{print $6}' >"$tmp/contents"
-for path in ./usr/bin/ferry-agent ./usr/bin/migrate ./usr/lib/ferry/ferry-guest.elf \
+for path in ./usr/bin/ferry-agent ./usr/bin/ferry-vmm ./usr/bin/migrate ./usr/lib/ferry/ferry-guest.elf \
             ./usr/lib/systemd/system/ferry-agent.service ./etc/ferry/agent.yaml \
             ./usr/share/man/man8/ferry-agent.8 ./usr/share/doc/ferry/README.md ./usr/share/doc/ferry/metrics.md; do
   grep -qx "$path" "$tmp/contents" || fail "the package lacks $path"
@@ -121,6 +121,10 @@ PY
 kill -TERM "$agent_pid"
 wait "$agent_pid" || fail "the agent exited with status $? on SIGTERM"
 agent_pid=""
+# The VM's ferry-vmm process outlives its agent (docs/vmm_process.md): end it here.
+for pidfile in "$tmp/data"/vms/*/vmm.pid; do
+  [[ -f "$pidfile" ]] && kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+done
 python3 - "$tmp/agent.log" <<'PY' || fail "the agent's log is not one JSON object per line"
 import json, sys
 lines = [l for l in open(sys.argv[1]) if l.strip()]

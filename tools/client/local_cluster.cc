@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/agent/certs.h"
+#include "engine/base/status.h"
 
 extern char** environ;
 
@@ -75,25 +76,39 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClu
     absl::Status st = c->Spawn(i, options, agent_bin);
     if (!st.ok()) return st;
   }
+  c->options_ = options;
+  c->agent_bin_ = agent_bin;
   // Wait for every agent to write its port file: it is listening by then.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   for (int i = 0; i < options.agents; ++i) {
-    std::string port_file = absl::StrCat(c->dir_, "/", c->agents_[i].name, ".port");
-    while (true) {
-      std::ifstream in(port_file);
-      if (in >> c->agents_[i].port && c->agents_[i].port > 0) break;
-      if (!c->Alive(i)) {
-        return absl::InternalError(absl::StrCat("agent ", c->agents_[i].name, " exited at start; see ",
-                                                c->log_path(i)));
-      }
-      if (std::chrono::steady_clock::now() > deadline) {
-        return absl::DeadlineExceededError(absl::StrCat("agent ", c->agents_[i].name,
-                                                        " did not start listening within 15 s; see ", c->log_path(i)));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    if (absl::Status st = c->WaitForPort(i); !st.ok()) return st;
   }
   return c;
+}
+
+absl::Status LocalCluster::WaitForPort(int i) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  std::string port_file = absl::StrCat(dir_, "/", agents_[i].name, ".port");
+  while (true) {
+    std::ifstream in(port_file);
+    if (in >> agents_[i].port && agents_[i].port > 0) return absl::OkStatus();
+    if (!Alive(i)) {
+      return absl::InternalError(absl::StrCat("agent ", agents_[i].name, " exited at start; see ", log_path(i)));
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("agent ", agents_[i].name, " did not start listening within 15 s; see ", log_path(i)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+absl::Status LocalCluster::Restart(int i) {
+  if (Alive(i)) return absl::FailedPreconditionError(absl::StrCat("agent ", agents_[i].name, " still runs"));
+  std::error_code ec;
+  fs::remove(absl::StrCat(dir_, "/", agents_[i].name, ".port"), ec);
+  agents_[i].port = 0;
+  RETURN_IF_ERROR(Spawn(i, options_, agent_bin_));
+  return WaitForPort(i);
 }
 
 absl::Status LocalCluster::Spawn(int index, const LocalClusterOptions& options, const std::string& agent_bin) {
@@ -129,7 +144,9 @@ absl::Status LocalCluster::Spawn(int index, const LocalClusterOptions& options, 
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   std::string log = absl::StrCat(dir_, "/", a.name, ".log");
-  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const bool restart = index < static_cast<int>(agents_.size());  // keep the first run's log
+  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | (restart ? O_APPEND : O_TRUNC),
+                                   0644);
   posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
   posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   // Agents run in their own process group so a Ctrl-C at the terminal reaches only the CLI, which
@@ -142,7 +159,11 @@ absl::Status LocalCluster::Spawn(int index, const LocalClusterOptions& options, 
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) return absl::InternalError(absl::StrCat("cannot start ", agent_bin, ": ", strerror(rc)));
-  agents_.push_back(a);
+  if (restart) {
+    agents_[index] = a;
+  } else {
+    agents_.push_back(a);
+  }
   return absl::OkStatus();
 }
 
@@ -182,10 +203,32 @@ LocalCluster::~LocalCluster() {
       waitpid(a.pid, nullptr, 0);
     }
   }
+  if (!dir_.empty()) (void)KillVmmProcessesUnder(dir_);
   if (!keep_dir_ && !dir_.empty()) {
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
+}
+
+int KillVmmProcessesUnder(const std::string& dir) {
+  int killed = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+       it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    if (it.depth() > 3) it.disable_recursion_pending();
+    if (it->path().filename() != "vmm.pid") continue;
+    std::ifstream in(it->path());
+    pid_t pid = 0;
+    if (!(in >> pid) || pid <= 1) continue;
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    if (!(comm >> name) || name != "ferry-vmm") continue;  // gone, or the pid was reused
+    if (kill(pid, SIGKILL) == 0) ++killed;
+    // Not our child: wait until its parent (init or an agent) has reaped it.
+    for (int t = 0; t < 200 && kill(pid, 0) == 0; ++t) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return killed;
 }
 
 }  // namespace ferry::cli

@@ -27,7 +27,7 @@ struct LocalClusterOptions {
 class LocalCluster {
  public:
   static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
-  // SIGTERM to every agent (they stop their VMs), wait, remove the directory.
+  // SIGTERM to every agent, wait, kill the VMM processes they leave running, remove the directory.
   ~LocalCluster();
 
   int size() const { return static_cast<int>(agents_.size()); }
@@ -43,6 +43,9 @@ class LocalCluster {
   void Kill(int i);
   // Whether agent i's process is still running.
   bool Alive(int i) const;
+  // Starts agent i again after Kill: same name, data directory and certificates, a new port. It
+  // re-adopts the VMs its VMM processes kept running (docs/vmm_process.md).
+  absl::Status Restart(int i);
 
  private:
   struct Agent {
@@ -52,12 +55,20 @@ class LocalCluster {
   };
   LocalCluster() = default;
   absl::Status Spawn(int index, const LocalClusterOptions& options, const std::string& agent_bin);
+  absl::Status WaitForPort(int index);
 
+  LocalClusterOptions options_;
+  std::string agent_bin_;
   std::string dir_;
   bool keep_dir_ = false;
   ClientTls client_tls_;
   std::vector<Agent> agents_;
 };
+
+// Kills (SIGKILL) every ferry-vmm process whose pid file lies under `dir` (DIR/*/vms/*/vmm.pid or
+// DIR/vms/*/vmm.pid): VMM processes outlive their agents, a test's teardown must not leave them.
+// Returns how many it killed.
+int KillVmmProcessesUnder(const std::string& dir);
 
 // Where sibling binaries (ferry-agent, ferry-guest.elf) are: beside /proc/self/exe, else
 // $FERRY_BIN_DIR.

@@ -1,0 +1,83 @@
+#pragma once
+// A VM that runs in its own ferry-vmm process (docs/vmm_process.md): every Vm call is one request
+// on the VMM's socket. Guest memory is the VMM's memfd mapped here, so the migration data path
+// reads and writes it directly. A VMM that goes away is noticed (hang-up, or its exit when this
+// agent spawned it) and the VM reported as failed from then on.
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "engine/vm/vm.h"
+#include "engine/vmm/vmm_client.h"
+
+namespace ferry {
+
+class RemoteVm : public Vm {
+ public:
+  // Asks the VMM for its spec, run state and memfd, and maps its memory. `child_pid` > 0 when this
+  // agent spawned the VMM (its exit is then reaped here).
+  static absl::StatusOr<std::unique_ptr<RemoteVm>> Attach(VmmConnection conn, pid_t child_pid = -1);
+  // Disconnects. The VMM keeps running its VM (one that never started ends with the connection).
+  ~RemoteVm() override;
+
+  const VmSpec& spec() const override { return spec_; }
+  GuestMemory& memory() override { return *memory_; }
+  VmRunState run_state() const override;
+
+  absl::Status Start() override;
+  absl::Status Pause() override;
+  absl::Status Resume() override;
+  absl::Status Stop() override;
+  absl::Status EnableDirtyTracking() override;
+  absl::Status DisableDirtyTracking() override;
+  absl::Status CollectDirtyPages(DirtyBitmap& out) override;
+  absl::StatusOr<v1::VmState> SaveState() override;
+  absl::Status RestoreState(const v1::VmState& state) override;
+  absl::Status SetThrottle(uint32_t percent) override;
+  uint32_t throttle_percent() const override { return throttle_.load(); }
+  int64_t first_guest_entry_ns() const override;
+  GuestHealth health() const override;
+
+  // Why the VMM is gone; "" while it serves (or after it stopped as asked).
+  std::string failure() const;
+  pid_t vmm_pid() const { return vmm_pid_; }
+  const std::string& console_log_path() const { return console_log_path_; }
+
+ private:
+  RemoteVm(VmmConnection conn, pid_t child_pid) : conn_(std::move(conn)), child_pid_(child_pid) {}
+  // One exchange; keeps the run state the VMM reports; a broken connection makes the VM failed.
+  absl::StatusOr<v1::VmmReply> Call(v1::VmmRequest request, int timeout_ms, UniqueFd* fd = nullptr) const;
+  void Watch();
+  void MarkLost(const std::string& reason) const;
+  std::string ReapChild(int wait_ms) const;
+
+  mutable std::mutex mu_;  // one request at a time
+  mutable VmmConnection conn_ ABSL_GUARDED_BY(mu_);
+  mutable GuestHealth last_health_ ABSL_GUARDED_BY(mu_);
+  mutable std::mutex lost_mu_;
+  mutable std::string failure_ ABSL_GUARDED_BY(lost_mu_);
+  mutable std::atomic<bool> lost_{false};
+  mutable std::atomic<VmRunState> run_state_{VmRunState::kCreated};
+  mutable std::atomic<bool> child_reaped_{false};
+  std::atomic<bool> stop_sent_{false};
+  std::atomic<bool> ever_started_{false};
+  std::atomic<uint32_t> throttle_{0};
+  std::atomic<bool> closing_{false};
+  VmSpec spec_;
+  std::string console_log_path_;
+  std::unique_ptr<GuestMemory> memory_;
+  pid_t child_pid_;
+  pid_t vmm_pid_ = -1;
+  std::thread watcher_;
+};
+
+// The failure of a VM in a VMM process that went away; "" for any other VM.
+std::string VmProcessFailure(const Vm& vm);
+
+}  // namespace ferry

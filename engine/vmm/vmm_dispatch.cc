@@ -1,0 +1,115 @@
+#include "engine/vmm/vmm_dispatch.h"
+
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "engine/base/status.h"
+#include "engine/vm/vm_spec_proto.h"
+#include "engine/vmm/vmm_convert.h"
+#include "engine/vmm/vmm_wire.h"
+
+namespace ferry {
+
+v1::VmmReply VmmDispatcher::Handle(const v1::VmmRequest& request, int* pass_fd) {
+  *pass_fd = -1;
+  v1::VmmReply reply;
+  reply.set_version(kVmmProtocolVersion);
+  reply.set_seq(request.seq());
+  absl::Status st;
+  if (request.version() != kVmmProtocolVersion) {
+    st = absl::InvalidArgumentError(absl::StrCat("VMM protocol version ", request.version(),
+                                                 " is not supported (this VMM speaks ", kVmmProtocolVersion, ")"));
+  } else {
+    st = Dispatch(request, reply, pass_fd);
+  }
+  if (!st.ok()) *pass_fd = -1;
+  SetReplyStatus(st, reply);
+  reply.set_run_state(vm_ ? RunStateToVmm(vm_->run_state()) : v1::VMM_RUN_STATE_NO_VM);
+  return reply;
+}
+
+void VmmDispatcher::StopVm() {
+  if (vm_) (void)vm_->Stop();
+}
+
+absl::Status VmmDispatcher::Create(const v1::VmmCreate& create) {
+  if (vm_) return absl::FailedPreconditionError("this VMM already runs a VM");
+  if (create.mode() != v1::VMM_START_MODE_BOOT && create.mode() != v1::VMM_START_MODE_RESTORE) {
+    return absl::InvalidArgumentError("create: mode must be boot or restore");
+  }
+  ASSIGN_OR_RETURN(VmSpec spec, VmSpecFromProto(create.spec()));
+  spec.console_log_path = create.console_log_path();
+  spec.image_path = create.image_path();
+  auto vm = create.mode() == v1::VMM_START_MODE_BOOT ? CreateVmForBoot(spec) : CreateVmForRestore(spec);
+  if (!vm.ok()) return vm.status();
+  vm_ = std::move(*vm);
+  console_log_path_ = spec.console_log_path;
+  spdlog::info("event=vmm_vm_created vm={} mode={} memory_mib={}", spec.name,
+               create.mode() == v1::VMM_START_MODE_BOOT ? "boot" : "restore", spec.memory_bytes >> 20);
+  return absl::OkStatus();
+}
+
+void VmmDispatcher::Describe(v1::VmmReply& reply) const {
+  *reply.mutable_spec() = VmSpecToProto(vm_->spec());
+  *reply.mutable_health() = GuestHealthToVmm(vm_->health());
+  reply.set_throttle_percent(vm_->throttle_percent());
+  reply.set_first_guest_entry_ns(vm_->first_guest_entry_ns());
+  reply.set_console_log_path(console_log_path_);
+  reply.set_pid(static_cast<int32_t>(getpid()));
+  reply.set_memory_bytes(vm_->memory().size());
+}
+
+absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply& reply, int* pass_fd) {
+  if (request.kind_case() == v1::VmmRequest::kCreate) return Create(request.create());
+  if (request.kind_case() == v1::VmmRequest::KIND_NOT_SET) return absl::InvalidArgumentError("empty VMM request");
+  if (!vm_) {
+    if (request.kind_case() == v1::VmmRequest::kStop) {
+      stop_requested_ = true;
+      return absl::OkStatus();
+    }
+    return absl::FailedPreconditionError("this VMM has no VM yet (create first)");
+  }
+  switch (request.kind_case()) {
+    case v1::VmmRequest::kDescribe:
+      Describe(reply);
+      return absl::OkStatus();
+    case v1::VmmRequest::kMemory:
+      reply.set_memory_bytes(vm_->memory().size());
+      *pass_fd = vm_->memory().fd();
+      return absl::OkStatus();
+    case v1::VmmRequest::kStart: {
+      absl::Status st = vm_->Start();
+      if (st.ok()) ever_started_ = true;
+      return st;
+    }
+    case v1::VmmRequest::kPause: return vm_->Pause();
+    case v1::VmmRequest::kResume: return vm_->Resume();
+    case v1::VmmRequest::kStop:
+      stop_requested_ = true;
+      return vm_->Stop();
+    case v1::VmmRequest::kEnableDirtyTracking: return vm_->EnableDirtyTracking();
+    case v1::VmmRequest::kDisableDirtyTracking: return vm_->DisableDirtyTracking();
+    case v1::VmmRequest::kCollectDirty: {
+      DirtyBitmap dirty(vm_->memory().num_pages());
+      RETURN_IF_ERROR(vm_->CollectDirtyPages(dirty));
+      reply.set_dirty_pages(dirty.num_pages());
+      reply.mutable_dirty_words()->Add(dirty.words().begin(), dirty.words().end());
+      return absl::OkStatus();
+    }
+    case v1::VmmRequest::kSaveState: {
+      ASSIGN_OR_RETURN(*reply.mutable_state(), vm_->SaveState());
+      return absl::OkStatus();
+    }
+    case v1::VmmRequest::kRestoreState: return vm_->RestoreState(request.restore_state());
+    case v1::VmmRequest::kSetThrottle:
+      if (request.set_throttle() > 99) {
+        return absl::InvalidArgumentError(absl::StrCat("throttle ", request.set_throttle(), "% is above 99%"));
+      }
+      return vm_->SetThrottle(request.set_throttle());
+    default: return absl::InvalidArgumentError(absl::StrCat("unknown VMM request kind ", request.kind_case()));
+  }
+}
+
+}  // namespace ferry
