@@ -16,6 +16,7 @@
 #include "engine/agent/agent_observer.h"
 #include "engine/agent/link_history.h"
 #include "engine/agent/migration_manager.h"
+#include "engine/agent/vm_ownership.h"
 #include "engine/agent/vm_registry.h"
 #include "engine/migration/precopy_source.h"
 #include "engine/transport/data_listener.h"
@@ -27,6 +28,7 @@ struct AgentContext {
   AgentConfig config;
   std::string boot_id;
   VmRegistry vms;
+  VmOwnership ownership;  // the locks of the datastore VMs running here (docs/datastores.md)
   // Every migration of this host as a job (docs/jobs.md); made by AgentServer::Start from config.
   std::unique_ptr<MigrationManager> migrations;
   LinkHistory links;  // what completed migrations to each destination carried

@@ -58,6 +58,10 @@ grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequ
   if (absl::Status st = ResolveVmCpu(*spec, absl::StrCat("VM '", spec->name, "'")); !st.ok()) {
     return ToGrpcStatus(absl::InvalidArgumentError(st.message()));
   }
+  if (!req->datastore().empty()) return CreateOnDatastore(*req, *spec, out);
+  if (req->disk_bytes_size() > 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError("new disks (--disk SIZE) need a datastore (--datastore NAME)"));
+  }
   if (absl::Status reserved = ctx_.vms.Reserve(spec->name); !reserved.ok()) return ToGrpcStatus(reserved);
   auto vm_dir = VmDirectoryClaim::Create(ctx_.config, spec->name);
   if (!vm_dir.ok()) {
@@ -92,7 +96,9 @@ grpc::Status AgentService::ListVms(grpc::ServerContext*, const v1::ListVmsReques
     v1::VmInfo* vm = out->add_vms();
     *vm = DescribeVm(name, *e);
     vm->set_migration_id(ctx_.migrations->ActiveJobOf(name));
+    AddHome(name, vm);
   }
+  AddPoweredOffVms(out);
   return grpc::Status::OK;
 }
 
@@ -101,6 +107,7 @@ grpc::Status AgentService::GetVm(grpc::ServerContext*, const v1::GetVmRequest* r
   if (!e) return NotFound(req->name());
   *out = DescribeVm(req->name(), *e);
   out->set_migration_id(ctx_.migrations->ActiveJobOf(req->name()));
+  AddHome(req->name(), out);
   return grpc::Status::OK;
 }
 
@@ -111,6 +118,8 @@ grpc::Status AgentService::StopVm(grpc::ServerContext*, const v1::StopVmRequest*
   ctx_.vms.EndStop(req->name(), st.ok());
   if (!st.ok()) return ToGrpcStatus(st);
   *out = DescribeVm(req->name(), **e);
+  AddHome(req->name(), out);
+  ctx_.ownership.Release(req->name());  // a datastore VM keeps its files; its lock goes with it
   spdlog::info("event=vm_stopped vm={}", req->name());
   return grpc::Status::OK;
 }
@@ -209,6 +218,9 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
   config.boot_id = ctx_.boot_id;
   config.options = job.options();  // as they are now: SetMigration may have changed them while queued
   config.wrap_page_sender = ctx_.wrap_page_sender;
+  if (absl::Status st = PrepareLockHandover(ctx_.ownership, req->vm_name(), ctx_.config.name, config); !st.ok()) {
+    return end_before_engine(v1::MIGRATION_PHASE_FAILED, st);
+  }
   // A commit whose answer was lost: the destination is asked again over a fresh connection.
   config.ask_destination_runs_vm = [this, destination = req->destination(),
                                     name = ExpectedPeerName(req->destination(), req->destination_name()), id] {
@@ -259,6 +271,7 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
                                       ExpectedPeerName(req->destination(), req->destination_name())});
   }
   ctx_.vms.EndMigrationOut(req->vm_name(), left);
+  if (left) ctx_.ownership.Release(req->vm_name());  // its lock went at commit; the destination holds it
   if (left) ctx_.links.Record(req->destination(), req->options(), result.stats);
 
   v1::MigrationEvent last;

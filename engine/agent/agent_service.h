@@ -30,10 +30,22 @@ class AgentService final : public v1::Agent::Service {
   // agent_resolve.cc
   grpc::Status ResolveMigration(grpc::ServerContext*, const v1::ResolveMigrationRequest*,
                                 v1::ResolveMigrationResponse*) override;
+  // agent_datastore_vms.cc: VMs defined on the host's datastores (docs/datastores.md)
+  grpc::Status StartVm(grpc::ServerContext*, const v1::StartVmRequest*, v1::VmInfo*) override;
+  grpc::Status DeleteVm(grpc::ServerContext*, const v1::DeleteVmRequest*, v1::DeleteVmResponse*) override;
+  grpc::Status RegisterVm(grpc::ServerContext*, const v1::RegisterVmRequest*, v1::VmInfo*) override;
 
  private:
   // An outgoing migration job's body, on the job's own thread (docs/jobs.md).
   void RunOutgoing(MigrationJob& job, const v1::MigrateRequest& request, Vm& vm);
+  // agent_datastore_vms.cc
+  grpc::Status CreateOnDatastore(const v1::CreateVmRequest& req, VmSpec spec, v1::VmInfo* out);
+  // Takes the VM's lock (refused naming the holder), boots it and adds it to the registry.
+  absl::StatusOr<v1::VmInfo> StartDefined(const DatastoreVm& vm);
+  // Adds the datastore VMs not running here, as powered off.
+  void AddPoweredOffVms(v1::ListVmsResponse* out);
+  // Sets where a VM running here is defined, when it is a datastore VM.
+  void AddHome(const std::string& name, v1::VmInfo* info);
 
   AgentContext& ctx_;
 };

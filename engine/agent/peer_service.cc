@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/agent/arriving_vm_home.h"
 #include "engine/agent/host_facts_source.h"
 #include "engine/agent/vm_announce.h"
 #include "engine/agent/vm_directory.h"
@@ -47,6 +48,8 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
   std::string reserved_name;
   std::optional<VmDirectoryClaim> vm_dir;  // removed again unless the VM ends up running here
   VmSpec arrived_spec;  // for the announcement once it runs here
+  std::optional<v1::VmHome> home;  // a VM on a shared datastore: where it lives
+  ArrivingVmHome arriving_home;    // its directory here and, from commit on, its lock
   ReceiverHooks hooks;
   hooks.agent_name = ctx_.config.name;
   hooks.boot_id = ctx_.boot_id;
@@ -61,9 +64,12 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     VmSpec spec = incoming;
     spec.console_log_path = vm_dir->console_log_path();
     return CreateVmForRestore(spec);
+    if (home) RETURN_IF_ERROR(arriving_home.Locate(ctx_.config, *home, spec));
   };
+  hooks.take_ownership = [&](const v1::StartMigration&) { return arriving_home.TakeLock(ctx_.config.name); };
   hooks.adopt_vm = [&](std::unique_ptr<Vm> vm, const v1::StartMigration& start) {
     arrived_spec = vm->spec();
+    arriving_home.HandTo(ctx_.ownership);
     vm_dir->Keep();
     if (absl::Status st = ctx_.vms.Adopt(reserved_name, std::move(vm), {vm_dir->console_log_path(), start.migration_id()});
         !st.ok()) {
@@ -150,8 +156,10 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
       result = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, fenced.error().message());
       break;
     }
+    if (msg.has_start() && msg.start().has_home()) home = msg.start().home();
     std::optional<v1::PeerReply> reply = receiver.Handle(msg);
     if (commit) ctx_.incoming_commits.EndCommit(begun_id, receiver.state() == MigrationReceiver::State::kResumed);
+    if (commit && receiver.state() != MigrationReceiver::State::kResumed) arriving_home.Drop();
     if (reply) write(*reply);
     if (reply && reply->has_resumed()) {
       // Tell the network where the VM is now (after the resume: it never delays it).

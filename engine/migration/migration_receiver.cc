@@ -194,6 +194,11 @@ std::optional<v1::PeerReply> MigrationReceiver::OnCommit() {
     return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
                 absl::StrCat("commit in state ", ReceiverStateName(state_), " (expected after device state)"));
   }
+  if (hooks_.take_ownership && start_.has_home()) {
+    if (absl::Status owned = hooks_.take_ownership(start_); !owned.ok()) {
+      return Fail(v1::PEER_ERROR_CODE_STATE, absl::StrCat("cannot take the VM's lock: ", owned.message()));
+    }
+  }
   int64_t t0 = MonotonicNanos();
   absl::Status st = vm_->Start();
   if (!st.ok()) return Fail(v1::PEER_ERROR_CODE_STATE, absl::StrCat("cannot resume the VM: ", st.message()));

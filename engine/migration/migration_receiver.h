@@ -24,6 +24,9 @@ struct ReceiverHooks {
   // Creates an empty VM to receive into (CreateVmForRestore in production). Refuses, e.g., a
   // name already running here.
   std::function<absl::StatusOr<std::unique_ptr<Vm>>(const VmSpec&)> create_vm;
+  // A VM on a shared datastore (start.home set): takes its lock just before it resumes here; an
+  // error refuses the commit (the source resumes it instead). Unset: nothing to take.
+  std::function<absl::Status(const v1::StartMigration&)> take_ownership;
   // Called once the VM runs here; takes ownership.
   std::function<void(std::unique_ptr<Vm>, const v1::StartMigration&)> adopt_vm;
   // Protocol 2: registers the offered data connections with this host's data port, receiving

@@ -37,6 +37,7 @@ constexpr SourceTransition kSourceTransitions[] = {
     {SourceState::kCommitting, SourceState::kCompleted},
     {SourceState::kCommitting, SourceState::kRolledBack},  // the destination refused the commit
     {SourceState::kCommitting, SourceState::kResolving},   // the commit's answer was lost
+    {SourceState::kCommitting, SourceState::kCommitUnconfirmed},  // refused, but the lock is gone
     {SourceState::kResolving, SourceState::kCompleted},
     {SourceState::kResolving, SourceState::kRolledBack},
     {SourceState::kResolving, SourceState::kCommitUnconfirmed},
@@ -207,6 +208,7 @@ absl::Status PrecopySource::Start() {
   start->set_source_agent(config_.source_agent);
   start->set_source_boot_id(config_.boot_id);
   if (config_.data_path) *start->mutable_data_path() = *config_.data_path;
+  if (config_.home) *start->mutable_home() = *config_.home;
   RETURN_IF_ERROR(channel_.Send(msg));
   v1::PeerReply reply;
   {
@@ -521,6 +523,28 @@ void PrecopySource::FinishHandedOver() {
   (void)vm_.Stop();
 }
 
+void PrecopySource::ReleaseOwnershipForCommit() {
+  if (!config_.release_ownership) return;
+  config_.release_ownership();
+  ownership_released_ = true;
+}
+
+absl::Status PrecopySource::RetakeOwnershipBeforeResume() {
+  if (!ownership_released_ || !config_.retake_ownership) return absl::OkStatus();
+  RETURN_IF_ERROR(config_.retake_ownership());
+  ownership_released_ = false;
+  return absl::OkStatus();
+}
+
+SourceOutcome PrecopySource::KeepPausedWithoutOwnership(absl::Status& status, const absl::Status& why) {
+  Transition(SourceState::kCommitUnconfirmed);
+  status = absl::UnknownError(absl::StrCat(
+      status.message(), "; but the source cannot take the VM's lock back (", why.message(),
+      "), so it keeps the VM paused and does not resume it without its lock: run `migrate migration resolve ",
+      config_.migration_id, "` once the holder is known"));
+  return SourceOutcome::kCommitUnconfirmed;
+}
+
 SourceOutcome PrecopySource::Resolve(absl::Status& status) {
   Transition(SourceState::kResolving);
   Emit(v1::MIGRATION_PHASE_COMMIT, absl::StrCat("the commit's answer was lost (", status.message(),
@@ -542,6 +566,10 @@ SourceOutcome PrecopySource::Resolve(absl::Status& status) {
       absl::Status why = absl::AbortedError(absl::StrCat(
           "the commit did not take effect on the destination (", status.message(),
           "; it confirmed it does not run the VM); the VM resumed on the source"));
+      if (absl::Status owned = RetakeOwnershipBeforeResume(); !owned.ok()) {
+        status = why;
+        return KeepPausedWithoutOwnership(status, owned);
+      }
       RollBack(why);
       Transition(SourceState::kRolledBack);
       status = why;
@@ -613,6 +641,7 @@ SourceResult PrecopySource::Run() {
     result.status = st;
   } else {
     bool refused = false;
+    ReleaseOwnershipForCommit();  // the final copy is done: the destination takes the lock before it resumes
     st = Commit(refused);
     if (st.ok()) {
       FinishHandedOver();
@@ -621,9 +650,13 @@ SourceResult PrecopySource::Run() {
     } else if (refused) {
       // A definite "no": the destination discarded its copy, so resuming here runs it once.
       st = absl::AbortedError(absl::StrCat(st.message(), "; the VM resumed on the source"));
-      RollBack(st);
-      Transition(SourceState::kRolledBack);
-      result.outcome = SourceOutcome::kFailed;
+      if (absl::Status owned = RetakeOwnershipBeforeResume(); !owned.ok()) {
+        result.outcome = KeepPausedWithoutOwnership(st, owned);
+      } else {
+        RollBack(st);
+        Transition(SourceState::kRolledBack);
+        result.outcome = SourceOutcome::kFailed;
+      }
     } else {
       // The commit may or may not have arrived: the destination may run the VM. Only its answer
       // (asked again over a fresh connection) decides; never resume blindly.

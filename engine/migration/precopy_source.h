@@ -53,6 +53,13 @@ struct SourceConfig {
   // Test seam (unset in production): wraps the page sender once it is open, e.g. with a fault a
   // test-only agent injects (tests/fault_agent).
   std::function<std::unique_ptr<PageSender>(std::unique_ptr<PageSender>, Vm&)> wrap_page_sender;
+  // A VM defined on a shared datastore (docs/datastores.md): the lock passes exactly at commit.
+  // release_ownership runs once the final copy is done, just before commit is sent;
+  // retake_ownership before a VM whose commit did not take effect resumes here (an error keeps
+  // it paused, commit-unconfirmed: it never runs without its lock). Both unset otherwise.
+  std::optional<v1::VmHome> home;
+  std::function<void()> release_ownership;
+  std::function<absl::Status()> retake_ownership;
 };
 
 inline constexpr uint32_t kDefaultMaxPauseMs = 5000;
@@ -119,6 +126,12 @@ class PrecopySource {
   SourceOutcome Resolve(absl::Status& status);
   // The VM runs on the destination: stop the source's copy.
   void FinishHandedOver();
+  // The datastore lock's handover (config_.home): released just before commit is sent, retaken
+  // before a VM whose commit did not take effect resumes here.
+  void ReleaseOwnershipForCommit();
+  absl::Status RetakeOwnershipBeforeResume();
+  // The commit did not take effect but the lock could not be retaken: the VM stays paused here.
+  SourceOutcome KeepPausedWithoutOwnership(absl::Status& status, const absl::Status& why);
   // Why a rollback happened, as the user should read it (cancel, the pause bound, or `st`).
   absl::Status ExplainRollBack(absl::Status st) const;
   // Moves along the table (a move it does not allow is a bug: it aborts the process).
@@ -150,6 +163,7 @@ class PrecopySource {
   int64_t precopy_end_ns_ = 0;
   uint64_t round1_sent_bytes_ = 0;
   bool vm_paused_by_us_ = false;
+  bool ownership_released_ = false;  // the datastore lock was let go for the commit
   bool dirty_tracking_on_ = false;
   bool same_clock_ = false;
   int64_t start_ns_ = 0;

@@ -46,6 +46,7 @@ const char* PowerName(v1::VmPowerState s) {
     case v1::VM_POWER_STATE_MIGRATING_OUT: return "migrating-out";
     case v1::VM_POWER_STATE_MIGRATING_IN: return "migrating-in";
     case v1::VM_POWER_STATE_FAILED: return "failed";
+    case v1::VM_POWER_STATE_POWERED_OFF: return "powered off";
     default: return "?";
   }
 }
@@ -59,6 +60,9 @@ struct CreateArgs {
   std::vector<std::string> nics;  // MAC@PORTGROUP
   std::string cpu;                // model name (e.g. Nehalem, x86-64-v2)
   std::vector<std::string> cpu_features;
+  std::string datastore;           // define it on this datastore of the agent's host (docs/datastores.md)
+  std::vector<std::string> disks;  // a new raw sparse disk of each SIZE (needs --datastore)
+  bool no_start = false;
 };
 
 struct MigrateArgs {
@@ -143,6 +147,22 @@ absl::Status ApplyDataPathFlags(const DataPathFlags& f, v1::MigrationOptions& o)
   return absl::OkStatus();
 }
 
+// --datastore / --disk SIZE (repeatable) / --no-start: a VM defined on a datastore.
+absl::Status SetDatastoreFlags(const CreateArgs& a, v1::CreateVmRequest& req) {
+  if (a.datastore.empty() && (!a.disks.empty() || a.no_start)) {
+    return absl::InvalidArgumentError("--disk and --no-start need --datastore NAME (the VM's files live there)");
+  }
+  req.set_datastore(a.datastore);
+  for (const std::string& d : a.disks) {
+    auto bytes = ParseByteSize(d);
+    if (!bytes.ok() || *bytes == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--disk '", d, "' is not a size (e.g. 1GiB)"));
+    }
+    req.add_disk_bytes(*bytes);
+  }
+  return absl::OkStatus();
+}
+
 void AddAgentCommands(CLI::App& app, Globals& g) {
   CLI::App* vm = SubcommandOf(app, "vm", "create, inspect, stop and migrate VMs");
 
@@ -160,6 +180,9 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   create->add_option("--nic", create_args->nics, "MAC@PORTGROUP (repeatable)");
   create->add_option("--cpu", create_args->cpu, "CPU model the guest sees (e.g. Nehalem, x86-64-v2)");
   create->add_option("--cpu-feature", create_args->cpu_features, "an extra CPUID feature (repeatable)");
+  create->add_option("--datastore", create_args->datastore, "define the VM on this datastore of the agent's host");
+  create->add_option("--disk", create_args->disks, "a new disk of SIZE in the VM's directory (repeatable; needs --datastore)");
+  create->add_flag("--no-start", create_args->no_start, "only define the VM (with --datastore); start it with vm start");
   create->callback([&g, create_args] {
     auto spec = BuildSpecFromFlags(create_args->name, create_args->memory, create_args->working_set,
                                    create_args->rate, create_args->pattern, create_args->backend,
@@ -182,10 +205,15 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
     grpc::ClientContext ctx;
     v1::CreateVmRequest req;
     *req.mutable_spec() = *spec;
-    req.set_start(true);
+    req.set_start(!create_args->no_start);
+    if (absl::Status st = SetDatastoreFlags(*create_args, req); !st.ok()) return void(g.exit_code = Fail(st, "vm create"));
     v1::VmInfo info;
     grpc::Status st = (*stub)->CreateVm(&ctx, req, &info);
     if (!st.ok()) return void(g.exit_code = Fail(st, "vm create"));
+    if (!info.datastore().empty()) {
+      std::printf("defined VM %s in %s (datastore %s)\n", info.spec().name().c_str(), info.directory().c_str(),
+                  info.datastore().c_str());
+    }
     std::printf("created VM %s (%s, %s of memory) on %s\n", info.spec().name().c_str(), PowerName(info.state()),
                 FormatBytes(info.spec().memory_bytes()).c_str(), g.agent.c_str());
   });
@@ -201,11 +229,13 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
     grpc::Status st = (*stub)->ListVms(&ctx, v1::ListVmsRequest(), &resp);
     if (!st.ok()) return void(g.exit_code = Fail(st, "vm list", *list_json));
     if (*list_json) return void(std::printf("%s\n", ToJson(resp).c_str()));
-    std::printf("%-20s %-14s %10s %12s %11s\n", "NAME", "STATE", "MEMORY", "HEARTBEATS", "CORRUPTIONS");
+    std::printf("%-20s %-14s %10s %12s %11s  %s\n", "NAME", "STATE", "MEMORY", "HEARTBEATS", "CORRUPTIONS",
+                "DATASTORE");
     for (const auto& v : resp.vms()) {
-      std::printf("%-20s %-14s %10s %12lu %11lu\n", v.spec().name().c_str(), PowerName(v.state()),
+      std::printf("%-20s %-14s %10s %12lu %11lu  %s\n", v.spec().name().c_str(), PowerName(v.state()),
                   FormatBytes(v.spec().memory_bytes()).c_str(), (unsigned long)v.health().heartbeats(),
-                  (unsigned long)v.health().corruptions());
+                  (unsigned long)v.health().corruptions(), v.datastore().empty() ? "-" : v.datastore().c_str());
+      if (!v.config_error().empty()) std::printf("  unusable: %s\n", v.config_error().c_str());
     }
   });
 
@@ -244,8 +274,11 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
     v1::VmInfo v;
     grpc::Status st = (*stub)->StopVm(&ctx, req, &v);
     if (!st.ok()) return void(g.exit_code = Fail(st, "vm stop"));
-    std::printf("stopped VM %s\n", stop_name->c_str());
+    std::printf("stopped VM %s%s\n", stop_name->c_str(),
+                v.datastore().empty() ? "" : " (its files stay on the datastore; its lock is released)");
   });
+
+  AddDatastoreVmCommands(vm, g);
 
   auto m = std::make_shared<MigrateArgs>();
   CLI::App* migrate = vm->add_subcommand("migrate", "live-migrate a VM from --agent to another agent");
