@@ -201,6 +201,12 @@ v1::VmInfo DescribeVm(const std::string& name, const VmEntry& e) {
   ph->set_arrived_from_other_clock(h.arrived_from_other_clock);
   ph->set_full_sweeps(h.full_sweeps);
   if (h.first_full_sweep_ns) ph->set_first_full_sweep_ms(NanosToMillis(h.first_full_sweep_ns - h.arrival_ns));
+  ph->set_disk_blocks_written(h.disk_blocks_written);
+  ph->set_disk_blocks_verified(h.disk_blocks_verified);
+  ph->set_disk_sweeps(h.disk_sweeps);
+  ph->set_disk_flushes(h.disk_flushes);
+  ph->set_disk_io_errors(h.disk_io_errors);
+  ph->set_disk_corruptions(h.disk_corruptions);
   if (h.last_heartbeat_ns) ph->set_since_last_heartbeat_ms(NanosToMillis(MonotonicNanos() - h.last_heartbeat_ns));
   return info;
 }

@@ -63,7 +63,35 @@ struct CreateArgs {
   std::string datastore;           // define it on this datastore of the agent's host (docs/datastores.md)
   std::vector<std::string> disks;  // a new raw sparse disk of each SIZE (needs --datastore)
   bool no_start = false;
+  std::string disk_working_set = "0", disk_rate = "4MiB/s";  // the guest's disk workload (0 = none)
 };
+
+// --datastore / --disk SIZE (repeatable) / --no-start: a VM defined on a datastore.
+absl::Status SetDatastoreFlags(const CreateArgs& a, v1::CreateVmRequest& req) {
+  if (a.datastore.empty() && (!a.disks.empty() || a.no_start)) {
+    return absl::InvalidArgumentError("--disk and --no-start need --datastore NAME (the VM's files live there)");
+  }
+  req.set_datastore(a.datastore);
+  for (const std::string& d : a.disks) {
+    auto bytes = ParseByteSize(d);
+    if (!bytes.ok() || *bytes == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--disk '", d, "' is not a size (e.g. 1GiB)"));
+    }
+    req.add_disk_bytes(*bytes);
+  }
+  return absl::OkStatus();
+}
+
+// --disk-working-set / --disk-rate: the built-in guest's disk workload on the VM's first disk.
+absl::Status SetDiskWorkload(const CreateArgs& a, v1::VmSpec& spec) {
+  auto ws = ParseByteSize(a.disk_working_set);
+  if (!ws.ok()) return absl::InvalidArgumentError(absl::StrCat("--disk-working-set: ", ws.status().message()));
+  auto rate = ParseRateMiBps(a.disk_rate);
+  if (!rate.ok()) return absl::InvalidArgumentError(absl::StrCat("--disk-rate: ", rate.status().message()));
+  spec.mutable_workload()->set_disk_working_set_bytes(*ws);
+  spec.mutable_workload()->set_disk_rate_mibps(*rate);
+  return absl::OkStatus();
+}
 
 struct MigrateArgs {
   std::string vm, to, to_name, policy = "cancel", max_bandwidth = "0";
@@ -183,11 +211,15 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   create->add_option("--datastore", create_args->datastore, "define the VM on this datastore of the agent's host");
   create->add_option("--disk", create_args->disks, "a new disk of SIZE in the VM's directory (repeatable; needs --datastore)");
   create->add_flag("--no-start", create_args->no_start, "only define the VM (with --datastore); start it with vm start");
+  create->add_option("--disk-working-set", create_args->disk_working_set,
+                     "the guest writes and verifies this much of its first disk (e.g. 64MiB; 0 = no disk I/O)");
+  create->add_option("--disk-rate", create_args->disk_rate, "how fast it writes it (MiB/s, 0 = unlimited; default 4)");
   create->callback([&g, create_args] {
     auto spec = BuildSpecFromFlags(create_args->name, create_args->memory, create_args->working_set,
                                    create_args->rate, create_args->pattern, create_args->backend,
                                    create_args->vcpus, create_args->seed, create_args->tick_ms);
     if (!spec.ok()) return void(g.exit_code = Fail(spec.status(), "vm create"));
+    if (absl::Status st = SetDiskWorkload(*create_args, *spec); !st.ok()) return void(g.exit_code = Fail(st, "vm create"));
     spec->mutable_cpu()->set_model(create_args->cpu);
     for (const auto& f : create_args->cpu_features) spec->mutable_cpu()->add_features(f);
     for (const std::string& nic : create_args->nics) {
@@ -259,6 +291,13 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
                 v.spec().name().c_str(), PowerName(v.state()), FormatBytes(v.spec().memory_bytes()).c_str(),
                 v.spec().vcpus(), (unsigned long)v.health().heartbeats(), v.health().max_heartbeat_gap_ms(),
                 (unsigned long)v.health().corruptions(), v.console_log_path().c_str());
+    if (v.spec().workload().disk_working_set_bytes() > 0) {
+      const v1::GuestHealth& h = v.health();
+      std::printf("disk:        %lu blocks written, %lu verified, %lu sweeps, %lu flushes, %lu corruptions, %lu I/O errors\n",
+                  (unsigned long)h.disk_blocks_written(), (unsigned long)h.disk_blocks_verified(),
+                  (unsigned long)h.disk_sweeps(), (unsigned long)h.disk_flushes(), (unsigned long)h.disk_corruptions(),
+                  (unsigned long)h.disk_io_errors());
+    }
     for (const auto& r : v.health().corruption_reports()) std::printf("  %s\n", r.c_str());
   });
 
