@@ -175,22 +175,6 @@ absl::Status ApplyDataPathFlags(const DataPathFlags& f, v1::MigrationOptions& o)
   return absl::OkStatus();
 }
 
-// --datastore / --disk SIZE (repeatable) / --no-start: a VM defined on a datastore.
-absl::Status SetDatastoreFlags(const CreateArgs& a, v1::CreateVmRequest& req) {
-  if (a.datastore.empty() && (!a.disks.empty() || a.no_start)) {
-    return absl::InvalidArgumentError("--disk and --no-start need --datastore NAME (the VM's files live there)");
-  }
-  req.set_datastore(a.datastore);
-  for (const std::string& d : a.disks) {
-    auto bytes = ParseByteSize(d);
-    if (!bytes.ok() || *bytes == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("--disk '", d, "' is not a size (e.g. 1GiB)"));
-    }
-    req.add_disk_bytes(*bytes);
-  }
-  return absl::OkStatus();
-}
-
 void AddAgentCommands(CLI::App& app, Globals& g) {
   CLI::App* vm = SubcommandOf(app, "vm", "create, inspect, stop and migrate VMs");
 
