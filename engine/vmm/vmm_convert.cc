@@ -20,6 +20,12 @@ v1::VmmGuestHealth GuestHealthToVmm(const GuestHealth& h) {
   p.set_full_sweeps(h.full_sweeps);
   p.set_arrival_ns(h.arrival_ns);
   p.set_first_full_sweep_ns(h.first_full_sweep_ns);
+  p.set_disk_blocks_written(h.disk_blocks_written);
+  p.set_disk_blocks_verified(h.disk_blocks_verified);
+  p.set_disk_sweeps(h.disk_sweeps);
+  p.set_disk_flushes(h.disk_flushes);
+  p.set_disk_io_errors(h.disk_io_errors);
+  p.set_disk_corruptions(h.disk_corruptions);
   return p;
 }
 
@@ -39,6 +45,12 @@ GuestHealth GuestHealthFromVmm(const v1::VmmGuestHealth& p) {
   h.full_sweeps = p.full_sweeps();
   h.arrival_ns = p.arrival_ns();
   h.first_full_sweep_ns = p.first_full_sweep_ns();
+  h.disk_blocks_written = p.disk_blocks_written();
+  h.disk_blocks_verified = p.disk_blocks_verified();
+  h.disk_sweeps = p.disk_sweeps();
+  h.disk_flushes = p.disk_flushes();
+  h.disk_io_errors = p.disk_io_errors();
+  h.disk_corruptions = p.disk_corruptions();
   return h;
 }
 
