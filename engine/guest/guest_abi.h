@@ -48,42 +48,6 @@
 #define FERRY_STATUS_SWEEP 0x0f14
 #define FERRY_STATUS_PORT_END 0x0f18
 
-/* ---- Disks: virtio-blk over virtio-mmio (docs/virtio_blk.md) -------------------------------------
- * File disk i (VmSpec.disks of kind file, in order) has a 4 KiB virtio-mmio version 2 window at
- * BASE + i * STRIDE, in the 32-bit MMIO hole, and IRQ IRQ_BASE + i. */
-#define FERRY_GPA_VIRTIO_MMIO_BASE 0xD0000000ULL
-#define FERRY_VIRTIO_MMIO_STRIDE 0x1000ULL
-#define FERRY_VIRTIO_MMIO_SIZE 0x1000ULL
-#define FERRY_VIRTIO_IRQ_BASE 5
-#define FERRY_VIRTIO_MAX_DISKS 16
-#define FERRY_VIRTIO_BLK_QUEUE_NUM_MAX 256
-#define FERRY_VIRTIO_BLK_SEG_MAX 126
-/* Register offsets (virtio 1.1, 4.2.2 "MMIO Device Register Layout"). */
-#define FERRY_VIRTIO_MMIO_MAGIC 0x000           /* 0x74726976 */
-#define FERRY_VIRTIO_MMIO_VERSION 0x004         /* 2 */
-#define FERRY_VIRTIO_MMIO_DEVICE_ID 0x008       /* 2 = block */
-#define FERRY_VIRTIO_MMIO_VENDOR_ID 0x00c
-#define FERRY_VIRTIO_MMIO_DEVICE_FEATURES 0x010
-#define FERRY_VIRTIO_MMIO_DEVICE_FEATURES_SEL 0x014
-#define FERRY_VIRTIO_MMIO_DRIVER_FEATURES 0x020
-#define FERRY_VIRTIO_MMIO_DRIVER_FEATURES_SEL 0x024
-#define FERRY_VIRTIO_MMIO_QUEUE_SEL 0x030
-#define FERRY_VIRTIO_MMIO_QUEUE_NUM_MAX 0x034
-#define FERRY_VIRTIO_MMIO_QUEUE_NUM 0x038
-#define FERRY_VIRTIO_MMIO_QUEUE_READY 0x044
-#define FERRY_VIRTIO_MMIO_QUEUE_NOTIFY 0x050
-#define FERRY_VIRTIO_MMIO_INTERRUPT_STATUS 0x060
-#define FERRY_VIRTIO_MMIO_INTERRUPT_ACK 0x064
-#define FERRY_VIRTIO_MMIO_STATUS 0x070
-#define FERRY_VIRTIO_MMIO_QUEUE_DESC_LOW 0x080
-#define FERRY_VIRTIO_MMIO_QUEUE_DESC_HIGH 0x084
-#define FERRY_VIRTIO_MMIO_QUEUE_DRIVER_LOW 0x090
-#define FERRY_VIRTIO_MMIO_QUEUE_DRIVER_HIGH 0x094
-#define FERRY_VIRTIO_MMIO_QUEUE_DEVICE_LOW 0x0a0
-#define FERRY_VIRTIO_MMIO_QUEUE_DEVICE_HIGH 0x0a4
-#define FERRY_VIRTIO_MMIO_CONFIG_GENERATION 0x0fc
-#define FERRY_VIRTIO_MMIO_CONFIG 0x100          /* virtio-blk: le64 capacity, le32 size_max, le32 seg_max */
-
 /* ---- Disks: virtio-blk over virtio-mmio ---------------------------------------------------------
  * Modern virtio-mmio (version 2, virtio 1.x register layout), one 4 KiB register window per disk in
  * the 32-bit MMIO hole: disk i at FERRY_GPA_VIRTIO_MMIO_BASE + i * FERRY_VIRTIO_MMIO_STRIDE raising
@@ -145,6 +109,9 @@
 #define FERRY_VIRTIO_BLK_S_IOERR 1
 #define FERRY_VIRTIO_BLK_S_UNSUPP 2
 #define FERRY_VIRTIO_BLK_SECTOR_SIZE 512
+/* What Ferry's device offers (docs/virtio_blk.md): QueueNumMax, and seg_max (data descriptors per request). */
+#define FERRY_VIRTIO_BLK_QUEUE_NUM_MAX 256
+#define FERRY_VIRTIO_BLK_SEG_MAX 126
 
 /* ---- Serial console ----------------------------------------------------------------------------- */
 #define FERRY_COM1_PORT 0x3f8
