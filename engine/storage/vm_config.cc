@@ -82,6 +82,10 @@ absl::StatusOr<std::string> FormatVmConfig(const VmSpec& spec) {
   out << YAML::Key << "pattern" << YAML::Value << spec.workload.pattern;
   out << YAML::Key << "seed" << YAML::Value << spec.workload.seed;
   out << YAML::Key << "tick_ms" << YAML::Value << spec.workload.tick_ms;
+  if (spec.workload.disk_working_set_bytes > 0) {  // the guest's disk workload (docs/guest_verification.md)
+    out << YAML::Key << "disk_working_set" << YAML::Value << spec.workload.disk_working_set_bytes;
+    out << YAML::Key << "disk_rate" << YAML::Value << spec.workload.disk_rate_mibps;
+  }
   out << YAML::EndMap;
   if (!spec.cpu.model.empty() || !spec.cpu.features.empty()) {
     out << YAML::Key << "cpu" << YAML::Value << YAML::BeginMap;

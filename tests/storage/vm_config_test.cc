@@ -75,6 +75,21 @@ TEST(VmConfig, WrittenConfigReadsBackTheSame) {
   EXPECT_EQ(again->disks[0].size_bytes, 1u << 20);
 }
 
+TEST(VmConfig, GuestDiskWorkloadReadsBack) {
+  testing::TempDir tmp;
+  std::string dir = WriteVmDir(tmp, kGoodConfig);
+  VmSpec spec = *LoadVmConfig(dir);
+  spec.disks[0].path = "disk0.raw";
+  EXPECT_EQ(spec.workload.disk_working_set_bytes, 0u) << "no disk workload unless asked for";
+  spec.workload.disk_working_set_bytes = 1u << 20;
+  spec.workload.disk_rate_mibps = 2.5;
+  ASSERT_TRUE(WriteVmConfig(dir, spec).ok());
+  absl::StatusOr<VmSpec> again = LoadVmConfig(dir);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->workload.disk_working_set_bytes, 1u << 20);
+  EXPECT_EQ(again->workload.disk_rate_mibps, 2.5);
+}
+
 TEST(VmConfig, CorruptYamlIsRefused) { ExpectRefused("format_version: 1\nname: [web1\n", "malformed YAML"); }
 
 TEST(VmConfig, FutureFormatVersionIsRefused) {
