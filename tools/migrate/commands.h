@@ -59,6 +59,7 @@ void AddPrecheckCommands(CLI::App& app, Globals& g);  // precheck --vm --source 
 void AddDemoCommand(CLI::App& app, Globals& g);       // demo
 void AddCertsCommands(CLI::App& app, Globals& g);     // certs ...
 void AddMigrationCommands(CLI::App& app, Globals& g); // migration list|show|watch|cancel|set (jobs on --agent)
+void AddClusterCommands(CLI::App& app, Globals& g);   // cluster create|join|status|config (etcd)
 
 // --priority high|standard (an error names the flag).
 absl::StatusOr<v1::MigrationPriority> ParsePriority(const std::string& text);

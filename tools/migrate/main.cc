@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   AddDemoCommand(app, g);
   AddCertsCommands(app, g);
   AddMigrationCommands(app, g);
+  AddClusterCommands(app, g);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
