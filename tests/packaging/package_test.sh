@@ -166,7 +166,7 @@ else
   apt() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 -y -qq "$@"; }
   apt install --no-install-recommends "$deb" >"$tmp/apt.log" 2>&1 || { cat "$tmp/apt.log"; fail "apt install $deb failed"; }
   dpkg-query -W -f='${Status}' ferry | grep -q "install ok installed" || fail "dpkg does not list ferry as installed"
-  for path in /usr/bin/ferry-agent /usr/bin/migrate /usr/lib/ferry/ferry-guest.elf /etc/ferry/agent.yaml; do
+  for path in /usr/bin/ferry-agent /usr/bin/ferry-vmm /usr/bin/migrate /usr/lib/ferry/ferry-guest.elf /etc/ferry/agent.yaml; do
     [[ -e "$path" ]] || fail "apt install did not put $path in place"
   done
   if command -v systemd-analyze >/dev/null; then
