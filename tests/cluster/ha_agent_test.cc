@@ -2,6 +2,9 @@
 // agent is killed, a killed host seen as lost, an agent with a foreign certificate refused.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -178,6 +181,60 @@ TEST(HaSecurity, AgentWithCertificateFromAnotherCaCannotJoin) {
   auto hosts = client->GetPrefix(ClusterKeys("c1").hosts());
   ASSERT_TRUE(hosts.ok());
   EXPECT_TRUE(hosts->empty());
+}
+
+}  // namespace
+}  // namespace ferry::cluster
+
+namespace ferry::cluster {
+namespace {
+
+// Runs `migrate ARGS...` with the etcd flags of `etcd` (an operator certificate from its CA);
+// returns exit status and stdout+stderr.
+std::pair<int, std::string> RunMigrate(cli::LocalEtcd& etcd, const std::string& args) {
+  auto cert = etcd.IssueHostCert("operator");
+  EXPECT_TRUE(cert.ok());
+  const std::string certs = etcd.dir() + "/certs/";
+  std::string cmd = absl::StrCat(cli::SiblingBinary("migrate"), " ", args, " --etcd-endpoints ",
+                                 etcd.endpoints_flag(), " --etcd-ca ", etcd.ca_path(), " --etcd-cert ", certs,
+                                 "operator.crt --etcd-key ", certs, "operator.key 2>&1");
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return {-1, ""};
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST(HaMaster, MigrateClusterCommandsCreateConfigureAndShowStatus) {
+  FERRY_START_ETCD_OR_SKIP(etcd, 1);
+  auto [rc, out] = RunMigrate(*etcd, "cluster create c1 --set heartbeat_interval_ms=1000");
+  ASSERT_EQ(rc, 0) << out;
+  std::tie(rc, out) = RunMigrate(*etcd, "cluster create c1");
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("already exists"), std::string::npos) << out;
+  std::tie(rc, out) = RunMigrate(*etcd, "cluster config c1 --set heartbeat_datastores=9");
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("heartbeat_datastores: 9 is outside 2..5"), std::string::npos) << out;
+  std::tie(rc, out) = RunMigrate(*etcd, "cluster config c1 --set isolation_response=power-off --json");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("\"isolation_response\":\"power-off\""), std::string::npos) << out;
+
+  cli::LocalClusterOptions options;
+  options.agents = 1;
+  options.extra_args = ClusterFlags(*etcd, "c1", 1);
+  auto agents = cli::LocalCluster::Start(options);
+  ASSERT_TRUE(agents.ok()) << agents.status();
+  for (absl::Time end = absl::Now() + absl::Seconds(20); absl::Now() < end; absl::SleepFor(absl::Milliseconds(100))) {
+    std::tie(rc, out) = RunMigrate(*etcd, "cluster status c1 --json");
+    if (out.find("\"master\":\"host-a\"") != std::string::npos) break;
+  }
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("\"master\":\"host-a\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"network_heartbeat\":\"alive\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"heartbeat_datastores\":2"), std::string::npos) << out;  // the refused change left no trace
 }
 
 }  // namespace
