@@ -1,0 +1,183 @@
+// The lock is the owner (docs/datastores.md), over real agents sharing one datastore directory:
+// a second start is refused naming the holder, a migration passes the lock exactly at commit, and
+// a destination that cannot take the lock leaves the VM running on the source. The synthetic
+// backend: KVM is not the point here.
+
+#include <filesystem>
+#include <fstream>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "engine/storage/vm_lock.h"
+#include "tests/e2e/e2e_util.h"
+
+namespace ferry::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+class DatastoreLockE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("ferry-ds-" + std::to_string(getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "shared");
+    // The datastore's identity, as an agent would write it (both hosts read the same one).
+    std::ofstream(dir_ / "shared" / ".ferry-datastore-id") << "3f0c9a52-5b1e-4c2a-9d7e-0a1b2c3d4e5f\n";
+  }
+  void TearDown() override {
+    cluster_.reset();
+    fs::remove_all(dir_);
+  }
+  std::string HostFile(const std::string& name, const fs::path& datastore) {
+    fs::path p = dir_ / (name + ".yaml");
+    std::ofstream(p) << "name: " << name << "\nmemory: {total: 8GiB}\n"
+                     << "migration_interface: {address: 127.0.0.1, link_speed_mbps: 10000}\n"
+                     << "datastores:\n  - {name: shared, path: " << datastore.string() << "}\n";
+    return p.string();
+  }
+  void StartAgents(const fs::path& second_datastore) {
+    cli::LocalClusterOptions o;
+    o.agents = 2;
+    o.host_facts = {HostFile("host-a", dir_ / "shared"), HostFile("host-b", second_datastore)};
+    auto c = cli::LocalCluster::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c);
+    for (int i = 0; i < 2; ++i) {
+      auto s = cluster_->Stub(i);
+      ASSERT_TRUE(s.ok()) << s.status();
+      stubs_.push_back(std::move(*s));
+    }
+  }
+  grpc::Status CreateOnDatastore(int agent, const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::CreateVmRequest req;
+    *req.mutable_spec() = GuestSpec(name, v1::BACKEND_KIND_SYNTHETIC, 64, 8, 20);
+    req.set_start(true);
+    req.set_datastore("shared");
+    req.add_disk_bytes(4u << 20);
+    v1::VmInfo info;
+    return stubs_[agent]->CreateVm(&ctx, req, &info);
+  }
+  grpc::Status StartVm(int agent, const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::StartVmRequest req;
+    req.set_name(name);
+    v1::VmInfo info;
+    return stubs_[agent]->StartVm(&ctx, req, &info);
+  }
+  std::optional<VmLockHolder> Holder(const std::string& name) {
+    auto h = VmLock::CurrentHolder((dir_ / "shared" / name / "vm.lock").string());
+    EXPECT_TRUE(h.ok()) << h.status();
+    return h.ok() ? *h : std::nullopt;
+  }
+  const v1::VmInfo* Listed(int agent, const std::string& name, v1::ListVmsResponse& resp) {
+    resp = ListVms(*stubs_[agent]);
+    for (const auto& v : resp.vms()) {
+      if (v.spec().name() == name) return &v;
+    }
+    return nullptr;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<cli::LocalCluster> cluster_;
+  std::vector<std::unique_ptr<v1::Agent::Stub>> stubs_;
+};
+
+TEST_F(DatastoreLockE2E, SecondStartIsRefusedNamingTheHolderOnThisAndAnotherAgent) {
+  StartAgents(dir_ / "shared");
+  ASSERT_TRUE(CreateOnDatastore(0, "web1").ok());
+  ASSERT_TRUE(WaitForHeartbeats(*stubs_[0], "web1", 3, 20));
+
+  grpc::Status same = StartVm(0, "web1");
+  EXPECT_EQ(same.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(same.error_message(), HasSubstr("vm web1 already runs on this agent"));
+
+  grpc::Status other = StartVm(1, "web1");
+  EXPECT_EQ(other.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(other.error_message(), HasSubstr("vm web1 is locked by agent " + cluster_->name(0) + " (pid " +
+                                               std::to_string(cluster_->pid(0))));
+  EXPECT_THAT(other.error_message(), HasSubstr("it is running there"));
+  v1::ListVmsResponse resp;
+  EXPECT_EQ(Listed(1, "web1", resp), nullptr) << "a VM running on another host is not powered off here";
+
+  grpc::ClientContext del_ctx;
+  v1::DeleteVmRequest del;
+  del.set_name("web1");
+  v1::DeleteVmResponse deleted;
+  grpc::Status refused = stubs_[1]->DeleteVm(&del_ctx, del, &deleted);
+  EXPECT_THAT(refused.error_message(), HasSubstr("locked by agent " + cluster_->name(0)));
+  EXPECT_TRUE(fs::exists(dir_ / "shared" / "web1" / "disk0.raw"));
+
+  // Stopped: the files stay, the lock goes, and either agent may start it.
+  grpc::ClientContext stop_ctx;
+  v1::StopVmRequest stop;
+  stop.set_name("web1");
+  v1::VmInfo stopped;
+  ASSERT_TRUE(stubs_[0]->StopVm(&stop_ctx, stop, &stopped).ok());
+  EXPECT_FALSE(Holder("web1").has_value());
+  const v1::VmInfo* off = Listed(1, "web1", resp);
+  ASSERT_NE(off, nullptr) << "a stopped datastore VM is listed as powered off";
+  EXPECT_EQ(off->state(), v1::VM_POWER_STATE_POWERED_OFF);
+  EXPECT_EQ(off->datastore(), "shared");
+  ASSERT_TRUE(StartVm(1, "web1").ok());
+  ASSERT_TRUE(Holder("web1").has_value());
+  EXPECT_EQ(Holder("web1")->agent, cluster_->name(1));
+}
+
+TEST_F(DatastoreLockE2E, MigrationPassesTheLockAtCommit) {
+  StartAgents(dir_ / "shared");
+  ASSERT_TRUE(CreateOnDatastore(0, "web2").ok());
+  ASSERT_TRUE(WaitForHeartbeats(*stubs_[0], "web2", 3, 20));
+  ASSERT_EQ(Holder("web2")->pid, cluster_->pid(0));
+
+  std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], MigrateTo(*cluster_, 1, "web2"));
+  ASSERT_FALSE(events.empty());
+  ASSERT_EQ(events.back().phase(), v1::MIGRATION_PHASE_COMPLETED) << events.back().error();
+
+  std::optional<VmLockHolder> holder = Holder("web2");
+  ASSERT_TRUE(holder.has_value()) << "after commit the destination holds the lock";
+  EXPECT_EQ(holder->agent, cluster_->name(1));
+  EXPECT_EQ(holder->pid, cluster_->pid(1));
+  v1::VmInfo info;
+  ASSERT_TRUE(GetVm(*stubs_[1], "web2", &info).ok());
+  EXPECT_EQ(info.datastore(), "shared");
+  EXPECT_EQ(info.state(), v1::VM_POWER_STATE_RUNNING);
+  grpc::Status again = StartVm(0, "web2");
+  EXPECT_THAT(again.error_message(), HasSubstr("locked by agent " + cluster_->name(1)));
+}
+
+// host-b cannot take the VM's lock (the test holds host-b's lock file, as another owner would):
+// it refuses to resume, and the source takes its lock back and resumes the guest.
+TEST_F(DatastoreLockE2E, DestinationThatCannotTakeTheLockLeavesTheVmOnTheSource) {
+  // host-b's view of the datastore: the same identity and VM directory, its own lock file.
+  fs::create_directories(dir_ / "view-b");
+  fs::copy_file(dir_ / "shared" / ".ferry-datastore-id", dir_ / "view-b" / ".ferry-datastore-id");
+  StartAgents(dir_ / "view-b");
+  ASSERT_TRUE(CreateOnDatastore(0, "web3").ok());
+  ASSERT_TRUE(WaitForHeartbeats(*stubs_[0], "web3", 3, 20));
+  fs::copy(dir_ / "shared" / "web3", dir_ / "view-b" / "web3", fs::copy_options::recursive);
+  absl::StatusOr<VmLock> held = VmLock::Acquire((dir_ / "view-b" / "web3" / "vm.lock").string(), "web3",
+                                                VmLockHolder{"test-holder", 4242, "", 0});
+  ASSERT_TRUE(held.ok()) << held.status();
+
+  std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], MigrateTo(*cluster_, 1, "web3"));
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().phase(), v1::MIGRATION_PHASE_FAILED);
+  EXPECT_THAT(events.back().error(), HasSubstr("cannot take the VM's lock"));
+  EXPECT_THAT(events.back().error(), HasSubstr("locked by agent test-holder (pid 4242)"));
+  EXPECT_THAT(events.back().error(), HasSubstr("the VM resumed on the source"));
+
+  std::optional<VmLockHolder> holder = Holder("web3");
+  ASSERT_TRUE(holder.has_value()) << "the source took its lock back";
+  EXPECT_EQ(holder->pid, cluster_->pid(0));
+  ExpectGuestHealthy(*stubs_[0], "web3", 1.0);
+  v1::VmInfo gone;
+  EXPECT_FALSE(GetVm(*stubs_[1], "web3", &gone).ok()) << "nothing runs on the destination";
+}
+
+}  // namespace
+}  // namespace ferry::e2e
