@@ -10,6 +10,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/agent/peer_keepalive.h"
+#include "engine/agent/remote_vm.h"
+#include "engine/agent/vmm_adoption.h"
 
 namespace ferry {
 
@@ -47,6 +49,11 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
     if (absl::Status st = s->metrics_->Serve(s->ctx_.config.metrics_listen); !st.ok()) return st;
     s->ctx_.observer = s->metrics_.get();
     spdlog::info("event=metrics_listening listen={} port={}", s->ctx_.config.metrics_listen, s->metrics_->port());
+  }
+  // VMs a previous agent left running in their VMM processes are this agent's again.
+  AdoptionSummary adopted = AdoptRunningVmms(s->ctx_.config.data_dir, s->ctx_.vms);
+  if (adopted.adopted || adopted.lost) {
+    spdlog::info("event=vmms_adopted adopted={} lost={}", adopted.adopted, adopted.lost);
   }
   MigrationManagerOptions jobs;
   jobs.max_concurrent = std::max<uint32_t>(s->ctx_.config.max_migrations, 1);
@@ -87,10 +94,13 @@ void AgentServer::Shutdown() {
   if (ctx_.migrations) ctx_.migrations->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   for (const auto& [name, e] : ctx_.vms.List()) {
-    if (e->vm) {
-      (void)e->vm->Stop();
-      spdlog::info("event=vm_stopped vm={} reason=agent_shutdown", name);
+    if (!e->vm) continue;
+    if (dynamic_cast<RemoteVm*>(e->vm.get())) {  // its VMM process outlives this agent
+      spdlog::info("event=vm_left_running vm={} reason=agent_shutdown", name);
+      continue;
     }
+    (void)e->vm->Stop();
+    spdlog::info("event=vm_stopped vm={} reason=agent_shutdown", name);
   }
   spdlog::info("event=agent_stopped name={}", ctx_.config.name);
 }

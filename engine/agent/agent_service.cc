@@ -11,6 +11,7 @@
 #include "engine/host/cpu_model.h"
 #include "engine/agent/vm_announce.h"
 #include "engine/agent/vm_directory.h"
+#include "engine/agent/vmm_launcher.h"
 #include "engine/base/error_text.h"
 #include "engine/base/status.h"
 #include "engine/migration/protocol.h"
@@ -69,7 +70,7 @@ grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequ
     return ToGrpcStatus(vm_dir.status());
   }
   spec->console_log_path = vm_dir->console_log_path();
-  auto vm = CreateVmForBoot(*spec);
+  auto vm = CreateAgentVm(ctx_.config, *spec, /*for_restore=*/false);  // its own VMM process by default
   if (!vm.ok()) {
     ctx_.vms.Release(spec->name);
     return ToGrpcStatus(vm.status());
@@ -114,7 +115,7 @@ grpc::Status AgentService::GetVm(grpc::ServerContext*, const v1::GetVmRequest* r
 grpc::Status AgentService::StopVm(grpc::ServerContext*, const v1::StopVmRequest* req, v1::VmInfo* out) {
   auto e = ctx_.vms.BeginStop(req->name());
   if (!e.ok()) return ToGrpcStatus(e.status());
-  absl::Status st = (*e)->vm->Stop();
+  absl::Status st = (*e)->vm ? (*e)->vm->Stop() : absl::OkStatus();  // a lost VM is only forgotten
   ctx_.vms.EndStop(req->name(), st.ok());
   if (!st.ok()) return ToGrpcStatus(st);
   *out = DescribeVm(req->name(), **e);

@@ -11,6 +11,7 @@
 #include "engine/agent/host_facts_source.h"
 #include "engine/agent/vm_announce.h"
 #include "engine/agent/vm_directory.h"
+#include "engine/agent/vmm_launcher.h"
 #include "engine/base/status.h"
 #include "engine/host/cpu_offer.h"
 #include "engine/host/host_memory.h"
@@ -63,7 +64,7 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     vm_dir.emplace(std::move(claim));
     VmSpec spec = incoming;
     spec.console_log_path = vm_dir->console_log_path();
-    return CreateVmForRestore(spec);
+    return CreateAgentVm(ctx_.config, spec, /*for_restore=*/true);
     if (home) RETURN_IF_ERROR(arriving_home.Locate(ctx_.config, *home, spec));
   };
   hooks.take_ownership = [&](const v1::StartMigration&) { return arriving_home.TakeLock(ctx_.config.name); };

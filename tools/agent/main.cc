@@ -57,6 +57,9 @@ int main(int argc, char** argv) {
   std::string metrics_listen;
   auto* metrics_listen_opt = app.add_option("--metrics-listen", metrics_listen,
                                             "serve Prometheus metrics on HOST:PORT/metrics (default: off)");
+  bool in_process_vms = false;
+  app.add_flag("--in-process-vms", in_process_vms,
+               "run VMs inside the agent (they end with it) instead of one ferry-vmm process each");
   bool json_logs = false;
   app.add_flag("--json-logs", json_logs, "log as JSON lines");
   cluster::ClusterJoinConfig cluster_flags;
@@ -90,6 +93,7 @@ int main(int argc, char** argv) {
   if (*connections_opt) config.connections = connections;
   if (*max_migrations_opt) config.max_migrations = max_migrations;
   if (*metrics_listen_opt) config.metrics_listen = metrics_listen;
+  if (in_process_vms) config.in_process_vms = true;
   cluster::ClusterJoinConfig cluster_config;
   if (!config_path.empty()) {
     auto loaded = cluster::LoadClusterJoinConfig(config_path);
