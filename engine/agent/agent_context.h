@@ -48,6 +48,11 @@ struct AgentContext {
   // Test seam (unset in production): wraps each outgoing migration's page sender. Only the
   // test-only agent of tests/fault_agent sets it, to inject faults.
   std::function<std::unique_ptr<PageSender>(std::unique_ptr<PageSender>, Vm&)> wrap_page_sender;
+  // Test seams (unset in production), also set only by tests/fault_agent: wrap each outgoing
+  // migration's control channel (to hold it at a phase while a test injects a fault), and adjust
+  // its engine's configuration (shorter bounds) before it runs.
+  std::function<std::unique_ptr<MigrationChannel>(MigrationChannel&)> wrap_migration_channel;
+  std::function<void(SourceConfig&)> adjust_source_config;
 };
 
 }  // namespace ferry

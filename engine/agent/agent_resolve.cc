@@ -19,8 +19,9 @@ grpc::Status AgentService::ResolveMigration(grpc::ServerContext*, const v1::Reso
   }
   out->set_migration_id(id);
   out->set_vm_name(c->vm_name);
-  // Hold the VM (no stop or new migration meanwhile).
-  auto entry = ctx_.vms.BeginMigrationOut(c->vm_name, id);
+  // Hold the VM (no stop or new migration meanwhile). It is paused: BeginMigrationOut, which
+  // wants a running VM, refused every resolve.
+  auto entry = ctx_.vms.BeginResolveOut(c->vm_name, id);
   if (!entry.ok()) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         absl::StrCat("VM '", c->vm_name, "' is not held here any more: ", entry.status().message()));

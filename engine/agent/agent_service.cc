@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/agent/commit_resolver.h"
 #include "engine/agent/migration_precheck.h"
+#include "engine/agent/peer_keepalive.h"
 #include "engine/host/cpu_model.h"
 #include "engine/agent/vm_announce.h"
 #include "engine/agent/vm_directory.h"
@@ -253,18 +254,26 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
       o.connections = offer.connections();
       o.encrypted = offer.encrypted();
       o.zero_copy = zero_copy;
+      // A data connection that makes no progress is dead by the same rule as the control stream
+      // (its keepalive), not after the transport's generic 30 s: a frozen link fails the
+      // migration in seconds and the guest runs on here.
+      o.stall_timeout_ms = kDataPathDeadAfterMs;
       o.link_share = share;  // concurrent migrations share the link by priority
       o.link_weight = weight;
       ASSIGN_OR_RETURN(auto sender, DataSender::Connect(host, static_cast<uint16_t>(accept.port()), o));
       return std::unique_ptr<PageSender>(std::move(sender));
     };
   }
-  PrecopySource source(vm, **channel, config, emit);
+  if (ctx_.adjust_source_config) ctx_.adjust_source_config(config);  // test seam (tests/fault_agent)
+  std::unique_ptr<MigrationChannel> wrapped_channel =
+      ctx_.wrap_migration_channel ? ctx_.wrap_migration_channel(**channel) : nullptr;  // test seam
+  PrecopySource source(vm, wrapped_channel ? *wrapped_channel : **channel, config, emit);
   SourceControl control(source);
   job.Attach(&control);  // cancel and SetMigration reach the engine from here on
   SourceResult result = source.Run();
   for (const auto& w : precheck_warnings) result.stats.add_warnings(w);
   job.Detach();
+  wrapped_channel.reset();
   channel->reset();
   const bool left = result.outcome == SourceOutcome::kCompleted;
   if (result.outcome == SourceOutcome::kCommitUnconfirmed) {

@@ -127,6 +127,24 @@ absl::StatusOr<VmRegistry::Snapshot> VmRegistry::BeginMigrationOut(const std::st
   return std::make_shared<const VmEntry>(e);
 }
 
+absl::StatusOr<VmRegistry::Snapshot> VmRegistry::BeginResolveOut(const std::string& name, const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = vms_.find(name);
+  if (it == vms_.end() || !it->second.vm) return absl::NotFoundError(NoSuchVm(name));
+  VmEntry& e = it->second;
+  if (!e.outgoing_migration.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is already migrating (", e.outgoing_migration, ")"));
+  }
+  if (e.stopping) return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is stopping"));
+  if (e.vm->run_state() != VmRunState::kPaused) {
+    return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is ", VmRunStateName(e.vm->run_state()),
+                                                      ", not paused by an unconfirmed commit"));
+  }
+  e.outgoing_migration = id;
+  return std::make_shared<const VmEntry>(e);
+}
+
 void VmRegistry::EndMigrationOut(const std::string& name, bool vm_left) {
   std::lock_guard lock(mu_);
   auto it = vms_.find(name);

@@ -62,6 +62,9 @@ class VmRegistry {
   // Marks the VM as migrating out; FailedPrecondition if it is not running here, already
   // migrating or stopping.
   absl::StatusOr<Snapshot> BeginMigrationOut(const std::string& name, const std::string& id);
+  // The same mark for settling an unconfirmed commit (Agent.ResolveMigration): the VM was kept
+  // paused here, so only a paused VM qualifies. Ended by EndMigrationOut.
+  absl::StatusOr<Snapshot> BeginResolveOut(const std::string& name, const std::string& id);
   void EndMigrationOut(const std::string& name, bool vm_left);
 
   // Marks the VM as stopping so no migration starts meanwhile; FailedPrecondition while it

@@ -15,37 +15,10 @@
 #include "engine/migration/protocol.h"
 #include "proto/ferry/v1/peer.grpc.pb.h"
 #include "tests/e2e/e2e_util.h"
+#include "tests/e2e/migrate_cli.h"
 
 namespace ferry::e2e {
 namespace {
-
-struct Cli {
-  int exit_code = -1;
-  std::string out;
-};
-
-// `$FERRY_BIN_DIR/migrate <globals for agent 0> args` (stderr to the test's log).
-Cli RunMigrate(const cli::LocalCluster& c, const std::string& args) {
-  const char* bin = std::getenv("FERRY_BIN_DIR");
-  const cli::ClientTls& tls = c.client_tls();
-  std::string cmd = std::string(bin ? bin : ".") + "/migrate --agent " + c.address(0) + " --agent-name " + c.name(0) +
-                    " --tls-ca " + tls.ca + " --tls-cert " + tls.cert + " --tls-key " + tls.key + " " + args;
-  Cli r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-nlohmann::json Json(const Cli& r) {
-  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out;
-  return j;
-}
 
 v1::MigrationInfo Info(v1::Agent::Stub& stub, const std::string& id) {
   grpc::ClientContext ctx;

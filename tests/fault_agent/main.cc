@@ -2,6 +2,13 @@
 // through AgentContext's seams, so no fault switch lives in the production agent. Faults:
 //   --fault drop-final-page   leave out one stale page of each outgoing final round (the guest
 //                             must catch it: the lost-page negative control)
+//   --hold-at PHASE --hold-file PATH
+//                             hold the first outgoing migration at state-loaded, commit-sent or
+//                             resumed until the test removes PATH (holding_channel.h)
+//   --resolve-timeout-ms N    give up asking the destination after a lost commit answer after N ms
+//                             (the agent's default is 30 s), so a test reaches commit-unconfirmed
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <thread>
@@ -12,6 +19,7 @@
 #include "engine/agent/agent_server.h"
 #include "engine/agent/agent_tls.h"
 #include "tests/fault_agent/drop_final_page_sender.h"
+#include "tests/fault_agent/holding_channel.h"
 
 int main(int argc, char** argv) {
   using namespace ferry;
@@ -24,6 +32,8 @@ int main(int argc, char** argv) {
   CLI::App app{"ferry-agent-faults: a test agent with injected faults"};
   AgentConfig config;
   std::string fault;
+  std::string hold_at, hold_file;
+  int64_t resolve_timeout_ms = 0;
   app.add_option("--name", config.name);
   app.add_option("--listen", config.listen);
   app.add_option("--data-dir", config.data_dir);
@@ -34,7 +44,15 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", config.tls_key);
   app.add_flag("--insecure", config.insecure);
   app.add_option("--fault", fault, "drop-final-page")->check(CLI::IsMember({"drop-final-page"}));
+  app.add_option("--hold-at", hold_at, "state-loaded|commit-sent|resumed")
+      ->check(CLI::IsMember({"state-loaded", "commit-sent", "resumed"}));
+  app.add_option("--hold-file", hold_file);
+  app.add_option("--resolve-timeout-ms", resolve_timeout_ms)->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
+  if (hold_at.empty() != hold_file.empty()) {
+    std::fprintf(stderr, "ferry-agent-faults: --hold-at and --hold-file go together\n");
+    return 2;
+  }
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [" + config.name + "] %v");
 
   auto security = MakeAgentSecurity(config);
@@ -54,6 +72,19 @@ int main(int argc, char** argv) {
       return std::unique_ptr<PageSender>(new DropFinalPageSender(std::move(inner), vm));
     };
     spdlog::warn("event=test_fault_enabled fault=drop-final-page (a test agent that loses a page)");
+  }
+  static std::atomic<bool> held{false};
+  if (!hold_at.empty()) {
+    HoldPhase at = *ParseHoldPhase(hold_at);  // CLI11 checked the name
+    (*server)->context().wrap_migration_channel = [at, hold_file](MigrationChannel& inner) {
+      return std::unique_ptr<MigrationChannel>(new HoldingChannel(inner, at, hold_file, held));
+    };
+    spdlog::warn("event=test_fault_enabled fault=hold-at phase={} file={}", hold_at, hold_file);
+  }
+  if (resolve_timeout_ms > 0) {
+    (*server)->context().adjust_source_config = [resolve_timeout_ms](SourceConfig& c) {
+      c.resolve_timeout = std::chrono::milliseconds(resolve_timeout_ms);
+    };
   }
   std::thread waiter([&] {
     int sig = 0;
