@@ -45,8 +45,14 @@ class TcpProxy {
       if (r->accept_thread.joinable()) r->accept_thread.join();
     }
     Cut();
+    std::vector<std::thread> pumps;
+    {
+      // Joined without the lock: a pump asks it (Reset) on its way out.
+      std::lock_guard lock(mu_);
+      pumps.swap(pumps_);
+    }
+    for (std::thread& t : pumps) t.join();
     std::lock_guard lock(mu_);
-    for (std::thread& t : pumps_) t.join();
     for (int fd : fds_) ::close(fd);
     for (auto& r : routes_) ::close(r->listen_fd);
   }
