@@ -64,8 +64,8 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     vm_dir.emplace(std::move(claim));
     VmSpec spec = incoming;
     spec.console_log_path = vm_dir->console_log_path();
-    return CreateAgentVm(ctx_.config, spec, /*for_restore=*/true);
     if (home) RETURN_IF_ERROR(arriving_home.Locate(ctx_.config, *home, spec));
+    return CreateAgentVm(ctx_.config, spec, /*for_restore=*/true);
   };
   hooks.take_ownership = [&](const v1::StartMigration&) { return arriving_home.TakeLock(ctx_.config.name); };
   hooks.adopt_vm = [&](std::unique_ptr<Vm> vm, const v1::StartMigration& start) {

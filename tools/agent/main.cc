@@ -93,7 +93,6 @@ int main(int argc, char** argv) {
   if (*connections_opt) config.connections = connections;
   if (*max_migrations_opt) config.max_migrations = max_migrations;
   if (*metrics_listen_opt) config.metrics_listen = metrics_listen;
-  if (in_process_vms) config.in_process_vms = true;
   cluster::ClusterJoinConfig cluster_config;
   if (!config_path.empty()) {
     auto loaded = cluster::LoadClusterJoinConfig(config_path);
@@ -115,6 +114,7 @@ int main(int argc, char** argv) {
   if (*etcd_ca_opt) cluster_config.etcd_ca = cluster_flags.etcd_ca;
   if (*etcd_cert_opt) cluster_config.etcd_cert = cluster_flags.etcd_cert;
   if (*etcd_key_opt) cluster_config.etcd_key = cluster_flags.etcd_key;
+  if (in_process_vms) config.in_process_vms = true;
 
   if (json_logs) {
     spdlog::set_formatter(std::make_unique<JsonLogFormatter>(config.name));
