@@ -30,6 +30,8 @@ class DatastoreLockE2E : public ::testing::Test {
   }
   void TearDown() override {
     cluster_.reset();
+    // VMs that arrived on the shared datastore run in VMMs there, outside the agents' data dirs.
+    (void)cli::KillVmmProcessesUnder(dir_.string());
     fs::remove_all(dir_);
   }
   std::string HostFile(const std::string& name, const fs::path& datastore) {
