@@ -24,28 +24,27 @@ ClusterMember::ClusterMember(EtcdClient& etcd, ClusterMemberOptions options, Clu
 ClusterMember::~ClusterMember() { Leave(); }
 
 HostState ClusterMember::state() const {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   return state_;
 }
 
 std::set<std::string> ClusterMember::lost_hosts() const {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   return lost_hosts_;
 }
 
 bool ClusterMember::WaitForState(HostState s, absl::Duration timeout) const {
-  absl::MutexLock lock(&mu_);
-  auto reached = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return state_ == s; };
-  return mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
+  std::unique_lock lock(mu_);
+  return changed_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] { return state_ == s; });
 }
 
 bool ClusterMember::Stopping() const {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   return stop_;
 }
 
 void ClusterMember::Apply(HostEvent event) {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   auto next = NextHostState(state_, event);
   if (!next.ok()) {
     spdlog::error("ha: cluster={} host={} {}", options_.cluster, options_.host, next.status().ToString());
@@ -55,6 +54,7 @@ void ClusterMember::Apply(HostEvent event) {
                HostStateName(state_), HostStateName(*next), HostEventName(event));
   state_ = *next;
   if (state_ != HostState::kMaster) lost_hosts_.clear();
+  changed_.notify_all();
 }
 
 void ClusterMember::Run() {
@@ -66,9 +66,8 @@ void ClusterMember::Run() {
       case HostState::kMaster: pause = StepMaster(); break;
       case HostState::kLeft: return;
     }
-    absl::MutexLock lock(&mu_);
-    auto stopping = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stop_; };
-    if (mu_.AwaitWithTimeout(absl::Condition(&stopping), pause)) return;
+    std::unique_lock lock(mu_);
+    if (changed_.wait_for(lock, absl::ToChronoNanoseconds(pause), [this] { return stop_; })) return;
   }
 }
 
@@ -153,7 +152,7 @@ void ClusterMember::WatchHosts() {
     auto lease = etcd_.LeaseTimeToLive(record->lease);
     if (lease.ok() && lease->remaining_ttl_s < 0) lost.insert(record->host);  // -1: expired
   }
-  absl::MutexLock lock(&mu_);
+  std::unique_lock lock(mu_);
   for (const auto& h : lost) {
     if (!lost_hosts_.count(h)) {
       spdlog::warn("ha: event=host_network_heartbeat_lost cluster={} host={} master={}", options_.cluster, h,
@@ -168,9 +167,10 @@ void ClusterMember::WatchHosts() {
 
 void ClusterMember::Leave() {
   {
-    absl::MutexLock lock(&mu_);
+    std::unique_lock lock(mu_);
     if (stop_) return;
     stop_ = true;
+    changed_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
   if (state() == HostState::kLeft) return;

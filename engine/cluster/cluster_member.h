@@ -5,7 +5,9 @@
 // deleted (the master left, or its lease expired). The master notices hosts whose lease lapsed.
 // The host's state follows host_state.h.
 
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <set>
 #include <string>
@@ -64,7 +66,10 @@ class ClusterMember {
   int64_t lease_ = 0;
   absl::Time last_keepalive_;
 
-  mutable absl::Mutex mu_;
+  // std::mutex, not absl::Mutex: Debian's abseil is not built with TSan, which then cannot see the
+  // lock and reports every guarded access as a race (scripts/test.sh --tsan).
+  mutable std::mutex mu_;
+  mutable std::condition_variable changed_;  // state_ or stop_ changed
   HostState state_ ABSL_GUARDED_BY(mu_) = HostState::kJoining;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::set<std::string> lost_hosts_ ABSL_GUARDED_BY(mu_);

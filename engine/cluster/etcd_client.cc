@@ -60,7 +60,7 @@ EtcdClient::EtcdClient(EtcdClientOptions options) : options_(std::move(options))
 }
 
 std::shared_ptr<grpc::Channel> EtcdClient::ChannelAt(size_t index) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   if (!channels_[index]) {
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = options_.tls.ca_pem;
@@ -83,7 +83,7 @@ template <typename Call>
 absl::Status EtcdClient::WithRetries(const char* what, Call call) {
   size_t start;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     start = current_;
   }
   absl::Status last;
@@ -94,7 +94,7 @@ absl::Status EtcdClient::WithRetries(const char* what, Call call) {
     grpc::Status s = call(ChannelAt(index), context);
     if (s.ok() || !EndpointFailed(s)) {
       if (i != 0) {
-        absl::MutexLock lock(&mu_);
+        std::lock_guard lock(mu_);
         current_ = index;
       }
       return FromGrpc(s, what, options_.endpoints[index]);
@@ -245,7 +245,7 @@ absl::StatusOr<bool> EtcdClient::WaitForDelete(const std::string& key, int64_t f
   bool deleted = false;
   size_t index;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     index = current_;
   }
   grpc::ClientContext ctx;
@@ -273,7 +273,7 @@ absl::StatusOr<bool> EtcdClient::WaitForDelete(const std::string& key, int64_t f
     return false;
   }
   if (EndpointFailed(s)) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     current_ = (index + 1) % options_.endpoints.size();
   }
   return FromGrpc(s, "watch", options_.endpoints[index]);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -80,7 +81,7 @@ class EtcdClient {
   absl::Status WithRetries(const char* what, Call call);
 
   EtcdClientOptions options_;
-  absl::Mutex mu_;
+  std::mutex mu_;  // not absl::Mutex: Debian's abseil is invisible to TSan
   std::vector<std::shared_ptr<grpc::Channel>> channels_ ABSL_GUARDED_BY(mu_);
   size_t current_ ABSL_GUARDED_BY(mu_) = 0;
 };
