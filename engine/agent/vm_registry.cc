@@ -110,24 +110,15 @@ uint64_t VmRegistry::OutstandingLocked() const {
 }
 
 absl::StatusOr<VmRegistry::Snapshot> VmRegistry::BeginMigrationOut(const std::string& name, const std::string& id) {
-  std::lock_guard lock(mu_);
-  auto it = vms_.find(name);
-  if (it == vms_.end() || !it->second.vm) return absl::NotFoundError(NoSuchVm(name));
-  VmEntry& e = it->second;
-  if (!e.outgoing_migration.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("VM '", name, "' is already migrating (", e.outgoing_migration, ")"));
-  }
-  if (e.stopping) return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is stopping"));
-  if (e.vm->run_state() != VmRunState::kRunning) {
-    return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is ", VmRunStateName(e.vm->run_state()),
-                                                      "; only a running VM can be live-migrated"));
-  }
-  e.outgoing_migration = id;
-  return std::make_shared<const VmEntry>(e);
+  return BeginOut(name, id, VmRunState::kRunning, "; only a running VM can be live-migrated");
 }
 
 absl::StatusOr<VmRegistry::Snapshot> VmRegistry::BeginResolveOut(const std::string& name, const std::string& id) {
+  return BeginOut(name, id, VmRunState::kPaused, ", not paused by an unconfirmed commit");
+}
+
+absl::StatusOr<VmRegistry::Snapshot> VmRegistry::BeginOut(const std::string& name, const std::string& id,
+                                                          VmRunState required, const char* otherwise) {
   std::lock_guard lock(mu_);
   auto it = vms_.find(name);
   if (it == vms_.end() || !it->second.vm) return absl::NotFoundError(NoSuchVm(name));
@@ -137,9 +128,9 @@ absl::StatusOr<VmRegistry::Snapshot> VmRegistry::BeginResolveOut(const std::stri
         absl::StrCat("VM '", name, "' is already migrating (", e.outgoing_migration, ")"));
   }
   if (e.stopping) return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is stopping"));
-  if (e.vm->run_state() != VmRunState::kPaused) {
-    return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is ", VmRunStateName(e.vm->run_state()),
-                                                      ", not paused by an unconfirmed commit"));
+  if (e.vm->run_state() != required) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("VM '", name, "' is ", VmRunStateName(e.vm->run_state()), otherwise));
   }
   e.outgoing_migration = id;
   return std::make_shared<const VmEntry>(e);

@@ -73,6 +73,10 @@ class VmRegistry {
   void EndStop(const std::string& name, bool stopped);
 
  private:
+  // The two begin-out transitions: the VM exists, is not migrating nor stopping, and is in
+  // `required` (else the error says it is in its state followed by `otherwise`).
+  absl::StatusOr<Snapshot> BeginOut(const std::string& name, const std::string& id, VmRunState required,
+                                    const char* otherwise);
   uint64_t OutstandingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable std::mutex mu_;
