@@ -60,6 +60,11 @@ absl::StatusOr<ClusterJoinConfig> LoadClusterJoinConfig(const std::string& path)
           if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": cluster.", parsed.status().message()));
           c.etcd_endpoints = *parsed;
         }
+      } else if (key == "isolation_addresses") {
+        if (!item.second.IsSequence()) {
+          return absl::InvalidArgumentError(absl::StrCat(path, ": cluster.isolation_addresses must be a list of HOST:PORT"));
+        }
+        for (const auto& e : item.second) c.isolation_addresses.push_back(e.as<std::string>());
       } else if (key == "etcd_ca") {
         c.etcd_ca = item.second.as<std::string>();
       } else if (key == "etcd_cert") {

@@ -8,6 +8,7 @@
 //     etcd_ca: /etc/ferry/etcd-ca.crt     # default: the agent's tls.ca
 //     etcd_cert: /etc/ferry/host-a.crt    # default: the agent's tls.cert
 //     etcd_key: /etc/ferry/host-a.key     # default: the agent's tls.key
+//     isolation_addresses: [10.0.0.254:22]  # probed when the lease lapses; default: etcd_endpoints
 
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@ struct ClusterJoinConfig {
   std::string name;  // "": the agent is in no cluster
   std::vector<std::string> etcd_endpoints;
   std::string etcd_ca, etcd_cert, etcd_key;  // file paths
+  std::vector<std::string> isolation_addresses;  // HOST:PORT (isolation.h); empty: etcd_endpoints
 };
 
 // The `cluster:` section of the agent's YAML file; an empty config when there is none. Errors
