@@ -9,11 +9,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <set>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "engine/cluster/cluster_member.h"
 #include "engine/cluster/cluster_store.h"
+#include "engine/cluster/datastore_heartbeat.h"
 #include "engine/cluster/isolation.h"
 #include "tests/cluster/etcd_fixture.h"
 #include "tests/cluster/lock_holding_vms.h"
@@ -222,6 +226,109 @@ TEST(HaIsolation, StateFollowsHeartbeatAndAddresses) {
   EXPECT_EQ(NextIsolationState(false, false), IsolationState::kConnected);
   EXPECT_EQ(NextIsolationState(true, true), IsolationState::kPartitioned);
   EXPECT_EQ(NextIsolationState(true, false), IsolationState::kIsolated);
+}
+
+}  // namespace
+}  // namespace ferry::cluster
+
+namespace ferry::cluster {
+namespace {
+
+// A partition into {host-a} and {host-b, host-c}: b and c lose etcd (their proxies are cut) but
+// still reach each other (each one's isolation address is the other's gateway, which answers) and
+// the datastore, where they keep writing their datastore heartbeats. They are partitioned, not
+// isolated: no response, their VMs keep running under their locks; the master (host-a) sees their
+// network heartbeats lost and, from their moving datastore heartbeats, judges them
+// isolated/partitioned, not failed; no VM can start a second time.
+TEST(HaPartition, TheCutOffGroupKeepsItsVmsAndIsJudgedPartitionedNotFailed) {
+  FERRY_START_ETCD_OR_SKIP(etcd, 1);
+  auto client_a = testing::ClientFor(*etcd, "host-a");
+  ASSERT_TRUE(client_a);
+  ASSERT_TRUE(CreateCluster(*client_a, "c1", FastConfig(IsolationResponse::kPowerOff)).ok());
+  auto a = ClusterMember::Join(*client_a, MemberOptions("host-a"));
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE((*a)->WaitForState(HostState::kMaster, absl::Seconds(10)));
+  char tmpl[] = "/tmp/ferry-ha-part-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string ds = tmpl;
+  const std::string& endpoint = etcd->endpoints()[0];
+  uint32_t port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(endpoint.substr(endpoint.rfind(':') + 1), &port));
+
+  struct Side {
+    std::string name;
+    std::unique_ptr<e2e::TcpProxy> proxy;
+    std::unique_ptr<EtcdClient> client;
+    std::unique_ptr<ClusterMember> member;
+    std::unique_ptr<testing::LockHoldingVms> vms;
+    Gateway gateway;
+    std::unique_ptr<IsolationMonitor> monitor;
+  };
+  std::vector<std::unique_ptr<Side>> group;
+  for (const char* name : {"host-b", "host-c"}) {
+    auto s = std::make_unique<Side>();
+    s->name = name;
+    s->proxy = std::make_unique<e2e::TcpProxy>(static_cast<uint16_t>(port));
+    auto cert = etcd->IssueHostCert(name);
+    ASSERT_TRUE(cert.ok());
+    EtcdClientOptions options = etcd->ClientOptions(*cert);
+    options.endpoints = {"127.0.0.1:" + std::to_string(s->proxy->port())};
+    options.call_timeout = absl::Milliseconds(500);
+    auto client = EtcdClient::Create(options);
+    ASSERT_TRUE(client.ok());
+    s->client = std::move(*client);
+    auto m = ClusterMember::Join(*s->client, MemberOptions(name));
+    ASSERT_TRUE(m.ok());
+    s->member = std::move(*m);
+    ASSERT_TRUE(s->member->WaitForState(HostState::kSlave, absl::Seconds(10)));
+    s->vms = std::make_unique<testing::LockHoldingVms>(name, std::map<std::string, std::string>{{"ds1", ds}});
+    s->vms->Run(std::string("vm-") + name, "ds1", ds);
+    group.push_back(std::move(s));
+  }
+  for (int i = 0; i < 2; ++i) {
+    IsolationOptions o;
+    o.cluster = "c1";
+    o.host = group[i]->name;
+    o.isolation_addresses = {group[1 - i]->gateway.address()};  // the other side of its group
+    o.response = IsolationResponse::kPowerOff;
+    o.check_interval = absl::Milliseconds(200);
+    ClusterMember* member = group[i]->member.get();
+    auto m = IsolationMonitor::Start(o, [member] { return member->state(); }, *group[i]->vms);
+    ASSERT_TRUE(m.ok());
+    group[i]->monitor = std::move(*m);
+  }
+  // Their datastore heartbeats go on through the partition (what each agent's writer does).
+  std::atomic<bool> writing{true};
+  std::thread writer([&] {
+    for (uint64_t seq = 1; writing.load(); ++seq) {
+      for (const auto& s : group) (void)WriteHeartbeat(ds, {"c1", s->name, seq, absl::ToUnixNanos(absl::Now())});
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+  });
+  for (auto& s : group) s->proxy->Cut();
+  for (auto& s : group) {
+    EXPECT_TRUE(s->monitor->WaitForState(IsolationState::kPartitioned, absl::Seconds(20))) << s->name;
+  }
+  for (absl::Time end = absl::Now() + absl::Seconds(10); absl::Now() < end && (*a)->lost_hosts().size() < 2;) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ((*a)->lost_hosts(), (std::set<std::string>{"host-b", "host-c"}));
+  for (auto& s : group) {
+    auto before = ReadHeartbeat(ds, "c1", s->name);
+    absl::SleepFor(absl::Milliseconds(600));
+    EXPECT_EQ(ClassifyLostHost(before, ReadHeartbeat(ds, "c1", s->name)), LostHostVerdict::kIsolatedOrPartitioned)
+        << s->name;
+    EXPECT_EQ(s->monitor->responses_applied(), 0) << s->name;
+    const std::string vm = "vm-" + s->name;
+    EXPECT_TRUE(s->vms->running(vm));
+    EXPECT_EQ(testing::LockHolder(ds + "/" + vm + "/vm.lock"), s->name);
+    auto second = VmLock::Acquire(ds + "/" + vm + "/vm.lock", vm, ThisProcessAsHolder("host-a"));
+    EXPECT_FALSE(second.ok()) << vm << " would run twice";
+  }
+  writing.store(false);
+  writer.join();
+  for (auto& s : group) s->monitor.reset();
+  std::system(("rm -rf " + ds).c_str());
 }
 
 }  // namespace
