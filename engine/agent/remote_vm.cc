@@ -31,6 +31,7 @@ absl::StatusOr<std::unique_ptr<RemoteVm>> RemoteVm::Attach(VmmConnection conn, p
   ASSIGN_OR_RETURN(v1::VmmReply described, vm->Call(Verb(&v1::VmmRequest::set_describe), kQueryTimeoutMs));
   ASSIGN_OR_RETURN(vm->spec_, VmSpecFromProto(described.spec()));
   vm->console_log_path_ = described.console_log_path();
+  vm->lock_path_ = described.lock_path();
   vm->spec_.console_log_path = vm->console_log_path_;
   vm->vmm_pid_ = described.pid();
   vm->throttle_ = described.throttle_percent();
@@ -98,6 +99,13 @@ absl::Status RemoteVm::Stop() {
   if (!reply.ok()) return reply.status();
   run_state_ = VmRunState::kStopped;
   return absl::OkStatus();
+}
+
+absl::Status RemoteVm::ReleaseLock() {
+  return Call(Verb(&v1::VmmRequest::set_release_lock), kOperationTimeoutMs).status();
+}
+absl::Status RemoteVm::TakeLock() {
+  return Call(Verb(&v1::VmmRequest::set_take_lock), kOperationTimeoutMs).status();
 }
 
 absl::Status RemoteVm::EnableDirtyTracking() {

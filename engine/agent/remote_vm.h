@@ -44,6 +44,14 @@ class RemoteVm : public Vm {
   int64_t first_guest_entry_ns() const override;
   GuestHealth health() const override;
 
+  // The VM's datastore lock, held by the VMM process (docs/vmm_process.md "The VM lock"): let go
+  // after a final copy (refused while the VM runs), taken before a resume (refused naming the
+  // holder). A migration's commit and a same-host VMM upgrade pass the lock with these two.
+  absl::Status ReleaseLock();
+  absl::Status TakeLock();
+  // The VM's lock file as the VMM was created with it; "" for a VM without one.
+  const std::string& lock_path() const { return lock_path_; }
+
   // Why the VMM is gone; "" while it serves (or after it stopped as asked).
   std::string failure() const;
   pid_t vmm_pid() const { return vmm_pid_; }
@@ -71,6 +79,7 @@ class RemoteVm : public Vm {
   std::atomic<bool> closing_{false};
   VmSpec spec_;
   std::string console_log_path_;
+  std::string lock_path_;
   std::unique_ptr<GuestMemory> memory_;
   pid_t child_pid_;
   pid_t vmm_pid_ = -1;

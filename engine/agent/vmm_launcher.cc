@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/agent/remote_vm.h"
 #include "engine/base/status.h"
+#include "engine/storage/vm_lock.h"
 #include "engine/vm/vm_spec_proto.h"
 #include "engine/vmm/vmm_client.h"
 
@@ -99,6 +100,10 @@ absl::StatusOr<VmmConnection> WaitForSocket(const std::string& socket, pid_t pid
 
 }  // namespace
 
+std::string DatastoreVmmDirectory(const std::string& vm_dir, const std::string& agent) {
+  return absl::StrCat(vm_dir, "/vmm-", agent);
+}
+
 std::string DefaultVmmBinaryPath() {
   std::error_code ec;
   auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -111,8 +116,14 @@ std::string DefaultVmmBinaryPath() {
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> LaunchVmm(const VmSpec& spec, bool for_restore, const std::string& vm_dir,
-                                              const std::string& vmm_binary) {
+                                              const std::string& vmm_binary, const VmmLockRequest& lock) {
   const std::string socket = vm_dir + "/" + kVmmSocketName;
+  if (!lock.path.empty()) {
+    // A VM another VMM holds (this host's or, on a shared datastore, another's) is refused naming
+    // the holder, before anything touches the socket in its directory.
+    ASSIGN_OR_RETURN(std::optional<VmLockHolder> holder, VmLock::CurrentHolder(lock.path));
+    if (holder && !for_restore) return LockedBy(spec.name, *holder, lock.path);
+  }
   if (auto existing = VmmConnection::Connect(socket, 500); existing.ok()) {
     return absl::AlreadyExistsError(absl::StrCat("a VMM process already serves VM '", spec.name, "' at ", socket));
   }
@@ -127,6 +138,10 @@ absl::StatusOr<std::unique_ptr<Vm>> LaunchVmm(const VmSpec& spec, bool for_resto
   create.mutable_create()->set_mode(for_restore ? v1::VMM_START_MODE_RESTORE : v1::VMM_START_MODE_BOOT);
   create.mutable_create()->set_console_log_path(spec.console_log_path);
   create.mutable_create()->set_image_path(spec.image_path);
+  if (!lock.path.empty()) {
+    create.mutable_create()->mutable_lock()->set_path(lock.path);
+    create.mutable_create()->mutable_lock()->set_agent(lock.agent);
+  }
   if (auto created = conn->Call(create, kCreateTimeoutMs); !created.ok()) {
     KillAndReap(pid, vm_dir);
     return created.status();  // the backend's own error (e.g. no /dev/kvm), as in-process
@@ -140,13 +155,24 @@ absl::StatusOr<std::unique_ptr<Vm>> LaunchVmm(const VmSpec& spec, bool for_resto
   return std::unique_ptr<Vm>(std::move(*vm));
 }
 
-absl::StatusOr<std::unique_ptr<Vm>> CreateAgentVm(const AgentConfig& config, const VmSpec& spec, bool for_restore) {
-  if (config.in_process_vms || spec.console_log_path.empty()) {
+bool RunsInAgentProcess(const AgentConfig& config, const VmSpec& spec) {
+  return config.in_process_vms || spec.console_log_path.empty();
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> CreateAgentVm(const AgentConfig& config, const VmSpec& spec, bool for_restore,
+                                                  const VmmLockRequest& lock) {
+  if (RunsInAgentProcess(config, spec)) {
     return for_restore ? CreateVmForRestore(spec) : CreateVmForBoot(spec);
   }
-  const std::string vm_dir = std::filesystem::path(spec.console_log_path).parent_path().string();
+  std::string vm_dir = std::filesystem::path(spec.console_log_path).parent_path().string();
+  if (!lock.path.empty()) {  // a datastore VM
+    vm_dir = DatastoreVmmDirectory(vm_dir, config.name);
+    std::error_code ec;
+    std::filesystem::create_directories(vm_dir, ec);
+    if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", vm_dir, ": ", ec.message()));
+  }
   return LaunchVmm(spec, for_restore, vm_dir,
-                   config.vmm_binary.empty() ? DefaultVmmBinaryPath() : config.vmm_binary);
+                   config.vmm_binary.empty() ? DefaultVmmBinaryPath() : config.vmm_binary, lock);
 }
 
 }  // namespace ferry

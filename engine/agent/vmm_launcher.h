@@ -16,15 +16,31 @@ inline constexpr char kVmmSocketName[] = "vmm.sock";
 inline constexpr char kVmmPidFileName[] = "vmm.pid";
 inline constexpr char kVmmLogName[] = "vmm.log";
 
+// The datastore lock a VMM process holds for its VM (docs/vmm_process.md "The VM lock"): a boot
+// takes it before the VM is built, a restore only when asked (RemoteVm::TakeLock). Empty path: none.
+struct VmmLockRequest {
+  std::string path;   // the VM directory's vm.lock
+  std::string agent;  // named in the holder record
+};
+
+// Where the VMM of a VM on a datastore keeps its socket, pid file and log: a subdirectory of the VM's
+// directory named for the agent (`<ds>/<vm>/vmm-<agent>/`), so hosts sharing the datastore never
+// touch each other's sockets (a unix socket on a shared file system reaches only its own host).
+std::string DatastoreVmmDirectory(const std::string& vm_dir, const std::string& agent);
+
 // Where ferry-vmm is: beside this executable, else $FERRY_BIN_DIR.
 std::string DefaultVmmBinaryPath();
 
 // Spawns ferry-vmm for `spec` in `vm_dir` and builds its VM for boot or for restore.
 absl::StatusOr<std::unique_ptr<Vm>> LaunchVmm(const VmSpec& spec, bool for_restore, const std::string& vm_dir,
-                                              const std::string& vmm_binary);
+                                              const std::string& vmm_binary, const VmmLockRequest& lock = {});
 
 // The agent's way to make a VM: in a VMM process, unless the configuration keeps VMs in-process
-// or the VM has no directory (an agent without data_dir).
-absl::StatusOr<std::unique_ptr<Vm>> CreateAgentVm(const AgentConfig& config, const VmSpec& spec, bool for_restore);
+// or the VM has no directory (an agent without data_dir). `lock` goes to the VMM; a VM kept
+// in-process ignores it (its lock, if any, is the agent's to hold: VmOwnership).
+absl::StatusOr<std::unique_ptr<Vm>> CreateAgentVm(const AgentConfig& config, const VmSpec& spec, bool for_restore,
+                                                  const VmmLockRequest& lock = {});
+// Whether CreateAgentVm runs `spec` in this agent's own process.
+bool RunsInAgentProcess(const AgentConfig& config, const VmSpec& spec);
 
 }  // namespace ferry

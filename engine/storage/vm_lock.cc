@@ -76,6 +76,11 @@ std::string DescribeHolder(const VmLockHolder& h) {
                       boot.empty() ? "" : absl::StrCat(", boot ", boot), ") since ", since);
 }
 
+absl::Status LockedBy(const std::string& vm_name, const VmLockHolder& holder, const std::string& lock_path) {
+  return absl::FailedPreconditionError(absl::StrCat("vm ", vm_name, " is locked by ", DescribeHolder(holder),
+                                                    "; it is running there (", lock_path, ")"));
+}
+
 VmLockHolder ThisProcessAsHolder(const std::string& agent) {
   return VmLockHolder{agent, static_cast<int64_t>(getpid()), MonotonicClockId(),
                       static_cast<int64_t>(time(nullptr))};
@@ -97,8 +102,7 @@ absl::StatusOr<VmLock> VmLock::Acquire(const std::string& lock_path, const std::
     if (err != EAGAIN && err != EACCES) return ErrnoError(absl::StrCat("cannot lock ", lock_path), err);
     auto text = ReadRecord(fd.get(), lock_path);
     VmLockHolder holder = text.ok() ? ParseRecord(*text) : VmLockHolder{};
-    return absl::FailedPreconditionError(absl::StrCat("vm ", vm_name, " is locked by ", DescribeHolder(holder),
-                                                      "; it is running there (", lock_path, ")"));
+    return LockedBy(vm_name, holder, lock_path);
   }
   // Ours now: replace whatever stale record an earlier holder left.
   const std::string record = FormatRecord(me);

@@ -5,8 +5,8 @@
 // the VM. Release = close (or the holder's process dying). A record in a file nobody holds locked
 // is stale and names no one. NFS honours OFD locks, so this works across hosts sharing a datastore.
 //
-// Any process can use VmLock: today ferry-agent takes it when it starts a VM; a per-VM VMM process
-// takes it itself.
+// Any process can use VmLock: the per-VM VMM process takes it itself (engine/vmm); ferry-agent
+// takes it only for VMs it runs in its own process (--in-process-vms).
 
 #include <cstdint>
 #include <optional>
@@ -29,6 +29,9 @@ struct VmLockHolder {
 
 // "agent host-a (pid 1234, boot 5f1c...) since 2026-12-03 03:20:11 UTC"
 std::string DescribeHolder(const VmLockHolder& h);
+// The refusal of a start while `holder` holds `lock_path`: "vm web1 is locked by agent host-a
+// (pid 1234, ...) since ...; it is running there (/ds/web1/vm.lock)".
+absl::Status LockedBy(const std::string& vm_name, const VmLockHolder& holder, const std::string& lock_path);
 
 class VmLock {
  public:

@@ -42,8 +42,16 @@ absl::Status VmmDispatcher::Create(const v1::VmmCreate& create) {
   ASSIGN_OR_RETURN(VmSpec spec, VmSpecFromProto(create.spec()));
   spec.console_log_path = create.console_log_path();
   spec.image_path = create.image_path();
+  if (create.has_lock()) {
+    RETURN_IF_ERROR(lock_.Configure(create.lock(), spec.name));
+    // A boot runs the VM: the lock first, so a VM another holder runs is never built here.
+    if (create.mode() == v1::VMM_START_MODE_BOOT) RETURN_IF_ERROR(lock_.Take());
+  }
   auto vm = create.mode() == v1::VMM_START_MODE_BOOT ? CreateVmForBoot(spec) : CreateVmForRestore(spec);
-  if (!vm.ok()) return vm.status();
+  if (!vm.ok()) {
+    lock_.Release();
+    return vm.status();
+  }
   vm_ = std::move(*vm);
   console_log_path_ = spec.console_log_path;
   spdlog::info("event=vmm_vm_created vm={} mode={} memory_mib={}", spec.name,
@@ -59,6 +67,8 @@ void VmmDispatcher::Describe(v1::VmmReply& reply) const {
   reply.set_console_log_path(console_log_path_);
   reply.set_pid(static_cast<int32_t>(getpid()));
   reply.set_memory_bytes(vm_->memory().size());
+  reply.set_lock_path(lock_.path());
+  reply.set_lock_held(lock_.held());
 }
 
 absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply& reply, int* pass_fd) {
@@ -80,15 +90,30 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       *pass_fd = vm_->memory().fd();
       return absl::OkStatus();
     case v1::VmmRequest::kStart: {
+      RETURN_IF_ERROR(lock_.RequireHeldToRun());
       absl::Status st = vm_->Start();
       if (st.ok()) ever_started_ = true;
       return st;
     }
     case v1::VmmRequest::kPause: return vm_->Pause();
-    case v1::VmmRequest::kResume: return vm_->Resume();
-    case v1::VmmRequest::kStop:
+    case v1::VmmRequest::kResume:
+      RETURN_IF_ERROR(lock_.RequireHeldToRun());
+      return vm_->Resume();
+    case v1::VmmRequest::kStop: {
       stop_requested_ = true;
-      return vm_->Stop();
+      absl::Status st = vm_->Stop();
+      lock_.Release();  // before the reply: whoever the agent lets take it next finds it free
+      return st;
+    }
+    case v1::VmmRequest::kReleaseLock:
+      if (vm_->run_state() == VmRunState::kRunning) {
+        return absl::FailedPreconditionError("release_lock: the VM is running (pause it first)");
+      }
+      lock_.Release();
+      return absl::OkStatus();
+    case v1::VmmRequest::kTakeLock:
+      if (!lock_.configured()) return absl::FailedPreconditionError("take_lock: this VM has no lock file");
+      return lock_.Take();
     case v1::VmmRequest::kEnableDirtyTracking: return vm_->EnableDirtyTracking();
     case v1::VmmRequest::kDisableDirtyTracking: return vm_->DisableDirtyTracking();
     case v1::VmmRequest::kCollectDirty: {

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "engine/vm/vm.h"
+#include "engine/vmm/vmm_lock_keeper.h"
 #include "proto/ferry/v1/vmm.pb.h"
 
 namespace ferry {
@@ -30,6 +31,7 @@ class VmmDispatcher {
   std::string console_log_path_;
   bool ever_started_ = false;
   bool stop_requested_ = false;
+  VmmLockKeeper lock_;  // the VM's datastore lock, held by this process
 };
 
 }  // namespace ferry
