@@ -72,6 +72,23 @@ void GuestMemory::MarkPopulatedPages(DirtyBitmap& out) const {
   }
 }
 
+absl::Status GuestMemory::WriteThroughFile(uint64_t first_page, const uint8_t* src, uint64_t bytes) {
+  if (first_page > num_pages() || bytes % kPageSize != 0 || (bytes >> kPageShift) > num_pages() - first_page) {
+    return absl::OutOfRangeError(absl::StrCat("write of ", bytes, " bytes at page ", first_page,
+                                              " lies outside guest memory (", num_pages(), " pages)"));
+  }
+  uint64_t off = first_page << kPageShift;
+  while (bytes > 0) {
+    ssize_t n = pwrite(fd_.get(), src, bytes, static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return ErrnoError(absl::StrCat("writing guest memory at page ", off >> kPageShift), n < 0 ? errno : EIO);
+    src += n;
+    off += static_cast<uint64_t>(n);
+    bytes -= static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
 GuestMemory::~GuestMemory() { munmap(base_, size_); }
 
 void GuestMemory::Prefault(const std::atomic<bool>* stop) {

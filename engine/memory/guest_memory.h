@@ -38,6 +38,12 @@ class GuestMemory {
   // 16 MiB steps and returns early once `stop` is set (a migration must not wait for it).
   void Prefault(const std::atomic<bool>* stop = nullptr);
 
+  // Copies `bytes` (whole pages) from `src` into guest memory at `first_page` through the memfd
+  // (pwrite), not through the mapping: for pages nobody has touched yet the page cache allocates
+  // them without a page fault each (about half the cost per page on the hosts measured,
+  // docs/performance.md). Pages already mapped are written just as correctly, only not faster.
+  absl::Status WriteThroughFile(uint64_t first_page, const uint8_t* src, uint64_t bytes);
+
   // Sets in `out` every page that may hold data; the others are holes of the memfd, zero
   // without being read (reading a shmem hole would allocate it). Falls back to all pages.
   void MarkPopulatedPages(DirtyBitmap& out) const;

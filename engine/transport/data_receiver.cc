@@ -221,11 +221,17 @@ absl::Status IncomingSession::ReceiveLoop(Conn& c) {
       data.push_back(iovec{mem_.page(r.first_page), uint64_t{r.count} * kPageSize});
     }
     size_t data_bytes = size_t{h.data_pages} * kPageSize;
+    // Round 1 sends each page once, into memory nobody has touched: written through the memfd,
+    // the page cache allocates those pages without a page fault each (docs/data_path.md).
+    // Later rounds mostly rewrite pages round 1 mapped: straight into guest memory.
+    const bool through_file = round == 1 && options_.fresh_pages_through_file;
     if (data_bytes > 0) {
+      if (c.record.size() < kSealOverheadBytes + data_bytes) {
+        c.record.resize(kSealOverheadBytes + size_t{kMaxDataPagesPerFrame} * kPageSize);
+      }
       if (c.opener) {
         // The data record's length must be exactly what the authenticated table announced.
         size_t want = kSealOverheadBytes + data_bytes;
-        if (c.record.size() < want) c.record.resize(kSealOverheadBytes + size_t{kMaxDataPagesPerFrame} * kPageSize);
         iovec head{c.record.data(), kSealHeaderBytes};
         RETURN_IF_ERROR(c.io->RecvAll(&head, 1, kSealHeaderBytes, false, true).status());
         ASSIGN_OR_RETURN(size_t size, SealedRecordSize(c.record.data(), kSealHeaderBytes));
@@ -234,7 +240,17 @@ absl::Status IncomingSession::ReceiveLoop(Conn& c) {
         }
         iovec rest{c.record.data() + kSealHeaderBytes, want - kSealHeaderBytes};
         RETURN_IF_ERROR(c.io->RecvAll(&rest, 1, rest.iov_len, false, true).status());
-        RETURN_IF_ERROR(c.opener->OpenScatter(c.record.data(), want, data.data(), data.size()));
+        if (through_file) {
+          ASSIGN_OR_RETURN(size_t plain, c.opener->OpenInPlace(c.record.data(), want));
+          if (plain != data_bytes) return absl::DataLossError(absl::StrCat("frame ", h.index, " data record opened short"));
+          RETURN_IF_ERROR(WriteRunsThroughFile(runs, c.record.data() + kSealHeaderBytes));
+        } else {
+          RETURN_IF_ERROR(c.opener->OpenScatter(c.record.data(), want, data.data(), data.size()));
+        }
+      } else if (through_file) {
+        iovec bounce{c.record.data(), data_bytes};
+        RETURN_IF_ERROR(c.io->RecvAll(&bounce, 1, data_bytes, false, true).status());
+        RETURN_IF_ERROR(WriteRunsThroughFile(runs, c.record.data()));
       } else {
         RETURN_IF_ERROR(c.io->RecvAll(data.data(), data.size(), data_bytes, false, true).status());
       }
@@ -243,6 +259,17 @@ absl::Status IncomingSession::ReceiveLoop(Conn& c) {
     std::lock_guard<std::mutex> lock(mu_);
     ++progress_;
   }
+}
+
+// `data` holds the data runs' pages back to back, in the order of `runs`.
+absl::Status IncomingSession::WriteRunsThroughFile(const std::vector<WireRun>& runs, const uint8_t* data) {
+  for (const WireRun& r : runs) {
+    if (r.zero()) continue;
+    const uint64_t bytes = uint64_t{r.count} * kPageSize;
+    RETURN_IF_ERROR(mem_.WriteThroughFile(r.first_page, data, bytes));
+    data += bytes;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status IncomingSession::WaitRoundComplete(uint32_t round, int64_t timeout_ms) {

@@ -1,8 +1,9 @@
 #pragma once
 // The destination's side of one migration's data connections: a thread per connection receives
-// frames straight into guest memory (plaintext) or opens sealed records straight into it, and
-// enforces the ordering rule: a connection that reaches the end of round N waits until every
-// connection has, before it applies anything of round N+1 (docs/wire_protocol.md "Ordering").
+// frames into guest memory (plaintext) or opens sealed records into it (round 1 through the
+// memfd, later rounds straight into the mapping), and enforces the ordering rule: a connection
+// that reaches the end of round N waits until every connection has, before it applies anything of
+// round N+1 (docs/wire_protocol.md "Ordering").
 
 #include <atomic>
 #include <condition_variable>
@@ -18,6 +19,7 @@
 #include "engine/memory/guest_memory.h"
 #include "engine/migration/page_sender.h"
 #include "engine/transport/data_handshake.h"
+#include "engine/transport/data_wire.h"
 
 namespace ferry {
 
@@ -27,6 +29,10 @@ struct IncomingOptions {
   uint32_t connections = 1;
   bool encrypted = true;
   int64_t stall_timeout_ms = 30000;  // a frame that started must finish within this
+  // Round 1's pages land in memory nobody touched yet: write them through the memfd (the page
+  // cache allocates them without a page fault each) instead of through the mapping. Off: every
+  // round writes through the mapping (tests compare the two).
+  bool fresh_pages_through_file = true;
   // Called once, from a connection thread, when the data path fails (the agent answers the source).
   std::function<void(const absl::Status&)> on_error;
   // Test seams (never set in production): run before a connection applies a batch (e.g. to delay
@@ -56,6 +62,7 @@ class IncomingSession : public IncomingPages {
   void Receive(Conn& c);
   absl::Status ReceiveLoop(Conn& c);
   absl::Status ReadTable(Conn& c, uint8_t* table, size_t& table_bytes, bool& eof);
+  absl::Status WriteRunsThroughFile(const std::vector<WireRun>& runs, const uint8_t* data);
   void Fail(const absl::Status& st);
   void RoundDone(Conn& c, uint32_t round);
 

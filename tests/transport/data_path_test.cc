@@ -239,6 +239,7 @@ struct PathCase {
   bool encrypted;
   bool zero_copy;
   bool assume_no_zero_copy;
+  bool round1_through_mapping = false;  // IncomingOptions::fresh_pages_through_file off
 };
 
 class DataPathDeliveryTest : public ::testing::TestWithParam<PathCase> {};
@@ -262,6 +263,7 @@ TEST_P(DataPathDeliveryTest, ThreeRoundsArriveByteForByte) {
   auto listener = StartListener();
   IncomingOptions in = Incoming(pc.connections, pc.encrypted);
   in.on_error = errors.Callback();
+  in.fresh_pages_through_file = !pc.round1_through_mapping;
   auto session = listener->Expect(in, *dst);
   DataSenderOptions out = Outgoing(pc.connections, pc.encrypted);
   out.zero_copy = pc.zero_copy;
@@ -322,6 +324,11 @@ TEST_P(DataPathDeliveryTest, ThreeRoundsArriveByteForByte) {
   DirtyBitmap after(kPages);
   src->MarkPopulatedPages(after);
   EXPECT_EQ(after.Count(), data + zeros);
+  // The destination holds exactly round 1's data pages: zero pages and holes allocate nothing,
+  // whichever way the pages were written.
+  DirtyBitmap landed(kPages);
+  dst->MarkPopulatedPages(landed);
+  EXPECT_EQ(landed.Count(), data);
 
   // Round 2: new data, data turned to zero, holes filled, a hole written with zeros.
   DirtyBitmap d2(kPages);
@@ -387,7 +394,10 @@ INSTANTIATE_TEST_SUITE_P(
                       PathCase{"ZeroCopy1", 1, false, true, false}, PathCase{"ZeroCopy4", 4, false, true, false},
                       PathCase{"ZeroCopyFallback2", 2, false, true, true},
                       // zero_copy is plaintext only: asking for it sealed copies.
-                      PathCase{"ZeroCopySealed2", 2, true, true, false}),
+                      PathCase{"ZeroCopySealed2", 2, true, true, false},
+                      // round 1 received straight into the mapping, as later rounds are
+                      PathCase{"Plain2Mapped", 2, false, false, false, true},
+                      PathCase{"Sealed2Mapped", 2, true, false, false, true}),
     [](const ::testing::TestParamInfo<PathCase>& i) { return std::string(i.param.name); });
 
 // --- connections that do not belong ---------------------------------------------------------
