@@ -12,6 +12,7 @@
 #include "engine/host/cpu_model.h"
 #include "engine/agent/vm_announce.h"
 #include "engine/agent/vm_directory.h"
+#include "engine/agent/storage_migration_out.h"
 #include "engine/agent/vmm_launcher.h"
 #include "engine/base/error_text.h"
 #include "engine/base/status.h"
@@ -184,7 +185,8 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
     pe.set_phase(v1::MIGRATION_PHASE_PRECHECK);
     auto findings = PrecheckMigration(ctx_.config, vm.spec(), *grpc_channel,
                                       {[&vm] { return SampleDirtyRate(vm); }, &ctx_.links, req->destination(),
-                                       req->options()});
+                                       req->options()},
+                                      {req->to_datastore()});
     if (findings.ok()) ctx_.observer->OnPrecheckFindings(*findings);
     if (!findings.ok() || HasErrors(*findings)) {
       ctx_.vms.EndMigrationOut(req->vm_name(), false);
@@ -222,6 +224,17 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
   config.wrap_page_sender = ctx_.wrap_page_sender;
   if (absl::Status st = PrepareLockHandover(ctx_.ownership, req->vm_name(), ctx_.config.name, config); !st.ok()) {
     return end_before_engine(v1::MIGRATION_PHASE_FAILED, st);
+  }
+  if (!req->to_datastore().empty()) {
+    // A storage migration: no lock handover (the source keeps its own directory's lock until the
+    // directory is removed after the commit); the disks are copied instead.
+    config.home.reset();
+    config.release_ownership = nullptr;
+    config.retake_ownership = nullptr;
+    if (absl::Status st = PrepareStorageMigration(ctx_.ownership, req->vm_name(), req->to_datastore(), vm, config);
+        !st.ok()) {
+      return end_before_engine(v1::MIGRATION_PHASE_FAILED, st);
+    }
   }
   // A commit whose answer was lost: the destination is asked again over a fresh connection.
   config.ask_destination_runs_vm = [this, destination = req->destination(),
@@ -281,6 +294,12 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
                                       ExpectedPeerName(req->destination(), req->destination_name())});
   }
   ctx_.vms.EndMigrationOut(req->vm_name(), left);
+  if (left && !req->to_datastore().empty()) {
+    // The destination confirmed: the VM runs from its new directory there; this one goes.
+    if (absl::Status st = RemoveSourceDirectory(ctx_.ownership, req->vm_name(), ctx_.config.name); !st.ok()) {
+      result.stats.add_warnings(absl::StrCat("storage migration: the source's directory was not removed: ", st.message()));
+    }
+  }
   if (left) ctx_.ownership.Release(req->vm_name());  // its lock went at commit; the destination holds it
   if (left) ctx_.links.Record(req->destination(), req->options(), result.stats);
 

@@ -40,6 +40,7 @@ void MigrationReceiver::Discard() {
     data_path_->Close();  // no page lands in memory that is about to be freed
     data_path_.reset();
   }
+  disks_.reset();  // the caller removes the half-copied directory
   if (vm_) {
     (void)vm_->Stop();
     vm_.reset();  // frees guest memory
@@ -67,6 +68,7 @@ std::optional<v1::PeerReply> MigrationReceiver::Handle(const v1::PeerMessage& ms
   switch (msg.body_case()) {
     case v1::PeerMessage::kStart: return OnStart(msg.start());
     case v1::PeerMessage::kMemory: return OnMemory(msg.memory());
+    case v1::PeerMessage::kDiskBlocks: return OnDiskBlocks(msg.disk_blocks());
     case v1::PeerMessage::kDeviceState: return OnDeviceState(msg.device_state());
     case v1::PeerMessage::kCommit: return OnCommit();
     case v1::PeerMessage::kAbort:
@@ -110,6 +112,10 @@ std::optional<v1::PeerReply> MigrationReceiver::OnStart(const v1::StartMigration
       return Fail(v1::PEER_ERROR_CODE_RESOURCE, "this agent has no data port; use --transport grpc");
     }
   }
+  if (s.has_storage() && s.protocol_version() < kStorageMigrationProtocolVersion) {
+    return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
+                absl::StrCat("a storage migration needs protocol version ", kStorageMigrationProtocolVersion));
+  }
   auto spec = VmSpecFromProto(s.spec());
   if (!spec.ok()) return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE, std::string(spec.status().message()));
   auto vm = hooks_.create_vm(*spec);
@@ -118,6 +124,15 @@ std::optional<v1::PeerReply> MigrationReceiver::OnStart(const v1::StartMigration
     return Fail(code, std::string(vm.status().message()));
   }
   vm_ = std::move(*vm);
+  if (s.has_storage()) {
+    // create_vm made the VM's new directory and pointed its disks there.
+    std::vector<uint64_t> sizes(s.storage().disk_bytes().begin(), s.storage().disk_bytes().end());
+    auto disks = DiskCopyReceiver::Open(vm_->spec(), sizes);
+    if (!disks.ok()) {
+      return Fail(v1::PEER_ERROR_CODE_RESOURCE, absl::StrCat("cannot receive the disks: ", disks.status().message()));
+    }
+    disks_ = std::move(*disks);
+  }
   v1::PeerReply r;
   if (s.has_data_path()) {
     auto dp = hooks_.open_data_path(s, vm_->memory());
@@ -151,6 +166,20 @@ std::optional<v1::PeerReply> MigrationReceiver::OnMemory(const v1::MemoryBatch& 
   absl::Status st = ApplyMemoryBatch(b, vm_->memory(), &counters_);
   if (absl::IsOutOfRange(st)) return Fail(v1::PEER_ERROR_CODE_OUT_OF_RANGE, std::string(st.message()));
   if (!st.ok()) return Fail(v1::PEER_ERROR_CODE_LENGTH_MISMATCH, std::string(st.message()));
+  state_ = State::kReceiving;
+  return std::nullopt;
+}
+
+std::optional<v1::PeerReply> MigrationReceiver::OnDiskBlocks(const v1::DiskBlocks& b) {
+  if (state_ != State::kStarted && state_ != State::kReceiving) {
+    return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
+                absl::StrCat("disk blocks in state ", ReceiverStateName(state_), " (expected after start)"));
+  }
+  if (!disks_) return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE, "disk blocks, but the start named no storage migration");
+  absl::Status st = disks_->Apply(b);
+  if (absl::IsOutOfRange(st)) return Fail(v1::PEER_ERROR_CODE_OUT_OF_RANGE, std::string(st.message()));
+  if (absl::IsInvalidArgument(st)) return Fail(v1::PEER_ERROR_CODE_LENGTH_MISMATCH, std::string(st.message()));
+  if (!st.ok()) return Fail(v1::PEER_ERROR_CODE_RESOURCE, absl::StrCat("cannot write disk blocks: ", st.message()));
   state_ = State::kReceiving;
   return std::nullopt;
 }
@@ -194,7 +223,7 @@ std::optional<v1::PeerReply> MigrationReceiver::OnCommit() {
     return Fail(v1::PEER_ERROR_CODE_BAD_MESSAGE,
                 absl::StrCat("commit in state ", ReceiverStateName(state_), " (expected after device state)"));
   }
-  if (hooks_.take_ownership && start_.has_home()) {
+  if (hooks_.take_ownership && (start_.has_home() || start_.has_storage())) {
     if (absl::Status owned = hooks_.take_ownership(start_); !owned.ok()) {
       return Fail(v1::PEER_ERROR_CODE_STATE, absl::StrCat("cannot take the VM's lock: ", owned.message()));
     }

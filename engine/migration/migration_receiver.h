@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "engine/migration/disk_copy.h"
 #include "engine/migration/page_batches.h"
 #include "engine/migration/page_sender.h"
 #include "engine/vm/vm.h"
@@ -63,6 +64,7 @@ class MigrationReceiver {
   v1::PeerReply Fail(v1::PeerErrorCode code, const std::string& message);
   std::optional<v1::PeerReply> OnStart(const v1::StartMigration& s);
   std::optional<v1::PeerReply> OnMemory(const v1::MemoryBatch& b);
+  std::optional<v1::PeerReply> OnDiskBlocks(const v1::DiskBlocks& b);
   std::optional<v1::PeerReply> OnDeviceState(const v1::DeviceStateMessage& d);
   std::optional<v1::PeerReply> OnCommit();
   void Discard();
@@ -72,6 +74,7 @@ class MigrationReceiver {
   v1::StartMigration start_;
   std::unique_ptr<Vm> vm_;
   std::unique_ptr<IncomingPages> data_path_;
+  std::unique_ptr<DiskCopyReceiver> disks_;  // a storage migration: the VM's new disk files
   BatchCounters counters_;
   // Pre-faults the new VM's memory while the first rounds arrive (writes race benignly with
   // it: populating a page does not change its content).

@@ -112,6 +112,7 @@ absl::Status PrecopySource::TryCancel() {
   }
   cancel_.store(true);
   if (PageSender* s = sender_.load()) s->Cancel();
+  if (DiskCopySource* d = disk_copy_ptr_.load()) d->Cancel();
   // Waiting on the destination (its started or state_loaded): break the link so the wait ends
   // now; the destination discards its copy when the stream breaks.
   if (state_ == SourceState::kStarting || state_ == SourceState::kStopAndCopy) channel_.Abort();
@@ -209,6 +210,14 @@ absl::Status PrecopySource::Start() {
   start->set_source_boot_id(config_.boot_id);
   if (config_.data_path) *start->mutable_data_path() = *config_.data_path;
   if (config_.home) *start->mutable_home() = *config_.home;
+  if (!config_.storage_datastore.empty()) {
+    if (!config_.disk_write_log) return absl::InternalError("a storage migration without the disks' write log");
+    ASSIGN_OR_RETURN(disk_copy_, DiskCopySource::Open(vm_.spec(), config_.disk_write_log));
+    disk_copy_ptr_.store(disk_copy_.get());
+    if (cancelled()) disk_copy_->Cancel();
+    start->mutable_storage()->set_datastore(config_.storage_datastore);
+    for (uint64_t b : disk_copy_->disk_bytes()) start->mutable_storage()->add_disk_bytes(b);
+  }
   RETURN_IF_ERROR(channel_.Send(msg));
   v1::PeerReply reply;
   {
@@ -325,6 +334,25 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
   return absl::OkStatus();
 }
 
+absl::Status PrecopySource::SendDiskBlocks(uint32_t round, bool final) {
+  DiskCopyCounters c;
+  absl::Status st = round == 1 ? disk_copy_->SendBulk(channel_, c) : disk_copy_->SendPending(channel_, round, final, c);
+  if (!st.ok() && !absl::IsCancelled(st)) {
+    std::string why = DestinationReason();
+    if (!why.empty()) return absl::AbortedError(absl::StrCat("destination refused: ", why, " (here: ", st.message(), ")"));
+    return absl::Status(st.code(), absl::StrCat("lost the destination while copying disk blocks (round ", round,
+                                                "): ", st.message()));
+  }
+  RETURN_IF_ERROR(st);
+  if (cancelled()) return absl::CancelledError("migration cancelled by request");
+  stats_.set_bytes_transferred(stats_.bytes_transferred() + c.wire_bytes);
+  stats_.set_disk_blocks_sent(stats_.disk_blocks_sent() + c.blocks);
+  stats_.set_disk_bytes(stats_.disk_bytes() + c.data_bytes);
+  if (round > 1) stats_.set_disk_rounds(stats_.disk_rounds() + 1);
+  if (final) stats_.set_disk_final_blocks(c.blocks);
+  return absl::OkStatus();
+}
+
 absl::Status PrecopySource::Precopy(bool& force) {
   RETURN_IF_ERROR(vm_.EnableDirtyTracking());
   dirty_tracking_on_ = true;
@@ -337,6 +365,13 @@ absl::Status PrecopySource::Precopy(bool& force) {
   DirtyBitmap scratch(num_pages);
   RETURN_IF_ERROR(vm_.CollectDirtyPages(scratch));
   remaining_bytes_ = vm_.memory().size();
+  if (disk_copy_) {
+    // The disks' bulk copy first, while the guest runs; what it writes meanwhile is in the log.
+    Emit(v1::MIGRATION_PHASE_PRECOPY, "copying the disks");
+    int64_t t0 = MonotonicNanos();
+    RETURN_IF_ERROR(SendDiskBlocks(1, /*final=*/false));
+    stats_.set_disk_bulk_ms(NanosToMillis(MonotonicNanos() - t0));
+  }
   for (round_ = 1;; ++round_) {
     Emit(v1::MIGRATION_PHASE_PRECOPY, absl::StrFormat("round %u: %u pages", round_, pages.Count()));
     int64_t round_start = MonotonicNanos();
@@ -347,13 +382,17 @@ absl::Status PrecopySource::Precopy(bool& force) {
       populated = DirtyBitmap(num_pages);
       vm_.memory().MarkPopulatedPages(populated);
     }
+    // Disk blocks written since the last collection go first (round 1: since the bulk copy).
+    if (disk_copy_) RETURN_IF_ERROR(SendDiskBlocks(round_ + 1, /*final=*/false));
     RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/false, round_ == 1 ? &populated : nullptr));
     if (round_ == 1) round1_sent_bytes_ = vm_.memory().size();
     if (cancelled()) return absl::CancelledError("migration cancelled by request");
     pages.ClearAll();
     RETURN_IF_ERROR(vm_.CollectDirtyPages(pages));
+    if (disk_copy_) RETURN_IF_ERROR(disk_copy_->CollectWrites());
     double round_s = static_cast<double>(MonotonicNanos() - round_start) / 1e9;
-    uint64_t dirty = pages.Count();
+    // Dirty disk blocks count like dirty pages: both must move inside the pause.
+    uint64_t dirty = pages.Count() + (disk_copy_ ? disk_copy_->pending_blocks() : 0);
     last_dirty_rate_mibps_ = round_s > 0 ? static_cast<double>(dirty * kPageSize) / round_s / 1048576.0 : 0;
     remaining_bytes_ = dirty * kPageSize;
     uint64_t state_estimate = stats_.state_bytes() > 0 ? stats_.state_bytes() : kDeviceStateEstimateBytes;
@@ -421,6 +460,15 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
   RETURN_IF_ERROR(vm_.CollectDirtyPages(pages));
   int64_t t_log = MonotonicNanos();
   pause.set_dirty_log_ms(NanosToMillis(t_log - t_paused));
+  if (disk_copy_) {
+    // Pause quiesced the disks: every write is in the log. The last blocks go before the final
+    // pages and the device state, on the stream that then carries the state.
+    RETURN_IF_ERROR(disk_copy_->CollectWrites());
+    RETURN_IF_ERROR(SendDiskBlocks(round_ + 1, /*final=*/true));
+    const int64_t t_disk = MonotonicNanos();
+    pause.set_final_disk_ms(NanosToMillis(t_disk - t_log));
+    t_log = t_disk;
+  }
   remaining_bytes_ = pages.Count() * kPageSize;
   v1::RoundStats rs;
   RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/true));

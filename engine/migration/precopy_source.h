@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "engine/migration/auto_converge.h"
 #include "engine/migration/convergence.h"
+#include "engine/migration/disk_copy.h"
 #include "engine/migration/migration_channel.h"
 #include "engine/migration/page_sender.h"
 #include "engine/migration/watchdog.h"
@@ -60,6 +61,12 @@ struct SourceConfig {
   std::optional<v1::VmHome> home;
   std::function<void()> release_ownership;
   std::function<absl::Status()> retake_ownership;
+  // A storage migration ("change both host and datastore", docs/storage_migration.md): the VM's
+  // file disks are copied to the destination's datastore `storage_datastore` (its name there)
+  // while the guest runs, with the write log `disk_write_log` iterated like the dirty log; the
+  // last dirty blocks move inside stop-and-copy. Empty: the disks stay where they are.
+  std::string storage_datastore;
+  DiskWriteLog disk_write_log;
 };
 
 inline constexpr uint32_t kDefaultMaxPauseMs = 5000;
@@ -117,6 +124,8 @@ class PrecopySource {
   absl::Status SendPages(const DirtyBitmap& pages, uint32_t round, v1::RoundStats& rs, bool final_round,
                          const DirtyBitmap* populated = nullptr);
   absl::Status OpenPageSender(const v1::Started& started);
+  // Storage migration: sends the disks' pending blocks as `round` and adds them to the statistics.
+  absl::Status SendDiskBlocks(uint32_t round, bool final);
   std::string DestinationReason();
   absl::Status ExpectReply(v1::PeerReply::BodyCase want, v1::PeerReply& reply);
   void Emit(v1::MigrationPhase phase, const std::string& message);
@@ -148,6 +157,8 @@ class PrecopySource {
   MigrationChannel& channel_;
   std::unique_ptr<PageSender> page_sender_;
   std::atomic<PageSender*> sender_{nullptr};  // for Cancel from another thread
+  std::unique_ptr<DiskCopySource> disk_copy_;  // a storage migration's disks
+  std::atomic<DiskCopySource*> disk_copy_ptr_{nullptr};  // for Cancel from another thread
   SourceConfig config_;
   ConvergenceOptions convergence_;
   SwitchoverPlanner planner_;

@@ -5,9 +5,11 @@
 
 namespace ferry {
 
-// Major protocol version. Version 2 adds data connections (StartMigration.data_path); a
-// destination still serves version 1 sources (pages on the stream) and refuses anything else.
-inline constexpr uint32_t kProtocolVersion = 2;
+// Major protocol version. Version 2 adds data connections (StartMigration.data_path); version 3
+// storage migration (StartMigration.storage, DiskBlocks on the stream). A destination still serves
+// version 1 and 2 sources and refuses anything else.
+inline constexpr uint32_t kProtocolVersion = 3;
+inline constexpr uint32_t kStorageMigrationProtocolVersion = 3;
 inline constexpr uint32_t kOldestProtocolVersion = 1;
 // How long a destination waits for the final round's pages once the device state arrived, with
 // no page landing meanwhile.

@@ -1,5 +1,5 @@
-// VM component protection over a real etcd and ferry-faultfs: host-a runs VMs (real VM
-// directories holding real VM locks, lock_holding_vms.h) on datastore ds1, which it sees through
+// VM component protection over a real etcd and ferry-faultfs: host-a runs VMs (synthetic guests
+// with real VM directories holding real VM locks, lock_holding_vms.h) on datastore ds1, which it sees through
 // its own ferry-faultfs mount; host-b sees the same backing directory through a second mount that
 // stays healthy. Faults are switched on host-a's mount; each response setting is checked by the
 // events, the VMs' locks and the restart hand-off (docs/cluster.md "VMCP").
@@ -153,6 +153,7 @@ TEST_F(HaVmcp, PdlWithIssueEventsReportsAndLeavesTheVmRunning) {
   EXPECT_TRUE(Has("pdl_detected")) << ::testing::PrintToString(Kinds());
   EXPECT_TRUE(Has("vm_affected:vm1"));
   EXPECT_EQ(LockOfVm1(), "host-a");
+  EXPECT_TRUE(vms_a_->running("vm1")) << "its guest runs on";
   EXPECT_TRUE(handed_off_.empty());
 }
 
@@ -164,6 +165,7 @@ TEST_F(HaVmcp, PdlWithPowerOffRestartPowersOffReleasesTheLockAndHandsTheVmOver) 
   EXPECT_TRUE(Has("vm_powered_off:vm1")) << ::testing::PrintToString(Kinds());
   EXPECT_TRUE(Has("restart_requested:vm1"));
   EXPECT_EQ(LockOfVm1(), "");
+  EXPECT_FALSE(vms_a_->running("vm1"));
   EXPECT_EQ(handed_off_, std::vector<std::string>{"vm1"});
   // Back: an event, nothing else happens.
   ASSERT_TRUE(fs_a_->SetMode("healthy").ok());
@@ -181,6 +183,7 @@ TEST_F(HaVmcp, ApdConservativeRefusesUntilAnotherHostSeesTheDatastoreHealthy) {
   EXPECT_TRUE(Has("apd_detected")) << ::testing::PrintToString(Kinds());
   EXPECT_TRUE(Has("restart_refused:vm1"));
   EXPECT_EQ(LockOfVm1(), "host-a") << "refused: the VM keeps running";
+  EXPECT_TRUE(vms_a_->running("vm1"));
   EXPECT_TRUE(handed_off_.empty());
   // host-b, alive, reports the same storage healthy through its own path: now the restart goes.
   HostBSeesDs1Healthy();
@@ -191,6 +194,7 @@ TEST_F(HaVmcp, ApdConservativeRefusesUntilAnotherHostSeesTheDatastoreHealthy) {
   monitor_a_->CheckOnce();
   EXPECT_TRUE(Has("vm_powered_off:vm1")) << ::testing::PrintToString(Kinds());
   EXPECT_EQ(LockOfVm1(), "");
+  EXPECT_FALSE(vms_a_->running("vm1"));
   EXPECT_EQ(handed_off_, std::vector<std::string>{"vm1"});
 }
 
@@ -202,6 +206,7 @@ TEST_F(HaVmcp, ApdAggressiveRestartsEvenWhenNoOtherHostSeesTheDatastore) {
   EXPECT_FALSE(Has("restart_refused:vm1"));
   EXPECT_TRUE(Has("vm_powered_off:vm1")) << ::testing::PrintToString(Kinds());
   EXPECT_EQ(LockOfVm1(), "");
+  EXPECT_FALSE(vms_a_->running("vm1"));
   EXPECT_EQ(handed_off_, std::vector<std::string>{"vm1"});
 }
 
@@ -216,6 +221,7 @@ TEST_F(HaVmcp, ApdThatClearsBeforeTheDelayIsAnEventAndNoAction) {
   EXPECT_TRUE(Has("apd_recovered")) << ::testing::PrintToString(Kinds());
   EXPECT_FALSE(Has("apd_timeout"));
   EXPECT_EQ(LockOfVm1(), "host-a");
+  EXPECT_TRUE(vms_a_->running("vm1")) << "its guest runs on";
   EXPECT_TRUE(handed_off_.empty());
 }
 
@@ -225,6 +231,7 @@ TEST_F(HaVmcp, AnUnprotectedVmIsOnlyReported) {
   ASSERT_TRUE(CheckUntil(VmcpDatastoreState::kPdl));
   EXPECT_TRUE(Has("report_only:vm1")) << ::testing::PrintToString(Kinds());
   EXPECT_EQ(LockOfVm1(), "host-a");
+  EXPECT_TRUE(vms_a_->running("vm1")) << "its guest runs on";
   EXPECT_TRUE(handed_off_.empty());
 }
 

@@ -1,7 +1,7 @@
 #pragma once
-// A test HaVmControl: "VMs" that are real VM directories each holding its real VM lock
-// (engine/storage/vm_lock.h) for as long as it "runs". PowerOff/Shutdown close the lock, as a
-// stopped VMM does. What the isolation and VMCP monitors see and do is what they would do to an
+// A test HaVmControl: VMs with the synthetic backend (engine/vm: the built-in guest's workload on
+// host threads), each with a real VM directory holding its real VM lock (engine/storage/vm_lock.h)
+// for as long as it runs. PowerOff/Shutdown stop the guest and close the lock, as a stopped VMM does. What the isolation and VMCP monitors see and do is what they would do to an
 // agent's VMs; whether another host may start a VM is what the lock says.
 
 #include <gtest/gtest.h>
@@ -16,6 +16,7 @@
 
 #include "engine/cluster/ha_vm_control.h"
 #include "engine/storage/vm_lock.h"
+#include "engine/vm/synthetic_vm.h"
 
 namespace ferry::cluster::testing {
 
@@ -30,8 +31,17 @@ class LockHoldingVms : public HaVmControl {
     ::mkdir(vm_dir.c_str(), 0700);
     auto lock = VmLock::Acquire(vm_dir + "/" + kVmLockFile, vm, ThisProcessAsHolder(host_));
     ASSERT_TRUE(lock.ok()) << lock.status();
+    VmSpec spec;
+    spec.name = vm;
+    spec.backend = Backend::kSynthetic;
+    spec.memory_bytes = 16ull << 20;
+    spec.workload.working_set_bytes = 4ull << 20;
+    spec.workload.dirty_rate_mibps = 2;
+    auto guest = CreateSyntheticVm(spec, /*for_restore=*/false);
+    ASSERT_TRUE(guest.ok()) << guest.status();
+    ASSERT_TRUE((*guest)->Start().ok());
     std::lock_guard l(mu_);
-    running_.emplace(vm, Running{HaVm{vm, datastore, lock->path()}, std::move(*lock)});
+    running_.emplace(vm, Running{HaVm{vm, datastore, lock->path()}, std::move(*lock), std::move(*guest)});
   }
   std::vector<HaVm> RunningVms() override {
     std::lock_guard l(mu_);
@@ -43,9 +53,14 @@ class LockHoldingVms : public HaVmControl {
   absl::Status PowerOff(const std::string& vm) override { return End(vm, "power-off"); }
   absl::Status Shutdown(const std::string& vm) override { return End(vm, "shutdown"); }
 
+  // Running here: its guest runs, has sent heartbeats and found no corruption.
   bool running(const std::string& vm) {
     std::lock_guard l(mu_);
-    return running_.count(vm) != 0;
+    auto it = running_.find(vm);
+    if (it == running_.end() || it->second.guest->run_state() != VmRunState::kRunning) return false;
+    for (int i = 0; i < 100 && it->second.guest->health().heartbeats == 0; ++i) absl::SleepFor(absl::Milliseconds(20));
+    GuestHealth h = it->second.guest->health();
+    return h.heartbeats > 0 && h.corruptions == 0;
   }
   std::vector<std::string> stopped() {
     std::lock_guard l(mu_);
@@ -56,10 +71,14 @@ class LockHoldingVms : public HaVmControl {
   struct Running {
     HaVm vm;
     VmLock lock;
+    std::unique_ptr<Vm> guest;
   };
   absl::Status End(const std::string& vm, const std::string& how) {
     std::lock_guard l(mu_);
-    running_.erase(vm);  // closes the lock
+    auto it = running_.find(vm);
+    if (it == running_.end()) return absl::OkStatus();
+    if (absl::Status st = it->second.guest->Stop(); !st.ok()) return st;
+    running_.erase(it);  // closes the lock
     stopped_.push_back(vm + ":" + how);
     return absl::OkStatus();
   }
