@@ -81,15 +81,37 @@ absl::Duration ClusterMember::StepJoining() {
   }
   lease_ = lease->id;
   last_keepalive_ = absl::Now();
-  HostRecord record{options_.host, options_.address, lease_};
-  auto put = etcd_.Put(ClusterKeys(options_.cluster).host(options_.host), ToJson(record));
+  const std::string record = ToJson(CurrentRecord());
+  auto put = etcd_.Put(ClusterKeys(options_.cluster).host(options_.host), record);
   if (!put.ok()) {
     spdlog::warn("ha: cluster={} host={} cannot register: {}", options_.cluster, options_.host, put.status().ToString());
     (void)etcd_.RevokeLease(lease_);
     return interval;
   }
+  last_record_json_ = record;
   Apply(HostEvent::kRegistered);
   return absl::ZeroDuration();
+}
+
+HostRecord ClusterMember::CurrentRecord() const {
+  HostRecord r;
+  r.host = options_.host;
+  r.address = options_.address;
+  r.lease = lease_;
+  if (options_.report) {
+    HostReport report = options_.report();
+    r.free_memory_bytes = report.free_memory_bytes;
+    r.datastore_ids = std::move(report.datastore_ids);
+    r.heartbeat_datastore_ids = std::move(report.heartbeat_datastore_ids);
+  }
+  return r;
+}
+
+void ClusterMember::RefreshRecord() {
+  if (!options_.report) return;
+  std::string record = ToJson(CurrentRecord());
+  if (record == last_record_json_) return;
+  if (etcd_.Put(ClusterKeys(options_.cluster).host(options_.host), record).ok()) last_record_json_ = record;
 }
 
 bool ClusterMember::KeepLeaseAlive() {
@@ -110,6 +132,7 @@ bool ClusterMember::KeepLeaseAlive() {
 absl::Duration ClusterMember::StepSlave() {
   const absl::Duration interval = absl::Milliseconds(config_.heartbeat_interval_ms);
   if (!KeepLeaseAlive()) return absl::ZeroDuration();
+  RefreshRecord();
   const std::string key = ClusterKeys(options_.cluster).master();
   auto created = etcd_.CreateIfAbsent(key, options_.host, lease_);
   if (!created.ok()) return interval;
@@ -134,6 +157,7 @@ absl::Duration ClusterMember::StepMaster() {
     Apply(HostEvent::kMastershipLost);
     return absl::ZeroDuration();
   }
+  RefreshRecord();
   WatchHosts();
   return interval;
 }

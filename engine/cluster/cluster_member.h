@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/cluster/cluster_config.h"
+#include "engine/cluster/cluster_store.h"
 #include "engine/cluster/etcd_client.h"
 #include "engine/cluster/host_state.h"
 
@@ -26,6 +27,9 @@ struct ClusterMemberOptions {
   std::string cluster;
   std::string host;
   std::string address;  // this agent's gRPC address, shown by `cluster status`
+  // What this host reports in hosts/<host> besides its lease (free memory, datastores), read at
+  // registration and every interval; the record is rewritten when it changed. Unset: nothing.
+  std::function<HostReport()> report;
 };
 
 class ClusterMember {
@@ -58,6 +62,9 @@ class ClusterMember {
   // Keeps the lease alive; false when it has lapsed (then the host must join again).
   bool KeepLeaseAlive();
   void WatchHosts();
+  // hosts/<host> with the current report; rewritten only when it changed.
+  HostRecord CurrentRecord() const;
+  void RefreshRecord();
   bool Stopping() const;
 
   EtcdClient& etcd_;
@@ -65,6 +72,7 @@ class ClusterMember {
   const ClusterConfig config_;
   int64_t lease_ = 0;
   absl::Time last_keepalive_;
+  std::string last_record_json_;  // Run's thread only
 
   // std::mutex, not absl::Mutex: Debian's abseil is not built with TSan, which then cannot see the
   // lock and reports every guarded access as a race (scripts/test.sh --tsan).

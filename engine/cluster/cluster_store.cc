@@ -12,6 +12,9 @@ std::string ToJson(const HostRecord& r) {
   j["host"] = r.host;
   j["address"] = r.address;
   j["lease"] = r.lease;
+  j["free_memory_bytes"] = r.free_memory_bytes;
+  j["datastores"] = r.datastore_ids;
+  j["heartbeat_datastores"] = r.heartbeat_datastore_ids;
   return j.dump();
 }
 
@@ -25,23 +28,17 @@ absl::StatusOr<HostRecord> HostRecordFromJson(const std::string& json) {
   r.host = j["host"].get<std::string>();
   if (j.contains("address") && j["address"].is_string()) r.address = j["address"].get<std::string>();
   r.lease = j["lease"].get<int64_t>();
-  return r;
-}
-
-absl::StatusOr<RestartPriority> ParseRestartPriority(const std::string& text) {
-  if (text == "high") return RestartPriority::kHigh;
-  if (text == "medium") return RestartPriority::kMedium;
-  if (text == "low") return RestartPriority::kLow;
-  return absl::InvalidArgumentError(absl::StrCat("restart priority '", text, "' is not high, medium or low"));
-}
-
-std::string RestartPriorityName(RestartPriority p) {
-  switch (p) {
-    case RestartPriority::kHigh: return "high";
-    case RestartPriority::kMedium: return "medium";
-    case RestartPriority::kLow: return "low";
+  if (j.contains("free_memory_bytes") && j["free_memory_bytes"].is_number_unsigned()) {
+    r.free_memory_bytes = j["free_memory_bytes"].get<uint64_t>();
   }
-  return "unknown";
+  for (const char* field : {"datastores", "heartbeat_datastores"}) {
+    if (!j.contains(field) || !j[field].is_array()) continue;
+    auto& out = std::string(field) == "datastores" ? r.datastore_ids : r.heartbeat_datastore_ids;
+    for (const auto& id : j[field]) {
+      if (id.is_string()) out.push_back(id.get<std::string>());
+    }
+  }
+  return r;
 }
 
 absl::Status CreateCluster(EtcdClient& etcd, const std::string& cluster, const ClusterConfig& config) {
@@ -76,10 +73,7 @@ absl::Status WriteClusterConfig(EtcdClient& etcd, const std::string& cluster, co
 absl::Status ProtectVm(EtcdClient& etcd, const std::string& cluster, const ProtectedVm& vm) {
   if (auto st = ValidateName("VM", vm.vm); !st.ok()) return st;
   if (auto existing = ReadClusterConfig(etcd, cluster); !existing.ok()) return existing.status();
-  nlohmann::ordered_json j;
-  j["vm"] = vm.vm;
-  j["restart_priority"] = RestartPriorityName(vm.priority);
-  auto rev = etcd.Put(ClusterKeys(cluster).vm(vm.vm), j.dump());
+  auto rev = etcd.Put(ClusterKeys(cluster).vm(vm.vm), ToJson(vm));
   return rev.ok() ? absl::OkStatus() : rev.status();
 }
 
@@ -119,18 +113,9 @@ absl::StatusOr<ClusterStatus> ReadClusterStatus(EtcdClient& etcd, const std::str
   auto vms = etcd.GetPrefix(keys.vms());
   if (!vms.ok()) return vms.status();
   for (const auto& kv : *vms) {
-    nlohmann::json j = nlohmann::json::parse(kv.value, nullptr, false);
-    ProtectedVm vm;
-    if (j.is_discarded() || !j.is_object() || !j.contains("vm") || !j["vm"].is_string()) {
-      return absl::DataLossError(absl::StrCat(kv.key, ": not a protected-VM record"));
-    }
-    vm.vm = j["vm"].get<std::string>();
-    if (j.contains("restart_priority") && j["restart_priority"].is_string()) {
-      auto p = ParseRestartPriority(j["restart_priority"].get<std::string>());
-      if (!p.ok()) return absl::DataLossError(absl::StrCat(kv.key, ": ", p.status().message()));
-      vm.priority = *p;
-    }
-    s.vms.push_back(vm);
+    auto vm = ProtectedVmFromJson(kv.value);
+    if (!vm.ok()) return absl::DataLossError(absl::StrCat(kv.key, ": ", vm.status().message()));
+    s.vms.push_back(*vm);
   }
   return s;
 }
@@ -149,11 +134,13 @@ std::string ToJson(const ClusterStatus& s) {
     hj["network_heartbeat"] = h.network_heartbeat_alive ? "alive" : "lost";
     hj["lease_remaining_s"] = h.lease_remaining_s;
     hj["since_keepalive_s"] = h.since_keepalive_s;
+    hj["free_memory_bytes"] = h.record.free_memory_bytes;
+    hj["heartbeat_datastores"] = h.record.heartbeat_datastore_ids;
     j["hosts"].push_back(hj);
   }
   j["protected_vms"] = nlohmann::ordered_json::array();
   for (const auto& vm : s.vms) {
-    j["protected_vms"].push_back({{"vm", vm.vm}, {"restart_priority", RestartPriorityName(vm.priority)}});
+    j["protected_vms"].push_back(nlohmann::ordered_json::parse(ToJson(vm)));
   }
   return j.dump();
 }

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "engine/cluster/cluster_config.h"
 #include "engine/cluster/etcd_client.h"
+#include "engine/cluster/protected_vm.h"
 
 namespace ferry::cluster {
 
@@ -17,18 +18,19 @@ struct HostRecord {
   std::string host;
   std::string address;  // its agent's gRPC address, "" if unknown
   int64_t lease = 0;    // its network heartbeat
+  // Refreshed by the host every interval (docs/cluster.md "Protected VMs and restarts"):
+  uint64_t free_memory_bytes = 0;                    // admission: what a restarted VM may take here
+  std::vector<std::string> datastore_ids;            // UUIDs of the datastores it mounts
+  std::vector<std::string> heartbeat_datastore_ids;  // where it writes its datastore heartbeats
+};
+// What a host reports about itself in its record, besides its name, address and lease.
+struct HostReport {
+  uint64_t free_memory_bytes = 0;
+  std::vector<std::string> datastore_ids;
+  std::vector<std::string> heartbeat_datastore_ids;
 };
 std::string ToJson(const HostRecord& r);
 absl::StatusOr<HostRecord> HostRecordFromJson(const std::string& json);
-
-enum class RestartPriority { kHigh = 1, kMedium, kLow };
-absl::StatusOr<RestartPriority> ParseRestartPriority(const std::string& text);
-std::string RestartPriorityName(RestartPriority p);
-
-struct ProtectedVm {
-  std::string vm;
-  RestartPriority priority = RestartPriority::kMedium;
-};
 
 // ALREADY_EXISTS when the cluster has a configuration already.
 absl::Status CreateCluster(EtcdClient& etcd, const std::string& cluster, const ClusterConfig& config);
@@ -36,6 +38,7 @@ absl::Status CreateCluster(EtcdClient& etcd, const std::string& cluster, const C
 absl::StatusOr<ClusterConfig> ReadClusterConfig(EtcdClient& etcd, const std::string& cluster);
 absl::Status WriteClusterConfig(EtcdClient& etcd, const std::string& cluster, const ClusterConfig& config);
 
+// Writes the whole record (a new protection, or a new priority): the cluster must exist.
 absl::Status ProtectVm(EtcdClient& etcd, const std::string& cluster, const ProtectedVm& vm);
 absl::Status UnprotectVm(EtcdClient& etcd, const std::string& cluster, const std::string& vm);
 

@@ -189,6 +189,25 @@ absl::StatusOr<bool> EtcdClient::DeleteIfLease(const std::string& key, int64_t l
   return resp.succeeded();
 }
 
+absl::StatusOr<bool> EtcdClient::PutIfModRevision(const std::string& key, const std::string& value,
+                                                  int64_t mod_revision) {
+  etcdserverpb::TxnRequest req;
+  auto* cmp = req.add_compare();
+  cmp->set_key(key);
+  cmp->set_target(etcdserverpb::Compare::MOD);
+  cmp->set_result(etcdserverpb::Compare::EQUAL);
+  cmp->set_mod_revision(mod_revision);
+  auto* put = req.add_success()->mutable_request_put();
+  put->set_key(key);
+  put->set_value(value);
+  etcdserverpb::TxnResponse resp;
+  absl::Status st = WithRetries("conditional put", [&](auto channel, grpc::ClientContext& ctx) {
+    return etcdserverpb::KV::NewStub(channel)->Txn(&ctx, req, &resp);
+  });
+  if (!st.ok()) return st;
+  return resp.succeeded();
+}
+
 absl::StatusOr<LeaseInfo> EtcdClient::GrantLease(int64_t ttl_s) {
   if (ttl_s <= 0) return absl::InvalidArgumentError(absl::StrCat("etcd lease TTL must be positive, not ", ttl_s));
   etcdserverpb::LeaseGrantRequest req;

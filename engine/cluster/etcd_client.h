@@ -59,6 +59,9 @@ class EtcdClient {
   absl::StatusOr<bool> CreateIfAbsent(const std::string& key, const std::string& value, int64_t lease);
   // One transaction: deletes `key` only while it is bound to `lease`. True when deleted.
   absl::StatusOr<bool> DeleteIfLease(const std::string& key, int64_t lease);
+  // Puts `value` only if the key's mod revision is still `mod_revision` (0: only if absent), in one
+  // Txn: false when someone wrote it meanwhile.
+  absl::StatusOr<bool> PutIfModRevision(const std::string& key, const std::string& value, int64_t mod_revision);
 
   absl::StatusOr<LeaseInfo> GrantLease(int64_t ttl_s);
   // One keep-alive. NOT_FOUND when the lease already expired.

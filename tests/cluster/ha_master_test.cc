@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/cluster/cluster_member.h"
+#include "engine/cluster/cluster_keys.h"
 #include "engine/cluster/cluster_store.h"
 #include "tests/cluster/etcd_fixture.h"
 
@@ -83,20 +84,64 @@ TEST(HaMaster, WhenTheMasterLeavesASlaveTakesOverThroughTheWatch) {
   ASSERT_EQ(status->hosts.size(), 1u);  // host-a removed its record on leaving
 }
 
+ProtectedVm Protected(const std::string& name, RestartPriority priority) {
+  ProtectedVm vm;
+  vm.vm = name;
+  vm.priority = priority;
+  return vm;
+}
+
 TEST(HaMaster, ProtectedVmsAreListed) {
   FERRY_START_ETCD_OR_SKIP(etcd, 1);
   auto client = testing::ClientFor(*etcd, "host-a");
   ASSERT_TRUE(client);
-  EXPECT_TRUE(absl::IsNotFound(ProtectVm(*client, "c1", {"vm1", RestartPriority::kHigh})));
+  EXPECT_TRUE(absl::IsNotFound(ProtectVm(*client, "c1", Protected("vm1", RestartPriority::kHigh))));
   ASSERT_TRUE(CreateCluster(*client, "c1", FastConfig()).ok());
-  ASSERT_TRUE(ProtectVm(*client, "c1", {"vm1", RestartPriority::kHigh}).ok());
-  ASSERT_TRUE(ProtectVm(*client, "c1", {"vm2", RestartPriority::kLow}).ok());
+  ASSERT_TRUE(ProtectVm(*client, "c1", Protected("vm1", RestartPriority::kHigh)).ok());
+  ASSERT_TRUE(ProtectVm(*client, "c1", Protected("vm2", RestartPriority::kLow)).ok());
   ASSERT_TRUE(UnprotectVm(*client, "c1", "vm2").ok());
   auto status = ReadClusterStatus(*client, "c1");
   ASSERT_TRUE(status.ok());
   ASSERT_EQ(status->vms.size(), 1u);
   EXPECT_EQ(status->vms[0].vm, "vm1");
   EXPECT_EQ(status->vms[0].priority, RestartPriority::kHigh);
+}
+
+TEST(HaMaster, RequestRestartMarksTheVmAndConcurrentUpdatesAreNotLost) {
+  FERRY_START_ETCD_OR_SKIP(etcd, 1);
+  auto client = testing::ClientFor(*etcd, "host-a");
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(CreateCluster(*client, "c1", FastConfig()).ok());
+  EXPECT_TRUE(absl::IsNotFound(RequestRestart(*client, "c1", "vm1", "host-a", "apd")));
+  ProtectedVm vm = Protected("vm1", RestartPriority::kHigh);
+  vm.host = "host-a";
+  vm.memory_bytes = 64u << 20;
+  ASSERT_TRUE(ProtectVm(*client, "c1", vm).ok());
+  ASSERT_TRUE(RequestRestart(*client, "c1", "vm1", "host-a", "pdl on shared").ok());
+  // A change made between another writer's read and write is not overwritten: the write is retried.
+  bool interfered = false;
+  auto updated = UpdateProtectedVm(*client, "c1", "vm1", [&](ProtectedVm& r) {
+    if (!interfered) {
+      interfered = true;
+      EXPECT_TRUE(UpdateProtectedVm(*client, "c1", "vm1", [](ProtectedVm& x) {
+                    x.attempts = 7;
+                    return true;
+                  }).ok());
+    }
+    r.detail = "second writer";
+    return true;
+  });
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  auto status = ReadClusterStatus(*client, "c1");
+  ASSERT_TRUE(status.ok());
+  ASSERT_EQ(status->vms.size(), 1u);
+  EXPECT_EQ(status->vms[0].state, ProtectedVmState::kRestartRequested);
+  EXPECT_EQ(status->vms[0].exclude_host, "host-a");
+  EXPECT_EQ(status->vms[0].attempts, 7);
+  EXPECT_EQ(status->vms[0].detail, "second writer");
+  EXPECT_EQ(status->vms[0].memory_bytes, 64u << 20);
+  ASSERT_TRUE(client->Put(ClusterKeys("c1").vm("vm2"), "{\"vm\":\"vm2\",\"state\":\"flying\"}").ok());
+  EXPECT_EQ(ReadClusterStatus(*client, "c1").status().code(), absl::StatusCode::kDataLoss);
 }
 
 }  // namespace
