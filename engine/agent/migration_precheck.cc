@@ -1,5 +1,7 @@
 #include "engine/agent/migration_precheck.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <thread>
 
@@ -14,6 +16,7 @@
 #include "engine/migration/convergence.h"
 #include "engine/precheck/convergence_forecast.h"
 #include "engine/precheck/precheck.h"
+#include "engine/storage/datastore_vm.h"
 #include "engine/transport/grpc_peer_channel.h"
 #include "engine/vm/vm_spec_proto.h"
 #include "proto/ferry/v1/peer.grpc.pb.h"
@@ -104,9 +107,30 @@ std::optional<DirtyRateSample> SampleIdleVmDirtyRate(VmRegistry& vms, const std:
   return SampleDirtyRate(*(*entry)->vm);
 }
 
+namespace {
+
+// What the VM's file disks need on the target datastore, and what the destination said it has.
+StorageMove StorageMoveOf(const VmSpec& vm, const std::string& to_datastore, const v1::HostFacts& dest) {
+  StorageMove m;
+  m.to_datastore = to_datastore;
+  m.needed_bytes = kVmDirectoryOverheadBytes;
+  for (const DiskSpec& d : vm.disks) {
+    if (d.kind != DiskKind::kFile) continue;
+    struct stat st {};
+    m.needed_bytes += d.size_bytes > 0 ? d.size_bytes : (stat(d.path.c_str(), &st) == 0 ? st.st_size : 0);
+  }
+  for (const v1::Datastore& ds : dest.datastores()) {
+    if (ds.name() == to_datastore && ds.has_free_bytes()) m.free_bytes = ds.free_bytes();
+  }
+  return m;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<Finding>> PrecheckMigration(const AgentConfig& config, const VmSpec& vm_in,
                                                        const std::shared_ptr<grpc::Channel>& destination,
-                                                       const ForecastContext& forecast) {
+                                                       const ForecastContext& forecast,
+                                                       const StorageMoveRequest& storage_request) {
   auto source = AgentHostFacts(config);
   if (!source.ok()) return source.status();
   VmSpec vm = vm_in;
@@ -124,10 +148,13 @@ absl::StatusOr<std::vector<Finding>> PrecheckMigration(const AgentConfig& config
         absl::StrCat("cannot get the destination's host facts: ", st.error_message()));
   }
   HostFacts dest_facts = HostFactsFromProto(dest);
-  std::vector<Finding> findings = RunPrechecks(vm, *source, dest_facts);
+  std::optional<StorageMove> storage;
+  if (!storage_request.to_datastore.empty()) storage = StorageMoveOf(vm, storage_request.to_datastore, dest);
+  std::vector<Finding> findings = RunPrechecks(vm, *source, dest_facts, {}, storage ? &*storage : nullptr);
   if (HasCode(findings, FindingCode::kCpuFeatureMissing)) {
     // The advice names the model to pin to (the CPU map is only consulted when it is needed).
-    findings = RunPrechecks(vm, *source, dest_facts, {CommonCpuModel(*source, dest_facts)});
+    findings = RunPrechecks(vm, *source, dest_facts, {CommonCpuModel(*source, dest_facts)},
+                            storage ? &*storage : nullptr);
   }
   if (std::optional<Finding> f = Forecast(forecast, vm, *source, dest_facts)) findings.push_back(std::move(*f));
   return findings;

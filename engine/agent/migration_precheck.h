@@ -49,8 +49,15 @@ struct ForecastContext {
   v1::MigrationOptions options;  // the downtime ceiling, auto-converge, the bandwidth cap
 };
 
+// A storage migration's precheck inputs: the target datastore's name on the destination; its free
+// space comes from the destination's answer (Datastore.free_bytes).
+struct StorageMoveRequest {
+  std::string to_datastore;  // empty: not a storage migration
+};
+
 absl::StatusOr<std::vector<Finding>> PrecheckMigration(const AgentConfig& config, const VmSpec& vm,
                                                        const std::shared_ptr<grpc::Channel>& destination,
-                                                       const ForecastContext& forecast = {});
+                                                       const ForecastContext& forecast = {},
+                                                       const StorageMoveRequest& storage = {});
 
 }  // namespace ferry

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/agent/arriving_vm_home.h"
+#include "engine/agent/arriving_vm_storage.h"
 #include "engine/agent/host_facts_source.h"
 #include "engine/agent/vm_announce.h"
 #include "engine/agent/vm_directory.h"
@@ -20,6 +21,7 @@
 #include "engine/host/disk_access.h"
 #include "engine/host/host_facts_proto.h"
 #include "engine/migration/migration_receiver.h"
+#include "engine/storage/datastore.h"
 #include "engine/vm/vm_spec_proto.h"
 #include "engine/transport/grpc_peer_channel.h"
 
@@ -35,6 +37,13 @@ grpc::Status PeerService::GetHostFacts(grpc::ServerContext* context, const v1::G
   // Only this host can tell whether it can open the VM's disks.
   ProbeDiskAccess(*facts, *vm, HostFactsFromProto(req->source()));
   *out = HostFactsToProto(*facts);
+  // A storage migration's precheck weighs its disks against the target datastore's free space.
+  for (int i = 0; i < out->datastores_size() && i < static_cast<int>(facts->datastores.size()); ++i) {
+    auto space = MeasureDatastoreSpace(facts->datastores[i]);
+    if (!space.ok()) continue;
+    out->mutable_datastores(i)->set_free_bytes(space->free_bytes);
+    if (space->read_only) out->mutable_datastores(i)->set_read_only(true);
+  }
   return grpc::Status::OK;
 }
 
@@ -51,6 +60,8 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
   VmSpec arrived_spec;  // for the announcement once it runs here
   std::optional<v1::VmHome> home;  // a VM on a shared datastore: where it lives
   ArrivingVmHome arriving_home;    // its directory here and, from commit on, its lock
+  std::optional<v1::StorageTarget> storage;  // a storage migration: the datastore it moves to
+  ArrivingVmStorage arriving_storage;        // its new directory there (removed unless it arrives)
   ReceiverHooks hooks;
   hooks.agent_name = ctx_.config.name;
   hooks.boot_id = ctx_.boot_id;
@@ -65,12 +76,16 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     VmSpec spec = incoming;
     spec.console_log_path = vm_dir->console_log_path();
     if (home) RETURN_IF_ERROR(arriving_home.Locate(ctx_.config, *home, spec));
+    if (storage) RETURN_IF_ERROR(arriving_storage.Create(ctx_.config, *storage, spec));
     return CreateAgentVm(ctx_.config, spec, /*for_restore=*/true);
   };
-  hooks.take_ownership = [&](const v1::StartMigration&) { return arriving_home.TakeLock(ctx_.config.name); };
+  hooks.take_ownership = [&](const v1::StartMigration&) {
+    return storage ? arriving_storage.TakeLock(ctx_.config.name) : arriving_home.TakeLock(ctx_.config.name);
+  };
   hooks.adopt_vm = [&](std::unique_ptr<Vm> vm, const v1::StartMigration& start) {
     arrived_spec = vm->spec();
     arriving_home.HandTo(ctx_.ownership);
+    arriving_storage.HandTo(ctx_.ownership);
     vm_dir->Keep();
     if (absl::Status st = ctx_.vms.Adopt(reserved_name, std::move(vm), {vm_dir->console_log_path(), start.migration_id()});
         !st.ok()) {
@@ -158,9 +173,13 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
       break;
     }
     if (msg.has_start() && msg.start().has_home()) home = msg.start().home();
+    if (msg.has_start() && msg.start().has_storage()) storage = msg.start().storage();
     std::optional<v1::PeerReply> reply = receiver.Handle(msg);
     if (commit) ctx_.incoming_commits.EndCommit(begun_id, receiver.state() == MigrationReceiver::State::kResumed);
-    if (commit && receiver.state() != MigrationReceiver::State::kResumed) arriving_home.Drop();
+    if (commit && receiver.state() != MigrationReceiver::State::kResumed) {
+      arriving_home.Drop();
+      arriving_storage.Drop();
+    }
     if (reply) write(*reply);
     if (reply && reply->has_resumed()) {
       // Tell the network where the VM is now (after the resume: it never delays it).
@@ -186,6 +205,7 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
   }
   if (receiver.state() != MigrationReceiver::State::kResumed) {
     receiver.OnStreamEnd();  // discards the half-received VM and its memory
+    arriving_storage.RemoveUnlessKept();  // a storage migration's half-copied directory
     if (!reserved_name.empty()) ctx_.vms.Release(reserved_name);
     if (result.ok()) result = grpc::Status(grpc::StatusCode::ABORTED, "migration stream ended before commit");
   }

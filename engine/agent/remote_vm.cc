@@ -126,6 +126,20 @@ absl::Status RemoteVm::CollectDirtyPages(DirtyBitmap& out) {
   return absl::OkStatus();
 }
 
+absl::Status RemoteVm::CollectDiskWrites(uint32_t disk, DirtyBitmap& out) {
+  v1::VmmRequest request;
+  request.mutable_collect_disk_writes()->set_disk(disk);
+  request.mutable_collect_disk_writes()->set_blocks(out.num_pages());
+  ASSIGN_OR_RETURN(v1::VmmReply reply, Call(std::move(request), kOperationTimeoutMs));
+  const uint64_t words = (out.num_pages() + 63) / 64;
+  if (reply.disk_write_blocks() != out.num_pages() || static_cast<uint64_t>(reply.disk_write_words_size()) != words) {
+    return absl::DataLossError(absl::StrCat("the VMM's write log of disk ", disk, " covers ", reply.disk_write_blocks(),
+                                            " blocks; expected ", out.num_pages()));
+  }
+  out.OrWords(0, std::span<const uint64_t>(reply.disk_write_words().data(), words));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::VmState> RemoteVm::SaveState() {
   ASSIGN_OR_RETURN(v1::VmmReply reply, Call(Verb(&v1::VmmRequest::set_save_state), kOperationTimeoutMs));
   return std::move(*reply.mutable_state());

@@ -37,6 +37,8 @@ class RemoteVm : public Vm {
   absl::Status EnableDirtyTracking() override;
   absl::Status DisableDirtyTracking() override;
   absl::Status CollectDirtyPages(DirtyBitmap& out) override;
+  // A storage migration: the blocks file disk `disk`'s device wrote (CollectDiskWrites in the VMM).
+  absl::Status CollectDiskWrites(uint32_t disk, DirtyBitmap& out);
   absl::StatusOr<v1::VmState> SaveState() override;
   absl::Status RestoreState(const v1::VmState& state) override;
   absl::Status SetThrottle(uint32_t percent) override;

@@ -28,6 +28,7 @@ constexpr CodeName kCodes[] = {
     {FindingCode::kKvmCapabilityMissing, "KVM_CAPABILITY_MISSING"},
     {FindingCode::kConvergenceForecast, "CONVERGENCE_FORECAST"},
     {FindingCode::kDatastoreUnidentified, "DATASTORE_UNIDENTIFIED"},
+    {FindingCode::kDestinationDatastore, "DESTINATION_DATASTORE"},
 };
 
 }  // namespace

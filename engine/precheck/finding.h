@@ -28,7 +28,8 @@ enum class FindingCode {
   kKvmCapabilityMissing = 13,
   kConvergenceForecast = 14,
   kDatastoreUnidentified = 15,
-  kLastFindingCode = kDatastoreUnidentified,
+  kDestinationDatastore = 16,
+  kLastFindingCode = kDestinationDatastore,
 };
 
 struct Finding {

@@ -13,8 +13,9 @@ namespace {
 
 class Checker {
  public:
-  Checker(const VmSpec& vm, const HostFacts& src, const HostFacts& dst, const PrecheckAdvice& advice)
-      : vm_(vm), src_(src), dst_(dst), advice_(advice) {}
+  Checker(const VmSpec& vm, const HostFacts& src, const HostFacts& dst, const PrecheckAdvice& advice,
+          const StorageMove* storage)
+      : vm_(vm), src_(src), dst_(dst), advice_(advice), storage_(storage) {}
 
   std::vector<Finding> Run() {
     CheckCpu();
@@ -23,6 +24,7 @@ class Checker {
     CheckKvm();
     for (size_t i = 0; i < vm_.disks.size(); ++i) CheckDisk(vm_.disks[i]);
     for (size_t i = 0; i < vm_.nics.size(); ++i) CheckNic(vm_.nics[i], i);
+    if (storage_) CheckStorageTarget();
     return std::move(out_);
   }
 
@@ -116,6 +118,33 @@ class Checker {
     }
   }
 
+  void CheckStorageTarget() {
+    const std::string& name = storage_->to_datastore;
+    auto it = std::find_if(dst_.datastores.begin(), dst_.datastores.end(),
+                           [&](const DatastoreFacts& d) { return d.name == name; });
+    if (it == dst_.datastores.end()) {
+      std::string known;
+      for (const DatastoreFacts& d : dst_.datastores) absl::StrAppend(&known, known.empty() ? "" : ", ", d.name);
+      Error(FindingCode::kDestinationDatastore, name,
+            absl::StrCat(dst_.name, " has no datastore named '", name, "'",
+                         known.empty() ? " (it has none)" : absl::StrCat(" (it has: ", known, ")"),
+                         "; name one of its datastores with --to-datastore"));
+      return;
+    }
+    if (it->read_only) {
+      Error(FindingCode::kDestinationDatastore, name,
+            absl::StrCat("datastore '", name, "' is mounted read-only on ", dst_.name,
+                         "; the VM's disks cannot be copied there"));
+      return;
+    }
+    if (storage_->free_bytes && *storage_->free_bytes < storage_->needed_bytes) {
+      Error(FindingCode::kDestinationDatastore, name,
+            absl::StrCat("datastore '", name, "' on ", dst_.name, " has ", *storage_->free_bytes >> 20,
+                         " MiB free; the VM's disks and directory need ", (storage_->needed_bytes + (1 << 20) - 1) >> 20,
+                         " MiB; free space there or choose another datastore"));
+    }
+  }
+
   // The destination datastore for `path`, or null after reporting `not_shared`.
   const DatastoreFacts* SharedDatastore(const std::string& path, FindingCode not_shared, const char* what) {
     const DatastoreFacts* src = DatastoreOf(src_, path);
@@ -168,6 +197,7 @@ class Checker {
         }
         return;
       case DiskKind::kFile:
+        if (storage_) return;  // copied to the target datastore: CheckStorageTarget
         if (SharedDatastore(d.path, FindingCode::kDatastoreNotShared, "disk")) CheckAccess(d.path, "disk");
         return;
       case DiskKind::kRdm:
@@ -203,14 +233,15 @@ class Checker {
   const HostFacts& src_;
   const HostFacts& dst_;
   const PrecheckAdvice& advice_;
+  const StorageMove* storage_;  // null: the disks stay where they are
   std::vector<Finding> out_;
 };
 
 }  // namespace
 
 std::vector<Finding> RunPrechecks(const VmSpec& vm, const HostFacts& source, const HostFacts& destination,
-                                  const PrecheckAdvice& advice) {
-  return Checker(vm, source, destination, advice).Run();
+                                  const PrecheckAdvice& advice, const StorageMove* storage) {
+  return Checker(vm, source, destination, advice, storage).Run();
 }
 
 }  // namespace ferry

@@ -7,6 +7,7 @@
 // destination).
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,16 @@ struct PrecheckAdvice {
   std::string common_cpu_model;  // the newest CPU model both hosts support (BaselineCpu); "" unknown
 };
 
+// A storage migration ("change both host and datastore", docs/storage_migration.md): the VM's
+// file disks are copied to the destination's datastore `to_datastore`, so they need not be shared
+// (no DATASTORE_NOT_SHARED), but that datastore must exist there, be writable and have room.
+struct StorageMove {
+  std::string to_datastore;
+  uint64_t needed_bytes = 0;           // the file disks plus the VM directory's overhead
+  std::optional<uint64_t> free_bytes;  // the destination's measure of its free space; unset: unknown
+};
+
 std::vector<Finding> RunPrechecks(const VmSpec& vm, const HostFacts& source, const HostFacts& destination,
-                                  const PrecheckAdvice& advice = {});
+                                  const PrecheckAdvice& advice = {}, const StorageMove* storage = nullptr);
 
 }  // namespace ferry

@@ -24,6 +24,14 @@ absl::StatusOr<DatastoreFacts> DatastoreByName(const HostFacts& host, const std:
                                           known.empty() ? " (it has none)" : absl::StrCat(" (it has: ", known, ")")));
 }
 
+absl::StatusOr<DatastoreSpace> MeasureDatastoreSpace(const DatastoreFacts& ds) {
+  struct statvfs fs {};
+  if (statvfs(ds.path.c_str(), &fs) != 0) {
+    return ErrnoError(absl::StrCat("datastore ", ds.name, ": cannot examine ", ds.path));
+  }
+  return DatastoreSpace{static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize, (fs.f_flag & ST_RDONLY) != 0};
+}
+
 absl::Status CheckDatastoreWritable(const DatastoreFacts& ds, uint64_t needed_bytes) {
   struct statvfs fs {};
   if (statvfs(ds.path.c_str(), &fs) != 0) {

@@ -18,4 +18,11 @@ absl::StatusOr<DatastoreFacts> DatastoreByName(const HostFacts& host, const std:
 // both name the datastore, what is needed and what there is.
 absl::Status CheckDatastoreWritable(const DatastoreFacts& ds, uint64_t needed_bytes);
 
+// What a storage migration's precheck asks of a destination datastore (statvfs).
+struct DatastoreSpace {
+  uint64_t free_bytes = 0;  // what an unprivileged writer may use
+  bool read_only = false;   // mounted read-only here
+};
+absl::StatusOr<DatastoreSpace> MeasureDatastoreSpace(const DatastoreFacts& ds);
+
 }  // namespace ferry

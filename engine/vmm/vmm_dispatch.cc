@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/base/status.h"
+#include "engine/vm/micro_vm.h"
 #include "engine/vm/vm_spec_proto.h"
 #include "engine/vmm/vmm_convert.h"
 #include "engine/vmm/vmm_wire.h"
@@ -121,6 +122,13 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       RETURN_IF_ERROR(vm_->CollectDirtyPages(dirty));
       reply.set_dirty_pages(dirty.num_pages());
       reply.mutable_dirty_words()->Add(dirty.words().begin(), dirty.words().end());
+      return absl::OkStatus();
+    }
+    case v1::VmmRequest::kCollectDiskWrites: {
+      DirtyBitmap blocks(request.collect_disk_writes().blocks());
+      RETURN_IF_ERROR(CollectDiskWrites(*vm_, request.collect_disk_writes().disk(), blocks));
+      reply.set_disk_write_blocks(blocks.num_pages());
+      reply.mutable_disk_write_words()->Add(blocks.words().begin(), blocks.words().end());
       return absl::OkStatus();
     }
     case v1::VmmRequest::kSaveState: {

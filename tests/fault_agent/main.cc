@@ -2,6 +2,9 @@
 // through AgentContext's seams, so no fault switch lives in the production agent. Faults:
 //   --fault drop-final-page   leave out one stale page of each outgoing final round (the guest
 //                             must catch it: the lost-page negative control)
+//   --fault drop-final-disk-block
+//                             leave out one block of a storage migration's final round (the
+//                             guest must catch it: drop_disk_block_channel.h)
 //   --hold-at PHASE --hold-file PATH
 //                             hold the first outgoing migration at state-loaded, commit-sent or
 //                             resumed until the test removes PATH (holding_channel.h)
@@ -18,6 +21,7 @@
 
 #include "engine/agent/agent_server.h"
 #include "engine/agent/agent_tls.h"
+#include "tests/fault_agent/drop_disk_block_channel.h"
 #include "tests/fault_agent/drop_final_page_sender.h"
 #include "tests/fault_agent/holding_channel.h"
 
@@ -43,7 +47,8 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", config.tls_cert);
   app.add_option("--tls-key", config.tls_key);
   app.add_flag("--insecure", config.insecure);
-  app.add_option("--fault", fault, "drop-final-page")->check(CLI::IsMember({"drop-final-page"}));
+  app.add_option("--fault", fault, "drop-final-page|drop-final-disk-block")
+      ->check(CLI::IsMember({"drop-final-page", "drop-final-disk-block"}));
   app.add_option("--hold-at", hold_at, "state-loaded|commit-sent|resumed")
       ->check(CLI::IsMember({"state-loaded", "commit-sent", "resumed"}));
   app.add_option("--hold-file", hold_file);
@@ -72,6 +77,13 @@ int main(int argc, char** argv) {
       return std::unique_ptr<PageSender>(new DropFinalPageSender(std::move(inner), vm));
     };
     spdlog::warn("event=test_fault_enabled fault=drop-final-page (a test agent that loses a page)");
+  }
+  static std::atomic<bool> dropped_block{false};
+  if (fault == "drop-final-disk-block") {
+    (*server)->context().wrap_migration_channel = [](MigrationChannel& inner) {
+      return std::unique_ptr<MigrationChannel>(new DropDiskBlockChannel(inner, dropped_block));
+    };
+    spdlog::warn("event=test_fault_enabled fault=drop-final-disk-block (a test agent that loses a disk block)");
   }
   static std::atomic<bool> held{false};
   if (!hold_at.empty()) {

@@ -95,6 +95,7 @@ absl::Status SetDiskWorkload(const CreateArgs& a, v1::VmSpec& spec) {
 
 struct MigrateArgs {
   std::string vm, to, to_name, policy = "cancel", max_bandwidth = "0";
+  std::string to_datastore;  // a storage migration (docs/storage_migration.md)
   uint32_t max_downtime_ms = 300, timeout_s = 0, max_rounds = 30;
   bool json = false;
   DataPathFlags data;
@@ -308,6 +309,8 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   migrate->add_option("name", m->vm, "VM name")->required();
   migrate->add_option("--to", m->to, "destination agent HOST:PORT")->required();
   migrate->add_option("--to-name", m->to_name, "name on the destination's host certificate (default: HOST)");
+  migrate->add_option("--to-datastore", m->to_datastore,
+                      "also move the VM's directory and disks to this datastore of the destination");
   migrate->add_option("--max-downtime", m->max_downtime_ms, "switch over when the pause fits (ms, default 300)");
   migrate->add_option("--max-bandwidth", m->max_bandwidth, "cap the transfer rate (MiB/s, 0 = unlimited)");
   migrate->add_option("--timeout", m->timeout_s, "give up pre-copy after S seconds (then --policy)");
@@ -329,6 +332,7 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
     req.set_vm_name(m->vm);
     req.set_destination(m->to);
     req.set_destination_name(m->to_name);
+    req.set_to_datastore(m->to_datastore);
     *req.mutable_options() = *opts;
     auto last = MigrateWithProgress(**stub, req, m->json);
     if (!last.ok()) return void(g.exit_code = Fail(last.status(), "vm migrate", m->json));
