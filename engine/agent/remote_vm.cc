@@ -108,6 +108,27 @@ absl::Status RemoteVm::TakeLock() {
   return Call(Verb(&v1::VmmRequest::set_take_lock), kOperationTimeoutMs).status();
 }
 
+absl::Status RemoteVm::ClaimSocket(const std::string& final_path) {
+  RETURN_IF_ERROR(Call(Verb(&v1::VmmRequest::set_claim_socket), kQueryTimeoutMs).status());
+  std::lock_guard lock(mu_);
+  claimed_socket_path_ = final_path;
+  return absl::OkStatus();
+}
+
+std::string RemoteVm::socket_path() const {
+  std::lock_guard lock(mu_);
+  return claimed_socket_path_.empty() ? conn_.socket_path() : claimed_socket_path_;
+}
+
+absl::Status RemoteVm::Retire() {
+  if (lost_) return absl::UnavailableError(absl::StrCat("VM '", spec_.name, "': ", failure()));
+  stop_sent_ = true;
+  auto reply = Call(Verb(&v1::VmmRequest::set_retire), kOperationTimeoutMs);
+  if (!reply.ok()) return reply.status();
+  run_state_ = VmRunState::kStopped;
+  return absl::OkStatus();
+}
+
 absl::Status RemoteVm::EnableDirtyTracking() {
   return Call(Verb(&v1::VmmRequest::set_enable_dirty_tracking), kOperationTimeoutMs).status();
 }

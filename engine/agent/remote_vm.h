@@ -54,6 +54,15 @@ class RemoteVm : public Vm {
   // The VM's lock file as the VMM was created with it; "" for a VM without one.
   const std::string& lock_path() const { return lock_path_; }
 
+  // VMM upgrade (engine/agent/vmm_upgrade.h). ClaimSocket: a take-over VMM moves to the VM's
+  // socket path. Retire: the paused old VMM stops its copy and exits, leaving that path to its
+  // successor; its going away is then no failure.
+  // `final_path` is the VM's socket path the VMM moves to (socket_path() from then on).
+  absl::Status ClaimSocket(const std::string& final_path);
+  absl::Status Retire();
+  // Where the VMM's socket is (where this agent connected, or where it moved by ClaimSocket).
+  std::string socket_path() const;
+
   // Why the VMM is gone; "" while it serves (or after it stopped as asked).
   std::string failure() const;
   pid_t vmm_pid() const { return vmm_pid_; }
@@ -82,6 +91,7 @@ class RemoteVm : public Vm {
   VmSpec spec_;
   std::string console_log_path_;
   std::string lock_path_;
+  std::string claimed_socket_path_ ABSL_GUARDED_BY(mu_);  // "" = the connection's own
   std::unique_ptr<GuestMemory> memory_;
   pid_t child_pid_;
   pid_t vmm_pid_ = -1;

@@ -147,6 +147,17 @@ void VmRegistry::EndMigrationOut(const std::string& name, bool vm_left) {
   }
 }
 
+absl::Status VmRegistry::ReplaceVm(const std::string& name, const std::string& id, std::unique_ptr<Vm> vm) {
+  std::lock_guard lock(mu_);
+  auto it = vms_.find(name);
+  if (it == vms_.end() || it->second.outgoing_migration != id) {
+    return absl::FailedPreconditionError(absl::StrCat("VM '", name, "' is not held by ", id));
+  }
+  it->second.vm = std::move(vm);
+  it->second.outgoing_migration.clear();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<VmRegistry::Snapshot> VmRegistry::BeginStop(const std::string& name) {
   std::lock_guard lock(mu_);
   auto it = vms_.find(name);

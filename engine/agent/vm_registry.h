@@ -66,6 +66,10 @@ class VmRegistry {
   // paused here, so only a paused VM qualifies. Ended by EndMigrationOut.
   absl::StatusOr<Snapshot> BeginResolveOut(const std::string& name, const std::string& id);
   void EndMigrationOut(const std::string& name, bool vm_left);
+  // Ends a hold taken with BeginMigrationOut(name, id) by putting `vm` in the entry in place of the
+  // old object (a VMM upgrade: the same VM, now served by another process). FailedPrecondition if
+  // the entry is gone or held by something else.
+  absl::Status ReplaceVm(const std::string& name, const std::string& id, std::unique_ptr<Vm> vm);
 
   // Marks the VM as stopping so no migration starts meanwhile; FailedPrecondition while it
   // migrates or arrives. EndStop removes the entry when `stopped`, else clears the mark.

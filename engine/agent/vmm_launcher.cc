@@ -48,7 +48,10 @@ void KillAndReap(pid_t pid, const std::string& vm_dir) {
   unlink((vm_dir + "/" + kVmmPidFileName).c_str());
 }
 
-absl::StatusOr<pid_t> Spawn(const std::string& binary, const std::string& vm_dir, const std::string& name) {
+}  // namespace
+
+absl::StatusOr<pid_t> SpawnVmm(const std::string& binary, const std::string& vm_dir, const std::string& name,
+                               const std::vector<std::string>& extra_args) {
   if (access(binary.c_str(), X_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat("cannot run the VMM binary ", binary, ": ", std::strerror(errno),
                                                       " (build ferry-vmm, or start the agent with --in-process-vms)"));
@@ -59,6 +62,7 @@ absl::StatusOr<pid_t> Spawn(const std::string& binary, const std::string& vm_dir
   UniqueFd null_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
   std::vector<std::string> args = {binary, "--socket", vm_dir + "/" + kVmmSocketName, "--pid-file",
                                    vm_dir + "/" + kVmmPidFileName, "--name", name};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -80,7 +84,7 @@ absl::StatusOr<pid_t> Spawn(const std::string& binary, const std::string& vm_dir
   return pid;
 }
 
-absl::StatusOr<VmmConnection> WaitForSocket(const std::string& socket, pid_t pid, const std::string& log) {
+absl::StatusOr<VmmConnection> WaitForVmmSocket(const std::string& socket, pid_t pid, const std::string& log) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kSocketWaitMs);
   for (;;) {
     auto conn = VmmConnection::Connect(socket, 1000);
@@ -97,8 +101,6 @@ absl::StatusOr<VmmConnection> WaitForSocket(const std::string& socket, pid_t pid
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
-
-}  // namespace
 
 std::string DatastoreVmmDirectory(const std::string& vm_dir, const std::string& agent) {
   return absl::StrCat(vm_dir, "/vmm-", agent);
@@ -127,8 +129,8 @@ absl::StatusOr<std::unique_ptr<Vm>> LaunchVmm(const VmSpec& spec, bool for_resto
   if (auto existing = VmmConnection::Connect(socket, 500); existing.ok()) {
     return absl::AlreadyExistsError(absl::StrCat("a VMM process already serves VM '", spec.name, "' at ", socket));
   }
-  ASSIGN_OR_RETURN(pid_t pid, Spawn(vmm_binary, vm_dir, spec.name));
-  auto conn = WaitForSocket(socket, pid, vm_dir + "/" + kVmmLogName);
+  ASSIGN_OR_RETURN(pid_t pid, SpawnVmm(vmm_binary, vm_dir, spec.name));
+  auto conn = WaitForVmmSocket(socket, pid, vm_dir + "/" + kVmmLogName);
   if (!conn.ok()) {
     KillAndReap(pid, vm_dir);
     return conn.status();

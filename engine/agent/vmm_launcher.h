@@ -5,10 +5,12 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/agent/agent_config.h"
 #include "engine/vm/vm.h"
+#include "engine/vmm/vmm_client.h"
 
 namespace ferry {
 
@@ -30,6 +32,13 @@ std::string DatastoreVmmDirectory(const std::string& vm_dir, const std::string& 
 
 // Where ferry-vmm is: beside this executable, else $FERRY_BIN_DIR.
 std::string DefaultVmmBinaryPath();
+
+// Forks and execs `binary` for the VM in `vm_dir` (a new session, output to vmm.log, no
+// parent-death signal) with --socket/--pid-file/--name, then `extra_args`.
+absl::StatusOr<pid_t> SpawnVmm(const std::string& binary, const std::string& vm_dir, const std::string& name,
+                               const std::vector<std::string>& extra_args = {});
+// Connects once `socket` listens; fails (with the log's tail) if `pid` exits first or after 10 s.
+absl::StatusOr<VmmConnection> WaitForVmmSocket(const std::string& socket, pid_t pid, const std::string& log);
 
 // Spawns ferry-vmm for `spec` in `vm_dir` and builds its VM for boot or for restore.
 absl::StatusOr<std::unique_ptr<Vm>> LaunchVmm(const VmSpec& spec, bool for_restore, const std::string& vm_dir,

@@ -751,14 +751,23 @@ absl::Status MicroVm::RestoreState(const v1::VmState& s) {
   return absl::OkStatus();
 }
 
+// `existing` (may be null) is guest RAM another process built: a VMM upgrade's new KVM VM maps it
+// instead of allocating its own.
 absl::StatusOr<std::unique_ptr<MicroVm>> BuildMicroVm(const VmSpec& spec, bool for_restore,
-                                                      const MicroVmOptions& options) {
+                                                      const MicroVmOptions& options,
+                                                      std::unique_ptr<GuestMemory> existing = nullptr) {
   RETURN_IF_ERROR(ValidateSpec(spec));
   std::string why;
   if (!KvmUsable(&why)) return absl::FailedPreconditionError(absl::StrCat("KVM is not usable: ", why));
   ASSIGN_OR_RETURN(KvmSystem kvm, KvmSystem::Open());
-  // GuestMemory refuses more than the host has.
-  ASSIGN_OR_RETURN(auto mem, GuestMemory::Create(spec.memory_bytes));
+  std::unique_ptr<GuestMemory> mem = std::move(existing);
+  if (!mem) {
+    // GuestMemory refuses more than the host has.
+    ASSIGN_OR_RETURN(mem, GuestMemory::Create(spec.memory_bytes));
+  } else if (mem->size() != spec.memory_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("guest memory of ", mem->size(), " bytes does not match the spec's ",
+                                                   spec.memory_bytes));
+  }
   auto vm = std::make_unique<MicroVm>(spec, for_restore, options, std::move(kvm), std::move(mem));
   RETURN_IF_ERROR(vm->Init());
   return vm;
@@ -778,6 +787,13 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVm(const VmSpec& spec, bool for_r
     ASSIGN_OR_RETURN(MultibootEntry entry, LoadMultibootImage(image, vm->cmdline(), vm->memory()));
     RETURN_IF_ERROR(vm->BootAt(entry.entry_eip, entry.info_gpa));
   }
+  return std::unique_ptr<Vm>(std::move(vm));
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmOverMemory(const VmSpec& spec, std::unique_ptr<GuestMemory> memory,
+                                                            const MicroVmOptions& options) {
+  if (!memory) return absl::InvalidArgumentError("a microVM over existing memory needs that memory");
+  ASSIGN_OR_RETURN(auto vm, BuildMicroVm(spec, /*for_restore=*/true, options, std::move(memory)));
   return std::unique_ptr<Vm>(std::move(vm));
 }
 

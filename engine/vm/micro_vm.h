@@ -33,6 +33,11 @@ struct MicroVmOptions {
 absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVm(const VmSpec& spec, bool for_restore,
                                                   const MicroVmOptions& options = {});
 
+// A microVM built for restore over guest RAM that already holds the guest (the memfd of the VMM
+// being replaced in a same-host VMM upgrade, docs/vmm_process.md): nothing is copied or zeroed.
+absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmOverMemory(const VmSpec& spec, std::unique_ptr<GuestMemory> memory,
+                                                            const MicroVmOptions& options = {});
+
 // A microVM that runs `code` copied to guest-physical `load_gpa` instead of a multiboot image
 // (kvmtool's tiny test guests). Every vCPU starts at `load_gpa` in 32-bit protected mode with flat
 // segments, paging off, EAX=0x2BADB002, EBX=0.

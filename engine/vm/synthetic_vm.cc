@@ -333,7 +333,8 @@ class SyntheticVm final : public Vm {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Vm>> CreateSyntheticVm(const VmSpec& spec, bool for_restore) {
+absl::StatusOr<std::unique_ptr<Vm>> CreateSyntheticVm(const VmSpec& spec, bool for_restore,
+                                                      std::unique_ptr<GuestMemory> memory) {
   if (spec.vcpus < 1 || spec.vcpus > FERRY_MAX_VCPUS) {
     return absl::InvalidArgumentError(absl::StrCat("vcpus must be 1..", FERRY_MAX_VCPUS, ", got ", spec.vcpus));
   }
@@ -354,7 +355,13 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateSyntheticVm(const VmSpec& spec, bool f
                                                    (needed + (1 << 20) - 1) >> 20, " MiB of guest memory; the VM has ",
                                                    spec.memory_bytes >> 20, " MiB"));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> mem, GuestMemory::Create(spec.memory_bytes));
+  std::unique_ptr<GuestMemory> mem = std::move(memory);
+  if (!mem) {
+    ASSIGN_OR_RETURN(mem, GuestMemory::Create(spec.memory_bytes));
+  } else if (mem->size() != spec.memory_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("guest memory of ", mem->size(), " bytes does not match the spec's ",
+                                                   spec.memory_bytes));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<PageWriteTracker> tracker, PageWriteTracker::Create(mem->data(), mem->size()));
   UniqueFd log;
   if (!spec.console_log_path.empty()) {

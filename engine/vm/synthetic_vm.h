@@ -9,6 +9,9 @@
 
 namespace ferry {
 
-absl::StatusOr<std::unique_ptr<Vm>> CreateSyntheticVm(const VmSpec& spec, bool for_restore);
+// `memory` (may be null): guest RAM that already holds the guest (a VMM upgrade), used instead of
+// a new allocation.
+absl::StatusOr<std::unique_ptr<Vm>> CreateSyntheticVm(const VmSpec& spec, bool for_restore,
+                                                      std::unique_ptr<GuestMemory> memory = nullptr);
 
 }  // namespace ferry

@@ -29,4 +29,10 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateVmForRestore(const VmSpec& spec) {
   return CreateMicroVm(spec, /*for_restore=*/true);
 }
 
+absl::StatusOr<std::unique_ptr<Vm>> CreateVmForTakeOver(const VmSpec& spec, std::unique_ptr<GuestMemory> memory) {
+  RETURN_IF_ERROR(ValidateVmName(spec.name));
+  if (spec.backend == Backend::kSynthetic) return CreateSyntheticVm(spec, /*for_restore=*/true, std::move(memory));
+  return CreateMicroVmOverMemory(spec, std::move(memory));
+}
+
 }  // namespace ferry

@@ -110,5 +110,8 @@ class Vm {
 // loaded, vCPUs created but not run) to receive memory and state.
 absl::StatusOr<std::unique_ptr<Vm>> CreateVmForBoot(const VmSpec& spec);
 absl::StatusOr<std::unique_ptr<Vm>> CreateVmForRestore(const VmSpec& spec);
+// A VM built for restore over `memory`, guest RAM that already holds the guest (another VMM
+// process's memfd, mapped here): the same-host VMM upgrade, where nothing is copied.
+absl::StatusOr<std::unique_ptr<Vm>> CreateVmForTakeOver(const VmSpec& spec, std::unique_ptr<GuestMemory> memory);
 
 }  // namespace ferry

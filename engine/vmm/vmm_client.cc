@@ -37,12 +37,13 @@ absl::StatusOr<VmmConnection> VmmConnection::Connect(const std::string& socket_p
   return VmmConnection(std::move(fd), socket_path);
 }
 
-absl::StatusOr<v1::VmmReply> VmmConnection::Call(v1::VmmRequest request, int timeout_ms, UniqueFd* received_fd) {
+absl::StatusOr<v1::VmmReply> VmmConnection::Call(v1::VmmRequest request, int timeout_ms, UniqueFd* received_fd,
+                                                 int pass_fd) {
   if (broken_) return absl::UnavailableError(absl::StrCat("VMM connection ", socket_path_, " is broken"));
   request.set_version(kVmmProtocolVersion);
   const uint64_t seq = next_seq_++;
   request.set_seq(seq);
-  absl::Status sent = WriteVmmFrame(fd_.get(), request, timeout_ms);
+  absl::Status sent = WriteVmmFrame(fd_.get(), request, timeout_ms, pass_fd);
   v1::VmmReply reply;
   if (sent.ok()) sent = ReadVmmFrame(fd_.get(), reply, timeout_ms, timeout_ms, received_fd);
   if (!sent.ok()) {

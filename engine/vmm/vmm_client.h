@@ -16,8 +16,10 @@ class VmmConnection {
   static absl::StatusOr<VmmConnection> Connect(const std::string& socket_path, int timeout_ms);
 
   // Sends `request` (version and seq filled in) and reads its reply. A reply whose status is an
-  // error is returned as that error. `received_fd` gets a descriptor sent beside the reply.
-  absl::StatusOr<v1::VmmReply> Call(v1::VmmRequest request, int timeout_ms, UniqueFd* received_fd = nullptr);
+  // error is returned as that error. `received_fd` gets a descriptor sent beside the reply;
+  // `pass_fd` (if >= 0) rides beside the request (a take-over create's guest memory).
+  absl::StatusOr<v1::VmmReply> Call(v1::VmmRequest request, int timeout_ms, UniqueFd* received_fd = nullptr,
+                                    int pass_fd = -1);
 
   // A connection to nothing (what a RemoteVm holds once it let go of its VMM).
   static VmmConnection Closed() { return VmmConnection(UniqueFd(), ""); }

@@ -13,7 +13,7 @@
 
 namespace ferry {
 
-v1::VmmReply VmmDispatcher::Handle(const v1::VmmRequest& request, int* pass_fd) {
+v1::VmmReply VmmDispatcher::Handle(const v1::VmmRequest& request, int* pass_fd, UniqueFd received_fd) {
   *pass_fd = -1;
   v1::VmmReply reply;
   reply.set_version(kVmmProtocolVersion);
@@ -23,7 +23,7 @@ v1::VmmReply VmmDispatcher::Handle(const v1::VmmRequest& request, int* pass_fd) 
     st = absl::InvalidArgumentError(absl::StrCat("VMM protocol version ", request.version(),
                                                  " is not supported (this VMM speaks ", kVmmProtocolVersion, ")"));
   } else {
-    st = Dispatch(request, reply, pass_fd);
+    st = Dispatch(request, reply, pass_fd, std::move(received_fd));
   }
   if (!st.ok()) *pass_fd = -1;
   SetReplyStatus(st, reply);
@@ -35,10 +35,14 @@ void VmmDispatcher::StopVm() {
   if (vm_) (void)vm_->Stop();
 }
 
-absl::Status VmmDispatcher::Create(const v1::VmmCreate& create) {
+absl::Status VmmDispatcher::Create(const v1::VmmCreate& create, UniqueFd memfd) {
   if (vm_) return absl::FailedPreconditionError("this VMM already runs a VM");
-  if (create.mode() != v1::VMM_START_MODE_BOOT && create.mode() != v1::VMM_START_MODE_RESTORE) {
-    return absl::InvalidArgumentError("create: mode must be boot or restore");
+  const v1::VmmStartMode mode = create.mode();
+  if (mode != v1::VMM_START_MODE_BOOT && mode != v1::VMM_START_MODE_RESTORE && mode != v1::VMM_START_MODE_TAKE_OVER) {
+    return absl::InvalidArgumentError("create: mode must be boot, restore or take-over");
+  }
+  if (mode == v1::VMM_START_MODE_TAKE_OVER && !memfd.valid()) {
+    return absl::InvalidArgumentError("create: take-over needs the guest-memory descriptor beside the request");
   }
   ASSIGN_OR_RETURN(VmSpec spec, VmSpecFromProto(create.spec()));
   spec.console_log_path = create.console_log_path();
@@ -46,9 +50,16 @@ absl::Status VmmDispatcher::Create(const v1::VmmCreate& create) {
   if (create.has_lock()) {
     RETURN_IF_ERROR(lock_.Configure(create.lock(), spec.name));
     // A boot runs the VM: the lock first, so a VM another holder runs is never built here.
-    if (create.mode() == v1::VMM_START_MODE_BOOT) RETURN_IF_ERROR(lock_.Take());
+    if (mode == v1::VMM_START_MODE_BOOT) RETURN_IF_ERROR(lock_.Take());
   }
-  auto vm = create.mode() == v1::VMM_START_MODE_BOOT ? CreateVmForBoot(spec) : CreateVmForRestore(spec);
+  absl::StatusOr<std::unique_ptr<Vm>> vm;
+  if (mode == v1::VMM_START_MODE_TAKE_OVER) {
+    // The memfd is the running guest's RAM: mapped shared, never resized or written here.
+    ASSIGN_OR_RETURN(auto memory, GuestMemory::WrapExisting(std::move(memfd), spec.memory_bytes));
+    vm = CreateVmForTakeOver(spec, std::move(memory));
+  } else {
+    vm = mode == v1::VMM_START_MODE_BOOT ? CreateVmForBoot(spec) : CreateVmForRestore(spec);
+  }
   if (!vm.ok()) {
     lock_.Release();
     return vm.status();
@@ -56,7 +67,10 @@ absl::Status VmmDispatcher::Create(const v1::VmmCreate& create) {
   vm_ = std::move(*vm);
   console_log_path_ = spec.console_log_path;
   spdlog::info("event=vmm_vm_created vm={} mode={} memory_mib={}", spec.name,
-               create.mode() == v1::VMM_START_MODE_BOOT ? "boot" : "restore", spec.memory_bytes >> 20);
+               mode == v1::VMM_START_MODE_BOOT      ? "boot"
+               : mode == v1::VMM_START_MODE_RESTORE ? "restore"
+                                                    : "take-over",
+               spec.memory_bytes >> 20);
   return absl::OkStatus();
 }
 
@@ -72,8 +86,9 @@ void VmmDispatcher::Describe(v1::VmmReply& reply) const {
   reply.set_lock_held(lock_.held());
 }
 
-absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply& reply, int* pass_fd) {
-  if (request.kind_case() == v1::VmmRequest::kCreate) return Create(request.create());
+absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply& reply, int* pass_fd,
+                                     UniqueFd received_fd) {
+  if (request.kind_case() == v1::VmmRequest::kCreate) return Create(request.create(), std::move(received_fd));
   if (request.kind_case() == v1::VmmRequest::KIND_NOT_SET) return absl::InvalidArgumentError("empty VMM request");
   if (!vm_) {
     if (request.kind_case() == v1::VmmRequest::kStop) {
@@ -115,6 +130,19 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
     case v1::VmmRequest::kTakeLock:
       if (!lock_.configured()) return absl::FailedPreconditionError("take_lock: this VM has no lock file");
       return lock_.Take();
+    case v1::VmmRequest::kClaimSocket:
+      if (!claim_socket_) return absl::FailedPreconditionError("claim_socket: this VMM cannot move its socket");
+      return claim_socket_();
+    case v1::VmmRequest::kRetire:
+      // Only a paused copy may be retired: its successor resumed the guest from its saved state.
+      if (vm_->run_state() != VmRunState::kPaused) {
+        return absl::FailedPreconditionError(absl::StrCat("retire: the VM is ", VmRunStateName(vm_->run_state()),
+                                                          ", not paused"));
+      }
+      stop_requested_ = true;
+      retired_ = true;
+      spdlog::info("event=vmm_retired vm={}", vm_->spec().name);
+      return vm_->Stop();
     case v1::VmmRequest::kEnableDirtyTracking: return vm_->EnableDirtyTracking();
     case v1::VmmRequest::kDisableDirtyTracking: return vm_->DisableDirtyTracking();
     case v1::VmmRequest::kCollectDirty: {

@@ -45,30 +45,54 @@ bool PeerAllowed(int conn) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<VmmServer>> VmmServer::Listen(VmmServerOptions options) {
-  ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(options.socket_path));
+  const std::string path = options.take_over ? options.socket_path + kTakeOverSocketSuffix : options.socket_path;
+  ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(path));
   UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return ErrnoError("socket");
-  if (access(options.socket_path.c_str(), F_OK) == 0) {
+  if (access(path.c_str(), F_OK) == 0) {
     UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-      return absl::AlreadyExistsError(absl::StrCat("another VMM already serves ", options.socket_path));
+      return absl::AlreadyExistsError(absl::StrCat("another VMM already serves ", path));
     }
-    unlink(options.socket_path.c_str());  // stale: its VMM is gone
+    unlink(path.c_str());  // stale: its VMM is gone
   }
   const mode_t old_mask = umask(0077);  // the socket is this user's only
   const int bound = bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   umask(old_mask);
-  if (bound != 0) return ErrnoError(absl::StrCat("bind ", options.socket_path));
+  if (bound != 0) return ErrnoError(absl::StrCat("bind ", path));
   if (listen(fd.get(), 4) != 0) return ErrnoError("listen");
-  if (!options.pid_file.empty()) {
-    std::ofstream(options.pid_file) << getpid() << "\n";
+  auto server = std::unique_ptr<VmmServer>(new VmmServer(std::move(options), std::move(fd), path));
+  server->dispatcher_.set_claim_socket([raw = server.get()] { return raw->ClaimSocket(); });
+  if (!server->options_.take_over && !server->options_.pid_file.empty()) {
+    std::ofstream(server->options_.pid_file) << getpid() << "\n";
+    server->pid_file_written_ = true;
   }
-  return std::unique_ptr<VmmServer>(new VmmServer(std::move(options), std::move(fd)));
+  return server;
 }
 
 VmmServer::~VmmServer() {
-  unlink(options_.socket_path.c_str());
-  if (!options_.pid_file.empty()) unlink(options_.pid_file.c_str());
+  if (dispatcher_.retired()) return;  // the socket path and pid file are the successor's
+  unlink(bound_path_.c_str());
+  if (pid_file_written_) unlink(options_.pid_file.c_str());
+}
+
+absl::Status VmmServer::ClaimSocket() {
+  if (!options_.take_over) return absl::FailedPreconditionError("claim_socket: this VMM was not started to take over");
+  if (bound_path_ == options_.socket_path) return absl::OkStatus();
+  if (!dispatcher_.has_vm()) return absl::FailedPreconditionError("claim_socket: this VMM has no VM yet");
+  // rename() replaces the old VMM's socket atomically: a connect finds one VMM or the other.
+  if (rename(bound_path_.c_str(), options_.socket_path.c_str()) != 0) {
+    return ErrnoError(absl::StrCat("rename ", bound_path_, " to ", options_.socket_path));
+  }
+  bound_path_ = options_.socket_path;
+  if (!options_.pid_file.empty()) {
+    const std::string tmp = options_.pid_file + kTakeOverSocketSuffix;
+    std::ofstream(tmp) << getpid() << "\n";
+    if (rename(tmp.c_str(), options_.pid_file.c_str()) != 0) return ErrnoError(absl::StrCat("write ", options_.pid_file));
+    pid_file_written_ = true;
+  }
+  spdlog::info("event=vmm_socket_claimed socket={} pid={}", bound_path_, getpid());
+  return absl::OkStatus();
 }
 
 std::string VmmServer::Run(const std::atomic<bool>& terminate) {
@@ -103,7 +127,8 @@ void VmmServer::Serve(int conn, const std::atomic<bool>& terminate) {
     pollfd p{conn, POLLIN | POLLRDHUP, 0};
     if (poll(&p, 1, kTickMs) <= 0) continue;
     v1::VmmRequest request;
-    absl::Status read = ReadVmmFrame(conn, request, 0, kVmmFrameRestTimeoutMs);
+    UniqueFd received_fd;
+    absl::Status read = ReadVmmFrame(conn, request, 0, kVmmFrameRestTimeoutMs, &received_fd);
     if (!read.ok()) {
       if (read.code() == absl::StatusCode::kInvalidArgument) {
         // Tell the agent why, then drop a connection whose framing cannot be trusted any more.
@@ -116,7 +141,7 @@ void VmmServer::Serve(int conn, const std::atomic<bool>& terminate) {
       return;
     }
     int pass_fd = -1;
-    v1::VmmReply reply = dispatcher_.Handle(request, &pass_fd);
+    v1::VmmReply reply = dispatcher_.Handle(request, &pass_fd, std::move(received_fd));
     if (absl::Status st = WriteVmmFrame(conn, reply, kReplyTimeoutMs, pass_fd); !st.ok()) {
       spdlog::warn("event=vmm_reply_failed error=\"{}\"", std::string(st.message()));
       return;

@@ -16,7 +16,12 @@ struct VmmServerOptions {
   std::string socket_path;
   std::string pid_file;  // "" = none
   int create_timeout_ms = 30'000;  // no create by then: exit
+  // A VMM upgrade's new VMM: listens at socket_path + kTakeOverSocketSuffix (the old VMM still
+  // serves socket_path) and moves there, writing the pid file, on `claim_socket`.
+  bool take_over = false;
 };
+
+inline constexpr char kTakeOverSocketSuffix[] = ".next";
 
 class VmmServer {
  public:
@@ -31,13 +36,17 @@ class VmmServer {
   std::string Run(const std::atomic<bool>& terminate);
 
  private:
-  explicit VmmServer(VmmServerOptions options, UniqueFd listener)
-      : options_(std::move(options)), listener_(std::move(listener)) {}
+  explicit VmmServer(VmmServerOptions options, UniqueFd listener, std::string bound_path)
+      : options_(std::move(options)), listener_(std::move(listener)), bound_path_(std::move(bound_path)) {}
+  // claim_socket: the take-over socket becomes the VM's socket, the pid file names this process.
+  absl::Status ClaimSocket();
   // One connection until it hangs up, breaks the protocol, or a stop.
   void Serve(int conn, const std::atomic<bool>& terminate);
 
   VmmServerOptions options_;
   UniqueFd listener_;
+  std::string bound_path_;  // where the socket is now
+  bool pid_file_written_ = false;
   VmmDispatcher dispatcher_;
 };
 

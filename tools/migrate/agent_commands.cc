@@ -303,6 +303,7 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   });
 
   AddDatastoreVmCommands(vm, g);
+  AddVmmUpgradeCommand(vm, g);
 
   auto m = std::make_shared<MigrateArgs>();
   CLI::App* migrate = vm->add_subcommand("migrate", "live-migrate a VM from --agent to another agent");

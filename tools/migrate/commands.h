@@ -55,6 +55,7 @@ CLI::App* SubcommandOf(CLI::App& parent, const std::string& name, const std::str
 void AddVmLocalCommands(CLI::App& app, Globals& g);   // vm run | snapshot | restore (no agent)
 void AddAgentCommands(CLI::App& app, Globals& g);     // vm create|list|show|stop|migrate|announce, precheck VM --to
 void AddDatastoreVmCommands(CLI::App* vm, Globals& g);  // vm start|delete|register (datastore_vm_commands.cc)
+void AddVmmUpgradeCommand(CLI::App* vm, Globals& g);    // vm upgrade (vmm_upgrade_command.cc)
 void AddPrecheckCommands(CLI::App& app, Globals& g);  // precheck --vm --source --destination, host cpu-baseline
 void AddDemoCommand(CLI::App& app, Globals& g);       // demo
 void AddCertsCommands(CLI::App& app, Globals& g);     // certs ...

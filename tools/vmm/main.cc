@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   app.add_option("--name", name, "the VM's name (for the log)");
   app.add_option("--create-timeout-ms", options.create_timeout_ms, "exit if no VM is created by then")
       ->check(CLI::Range(100, 3'600'000));
+  app.add_flag("--take-over", options.take_over,
+               "a VMM upgrade's successor: listen beside --socket until told to claim it");
   CLI11_PARSE(app, argc, argv);
 
   // The agent blocks these in every thread; a child inherits the mask across exec.
