@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
@@ -21,6 +22,7 @@
 #include "engine/migration/precopy_source.h"
 #include "engine/transport/data_listener.h"
 #include "proto/ferry/v1/migration.pb.h"
+#include "proto/ferry/v1/peer.pb.h"
 
 namespace ferry {
 
@@ -53,6 +55,13 @@ struct AgentContext {
   // its engine's configuration (shorter bounds) before it runs.
   std::function<std::unique_ptr<MigrationChannel>(MigrationChannel&)> wrap_migration_channel;
   std::function<void(SourceConfig&)> adjust_source_config;
+  // Test seams (unset in production, set only by tests/fault_agent) of the destination side:
+  // refuse_incoming answers an incoming message with its error reply instead of the receiver
+  // (nullopt: handled as usual), and is asked once more with an empty message right after the VM
+  // resumed here (before the announcement); adjust_incoming_data_path changes a data path's
+  // options (IncomingOptions::refuse_batch refuses a round).
+  std::function<std::optional<v1::PeerReply>(const v1::PeerMessage&)> refuse_incoming;
+  std::function<void(IncomingOptions&)> adjust_incoming_data_path;
 };
 
 }  // namespace ferry

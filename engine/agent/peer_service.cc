@@ -117,6 +117,7 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
       r.mutable_error()->set_message(std::string(st.message()));
       write(r);
     };
+    if (ctx_.adjust_incoming_data_path) ctx_.adjust_incoming_data_path(o);  // test seam
     ReceiverHooks::DataPath dp;
     dp.pages = ctx_.data_listener->Expect(std::move(o), mem);
     dp.port = ctx_.data_listener->port();
@@ -174,13 +175,22 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     }
     if (msg.has_start() && msg.start().has_home()) home = msg.start().home();
     if (msg.has_start() && msg.start().has_storage()) storage = msg.start().storage();
-    std::optional<v1::PeerReply> reply = receiver.Handle(msg);
+    // Test seam (tests/fault_agent): a destination that refuses this message.
+    std::optional<v1::PeerReply> reply = ctx_.refuse_incoming ? ctx_.refuse_incoming(msg) : std::nullopt;
+    if (!reply) reply = receiver.Handle(msg);
     if (commit) ctx_.incoming_commits.EndCommit(begun_id, receiver.state() == MigrationReceiver::State::kResumed);
     if (commit && receiver.state() != MigrationReceiver::State::kResumed) {
       arriving_home.Drop();
       arriving_storage.Drop();
     }
     if (reply) write(*reply);
+    if (reply && reply->has_resumed() && ctx_.refuse_incoming) {
+      // Test seam: asked once more with an empty message, the step after the resume.
+      if (std::optional<v1::PeerReply> refused = ctx_.refuse_incoming(v1::PeerMessage()); refused) {
+        write(*refused);
+        break;
+      }
+    }
     if (reply && reply->has_resumed()) {
       // Tell the network where the VM is now (after the resume: it never delays it).
       v1::PeerReply announced;

@@ -129,6 +129,10 @@ absl::Status RemoteVm::Retire() {
   return absl::OkStatus();
 }
 
+absl::Status RemoteVm::MarkHandoverCommitted() {
+  return Call(Verb(&v1::VmmRequest::set_handover_committed), kOperationTimeoutMs).status();
+}
+
 absl::Status RemoteVm::EnableDirtyTracking() {
   return Call(Verb(&v1::VmmRequest::set_enable_dirty_tracking), kOperationTimeoutMs).status();
 }

@@ -34,6 +34,7 @@ class RemoteVm : public Vm {
   absl::Status Pause() override;
   absl::Status Resume() override;
   absl::Status Stop() override;
+  absl::Status MarkHandoverCommitted() override;
   absl::Status EnableDirtyTracking() override;
   absl::Status DisableDirtyTracking() override;
   absl::Status CollectDirtyPages(DirtyBitmap& out) override;

@@ -677,7 +677,9 @@ SourceResult PrecopySource::Run() {
     if (cancel_.load() || pause_bound_hit_.load()) {
       st = absl::CancelledError("migration cancelled by request");
     } else if (SourceTransitionAllowed(state_, SourceState::kCommitting)) {
-      state_ = SourceState::kCommitting;
+      // From here the guest may run on the destination: a VMM whose agent dies keeps it paused.
+      st = vm_.MarkHandoverCommitted();
+      if (st.ok()) state_ = SourceState::kCommitting;
     }
   }
   if (pause_watchdog_) pause_watchdog_->Disarm();  // commit sent or rolled back: it has nothing left to bound

@@ -209,6 +209,7 @@ absl::Status IncomingSession::ReceiveLoop(Conn& c) {
     }
     RETURN_IF_ERROR(DecodeRuns(h, table.data() + kDataHeaderBytes, mem_.num_pages(), runs));
     if (options_.before_apply) options_.before_apply(c.index, round);
+    if (options_.refuse_batch) RETURN_IF_ERROR(options_.refuse_batch(c.index, round));
     data.clear();
     uint64_t pages = 0;
     for (const WireRun& r : runs) {

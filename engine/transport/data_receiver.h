@@ -39,6 +39,9 @@ struct IncomingOptions {
   // one connection); and switch the round barrier off to show what it prevents.
   std::function<void(uint32_t connection, uint32_t round)> before_apply;
   bool disable_round_barrier = false;
+  // Test seam (never set in production): an error refuses the batch about to be applied, failing
+  // the data path as a bad frame would (tests/fault_agent: a destination that refuses a round).
+  std::function<absl::Status(uint32_t connection, uint32_t round)> refuse_batch;
 };
 
 class IncomingSession : public IncomingPages {

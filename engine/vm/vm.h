@@ -97,6 +97,10 @@ class Vm {
     return absl::UnimplementedError("this VM backend cannot be throttled");
   }
   virtual uint32_t throttle_percent() const { return 0; }
+  // A migration's commit is about to be sent: from here the VM may run on the destination. A VM
+  // in its own VMM process tells it, so a VMM whose agent dies keeps such a guest paused instead
+  // of resuming it (docs/vmm_process.md "An agent that dies mid-migration"). In-process: nothing.
+  virtual absl::Status MarkHandoverCommitted() { return absl::OkStatus(); }
   // CLOCK_MONOTONIC when a vCPU first re-entered guest mode after the last Start/Resume; 0 when
   // not yet or not known. Lets a destination report its "first guest instruction" figure.
   virtual int64_t first_guest_entry_ns() const { return 0; }

@@ -31,6 +31,27 @@ v1::VmmReply VmmDispatcher::Handle(const v1::VmmRequest& request, int* pass_fd, 
   return reply;
 }
 
+void VmmDispatcher::OnAgentGone() {
+  if (!vm_ || stop_requested_ || (!migration_tracking_ && !paused_by_migration_)) return;
+  const std::string& name = vm_->spec().name;
+  if (vm_->throttle_percent() > 0) (void)vm_->SetThrottle(0);
+  if (migration_tracking_) (void)vm_->DisableDirtyTracking();
+  migration_tracking_ = false;
+  if (!paused_by_migration_ || vm_->run_state() != VmRunState::kPaused) {
+    spdlog::warn("event=vmm_migration_abandoned vm={} action=none (the guest runs on)", name);
+    return;
+  }
+  if (handover_committed_) {
+    // The commit may have arrived: the guest may run on the destination. Never resume blindly.
+    spdlog::warn("event=vmm_migration_abandoned vm={} action=kept_paused (the commit went out)", name);
+    return;
+  }
+  absl::Status st = lock_.RequireHeldToRun();
+  if (st.ok()) st = vm_->Resume();
+  if (st.ok()) paused_by_migration_ = false;
+  spdlog::warn("event=vmm_migration_abandoned vm={} action=resumed error=\"{}\"", name, std::string(st.message()));
+}
+
 void VmmDispatcher::StopVm() {
   if (vm_) (void)vm_->Stop();
 }
@@ -111,10 +132,21 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       if (st.ok()) ever_started_ = true;
       return st;
     }
-    case v1::VmmRequest::kPause: return vm_->Pause();
+    case v1::VmmRequest::kPause:
+      RETURN_IF_ERROR(vm_->Pause());
+      if (migration_tracking_) paused_by_migration_ = true;
+      return absl::OkStatus();
     case v1::VmmRequest::kResume:
       RETURN_IF_ERROR(lock_.RequireHeldToRun());
-      return vm_->Resume();
+      RETURN_IF_ERROR(vm_->Resume());
+      paused_by_migration_ = false;
+      return absl::OkStatus();
+    case v1::VmmRequest::kHandoverCommitted:
+      if (vm_->run_state() != VmRunState::kPaused) {
+        return absl::FailedPreconditionError("handover_committed: the VM is not paused");
+      }
+      handover_committed_ = true;
+      return absl::OkStatus();
     case v1::VmmRequest::kStop: {
       stop_requested_ = true;
       absl::Status st = vm_->Stop();
@@ -143,8 +175,15 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       retired_ = true;
       spdlog::info("event=vmm_retired vm={}", vm_->spec().name);
       return vm_->Stop();
-    case v1::VmmRequest::kEnableDirtyTracking: return vm_->EnableDirtyTracking();
-    case v1::VmmRequest::kDisableDirtyTracking: return vm_->DisableDirtyTracking();
+    case v1::VmmRequest::kEnableDirtyTracking:
+      RETURN_IF_ERROR(vm_->EnableDirtyTracking());
+      migration_tracking_ = true;  // only a migration tracks dirty pages
+      handover_committed_ = false;
+      return absl::OkStatus();
+    case v1::VmmRequest::kDisableDirtyTracking:
+      RETURN_IF_ERROR(vm_->DisableDirtyTracking());
+      migration_tracking_ = false;
+      return absl::OkStatus();
     case v1::VmmRequest::kCollectDirty: {
       DirtyBitmap dirty(vm_->memory().num_pages());
       RETURN_IF_ERROR(vm_->CollectDirtyPages(dirty));

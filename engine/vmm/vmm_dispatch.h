@@ -28,6 +28,10 @@ class VmmDispatcher {
   void set_claim_socket(std::function<absl::Status()> claim) { claim_socket_ = std::move(claim); }
   // Stops the VM (a signal told the VMM to end).
   void StopVm();
+  // The agent's connection dropped. A migration it left under way ends here: throttle and dirty
+  // tracking off, and a guest the migration paused resumes unless its commit was marked sent
+  // (then it may run on the destination and stays paused).
+  void OnAgentGone();
 
  private:
   absl::Status Create(const v1::VmmCreate& create, UniqueFd memfd);
@@ -40,6 +44,9 @@ class VmmDispatcher {
   bool stop_requested_ = false;
   bool retired_ = false;
   std::function<absl::Status()> claim_socket_;  // set by the server
+  bool migration_tracking_ = false;   // dirty tracking on: an outgoing migration is under way
+  bool paused_by_migration_ = false;  // paused while it was
+  bool handover_committed_ = false;   // its commit is going out (handover_committed)
   VmmLockKeeper lock_;  // the VM's datastore lock, held by this process
 };
 

@@ -115,6 +115,7 @@ std::string VmmServer::Run(const std::atomic<bool>& terminate) {
     spdlog::info("event=vmm_agent_connected");
     Serve(conn.get(), terminate);
     spdlog::info("event=vmm_agent_disconnected");
+    dispatcher_.OnAgentGone();
     if (dispatcher_.has_vm() && !dispatcher_.ever_started() && !dispatcher_.stop_requested()) {
       dispatcher_.StopVm();
       return "agent left a VM that never started";

@@ -10,6 +10,10 @@
 // the source there (--hold-at, tests/fault_agent/holding_channel.h) while the fault is injected.
 // Where a commit's answer is truly lost the source keeps the guest paused; the cell then settles it
 // as an operator would, with Agent.ResolveMigration (`migrate migration resolve ID`).
+// "Destination refuses" after setup is the destination's ferry-agent-faults --refuse-at (a round,
+// the state, the commit, the step after the resume). After a source SIGKILL the cell restarts the
+// source agent: its surviving ferry-vmm must have resumed the guest before the commit, and kept it
+// paused from the commit on.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -73,6 +77,20 @@ const char* HoldName(Phase p) {
     case Phase::kAfterResume: return "resumed";
     default: return "";
   }
+}
+// The destination fault agent's --refuse-at step for "destination refuses" at a phase ("" at setup:
+// there the refusal is real, a VM of that name already runs on the destination).
+const char* RefuseStep(Phase p) {
+  switch (p) {
+    case Phase::kSetup: return "";
+    case Phase::kRoundOne: return "round-1";
+    case Phase::kLaterRound: return "round-2";
+    case Phase::kStopAndCopy: return "state";   // the device state arrives while the guest is paused
+    case Phase::kStateLoaded: return "commit";  // the state loaded, then the commit is refused
+    case Phase::kCommitSent: return "commit";   // ... with the source held right after sending it
+    case Phase::kAfterResume: return "after-resume";
+  }
+  return "";
 }
 bool BeforeCommit(Phase p) { return p != Phase::kCommitSent && p != Phase::kAfterResume; }
 
@@ -161,13 +179,20 @@ TEST_P(FaultMatrix, OneHostRunsTheGuestAndTheOutcomeIsTrue) {
     options.extra_args = {{"--hold-at", hold, "--hold-file", hold_file, "--resolve-timeout-ms",
                            std::to_string(kResolveTimeoutMs)}};
   }
+  const std::string refuse = cell.fault == Fault::kDestinationRefuses ? RefuseStep(cell.phase) : "";
+  if (!refuse.empty()) {
+    // The destination is the test-only agent, refusing one step (tests/fault_agent/refusing_destination.h).
+    options.agent_binary = "ferry-agent-faults";
+    options.extra_args.resize(2);
+    options.extra_args[1] = {"--refuse-at", refuse};
+  }
   auto c = LocalCluster::Start(options);
   ASSERT_TRUE(c.ok()) << c.status();
   auto a = (*c)->Stub(0), b = (*c)->Stub(1);
   ASSERT_TRUE(a.ok() && b.ok());
   ASSERT_TRUE(CreateVm(**a, GuestSpec("vm1", v1::BACKEND_KIND_SYNTHETIC, 64, 32, 6)).ok());
   ASSERT_TRUE(WaitForHeartbeats(**a, "vm1", 20, 20));
-  if (cell.fault == Fault::kDestinationRefuses) {
+  if (cell.fault == Fault::kDestinationRefuses && refuse.empty()) {
     // The destination already runs a VM of that name: it refuses the start.
     ASSERT_TRUE(CreateVm(**b, GuestSpec("vm1", v1::BACKEND_KIND_SYNTHETIC, 16, 4, 1)).ok());
   }
@@ -257,14 +282,30 @@ TEST_P(FaultMatrix, OneHostRunsTheGuestAndTheOutcomeIsTrue) {
   }
 
   if (cell.fault == Fault::kKillSource) {
+    // The source's VM outlives its agent in its ferry-vmm process. The rule (docs/vmm_process.md
+    // "An agent that dies mid-migration"): before the commit the VMM ends the migration and
+    // resumes a guest it paused; from the commit on it keeps the guest paused (it may run on the
+    // destination). A restarted source agent adopts the VMM and shows which.
+    bool on_destination = false;
     if (BeforeCommit(cell.phase)) {
-      // The source host is gone (its VM with it); the destination must not keep a half copy.
+      // The destination must not keep a half copy of a dead source's migration.
       EXPECT_EQ(VmsAfterSettling(**b, 10), 0) << "the destination kept a half-received VM of a dead source";
     } else if (cell.phase == Phase::kAfterResume || WaitRunning(**b, "vm1", 5)) {
       // The commit arrived: the VM lives on at the destination.
       ExpectRunsHere(**b, "vm1", /*bounded=*/false);
+      on_destination = true;
     } else {
       EXPECT_EQ(VmsAfterSettling(**b, 10), 0) << "the destination kept a VM it never committed";
+    }
+    ASSERT_TRUE((*c)->Restart(0).ok());
+    auto restarted = (*c)->Stub(0);
+    ASSERT_TRUE(restarted.ok());
+    v1::VmInfo kept;
+    ASSERT_TRUE(GetVm(**restarted, "vm1", &kept).ok()) << "the source's VMM did not survive its agent";
+    if (on_destination || !BeforeCommit(cell.phase)) {
+      EXPECT_NE(kept.state(), v1::VM_POWER_STATE_RUNNING) << "the source's VMM resumed a committed guest";
+    } else {
+      ExpectRunsHere(**restarted, "vm1");  // resumed by its VMM, within the pause bound
     }
     return;
   }
@@ -357,10 +398,13 @@ TEST_P(FaultMatrix, OneHostRunsTheGuestAndTheOutcomeIsTrue) {
     // A frozen data connection is dead after the keepalive's bound, not the transport's 30 s.
     EXPECT_NE(last.error().find("no progress for 4.0 s"), std::string::npos) << last.error();
   }
-  if (cell.fault == Fault::kDestinationRefuses) {
+  if (cell.fault == Fault::kDestinationRefuses && refuse.empty()) {
     EXPECT_NE(last.error().find("EXISTS"), std::string::npos) << last.error();
     EXPECT_EQ(ListVms(**b).vms_size(), 1) << "the destination kept more than its own VM";
     return;
+  }
+  if (cell.fault == Fault::kDestinationRefuses) {
+    EXPECT_NE(last.error().find("test fault: this destination refuses"), std::string::npos) << last.error();
   }
   // The destination discarded its copy (abort, stream end, or keepalive on a frozen link).
   proxy->Thaw();
@@ -380,24 +424,28 @@ INSTANTIATE_TEST_SUITE_P(
         // Before commit: the guest runs on the source afterwards (or nowhere if its host died).
         Cell{Phase::kSetup, Fault::kCancel}, Cell{Phase::kRoundOne, Fault::kCancel},
         Cell{Phase::kLaterRound, Fault::kCancel}, Cell{Phase::kStopAndCopy, Fault::kCancel},
-        Cell{Phase::kRoundOne, Fault::kKillSource}, Cell{Phase::kLaterRound, Fault::kKillSource},
-        Cell{Phase::kRoundOne, Fault::kKillDestination}, Cell{Phase::kStopAndCopy, Fault::kKillDestination},
-        Cell{Phase::kRoundOne, Fault::kCutLink}, Cell{Phase::kStopAndCopy, Fault::kCutLink},
-        Cell{Phase::kRoundOne, Fault::kStallLink}, Cell{Phase::kStopAndCopy, Fault::kStallLink},
-        Cell{Phase::kSetup, Fault::kDestinationRefuses},
+        Cell{Phase::kSetup, Fault::kKillSource}, Cell{Phase::kRoundOne, Fault::kKillSource},
+        Cell{Phase::kLaterRound, Fault::kKillSource}, Cell{Phase::kStopAndCopy, Fault::kKillSource},
+        Cell{Phase::kSetup, Fault::kKillDestination}, Cell{Phase::kRoundOne, Fault::kKillDestination},
+        Cell{Phase::kLaterRound, Fault::kKillDestination}, Cell{Phase::kStopAndCopy, Fault::kKillDestination},
+        Cell{Phase::kSetup, Fault::kCutLink}, Cell{Phase::kRoundOne, Fault::kCutLink},
+        Cell{Phase::kLaterRound, Fault::kCutLink}, Cell{Phase::kStopAndCopy, Fault::kCutLink},
+        Cell{Phase::kSetup, Fault::kStallLink}, Cell{Phase::kRoundOne, Fault::kStallLink},
+        Cell{Phase::kLaterRound, Fault::kStallLink}, Cell{Phase::kStopAndCopy, Fault::kStallLink},
+        Cell{Phase::kSetup, Fault::kDestinationRefuses}, Cell{Phase::kRoundOne, Fault::kDestinationRefuses},
+        Cell{Phase::kLaterRound, Fault::kDestinationRefuses}, Cell{Phase::kStopAndCopy, Fault::kDestinationRefuses},
         // The gRPC stream carrying the pages too (StopAndCopy_StallLink: tests/migration's Handover).
         Cell{Phase::kRoundOne, Fault::kCutLink, kGrpc},
         // The handover, held there by the test-only agent.
         Cell{Phase::kStateLoaded, Fault::kCancel}, Cell{Phase::kStateLoaded, Fault::kKillSource},
         Cell{Phase::kStateLoaded, Fault::kKillDestination}, Cell{Phase::kStateLoaded, Fault::kCutLink},
-        Cell{Phase::kStateLoaded, Fault::kStallLink},
+        Cell{Phase::kStateLoaded, Fault::kStallLink}, Cell{Phase::kStateLoaded, Fault::kDestinationRefuses},
         Cell{Phase::kCommitSent, Fault::kCancel}, Cell{Phase::kCommitSent, Fault::kKillSource},
         Cell{Phase::kCommitSent, Fault::kKillDestination}, Cell{Phase::kCommitSent, Fault::kCutLink},
-        // CommitSent x StallLink is left out: it hung in TcpProxy's destructor (joined the pumps
-        // holding the lock they ask on their way out; fixed, the cell not re-run yet).
+        Cell{Phase::kCommitSent, Fault::kStallLink}, Cell{Phase::kCommitSent, Fault::kDestinationRefuses},
         Cell{Phase::kAfterResume, Fault::kCancel}, Cell{Phase::kAfterResume, Fault::kKillSource},
         Cell{Phase::kAfterResume, Fault::kKillDestination}, Cell{Phase::kAfterResume, Fault::kCutLink},
-        // AfterResume x StallLink: left out for the same reason (the migration itself completed).
+        Cell{Phase::kAfterResume, Fault::kStallLink}, Cell{Phase::kAfterResume, Fault::kDestinationRefuses},
         // The commit arrives and runs, its answer is lost: settled by the operator's resolve.
         Cell{Phase::kStateLoaded, Fault::kLoseAnswers}),
     CellName);

@@ -8,6 +8,8 @@
 //   --hold-at PHASE --hold-file PATH
 //                             hold the first outgoing migration at state-loaded, commit-sent or
 //                             resumed until the test removes PATH (holding_channel.h)
+//   --refuse-at STEP          refuse the first incoming migration at start, round-1, round-2,
+//                             state, commit or after-resume (refusing_destination.h)
 //   --resolve-timeout-ms N    give up asking the destination after a lost commit answer after N ms
 //                             (the agent's default is 30 s), so a test reaches commit-unconfirmed
 #include <atomic>
@@ -24,6 +26,7 @@
 #include "tests/fault_agent/drop_disk_block_channel.h"
 #include "tests/fault_agent/drop_final_page_sender.h"
 #include "tests/fault_agent/holding_channel.h"
+#include "tests/fault_agent/refusing_destination.h"
 
 int main(int argc, char** argv) {
   using namespace ferry;
@@ -36,7 +39,7 @@ int main(int argc, char** argv) {
   CLI::App app{"ferry-agent-faults: a test agent with injected faults"};
   AgentConfig config;
   std::string fault;
-  std::string hold_at, hold_file;
+  std::string hold_at, hold_file, refuse_at;
   int64_t resolve_timeout_ms = 0;
   app.add_option("--name", config.name);
   app.add_option("--listen", config.listen);
@@ -52,6 +55,8 @@ int main(int argc, char** argv) {
   app.add_option("--hold-at", hold_at, "state-loaded|commit-sent|resumed")
       ->check(CLI::IsMember({"state-loaded", "commit-sent", "resumed"}));
   app.add_option("--hold-file", hold_file);
+  app.add_option("--refuse-at", refuse_at, "start|round-1|round-2|state|commit|after-resume")
+      ->check(CLI::IsMember({"start", "round-1", "round-2", "state", "commit", "after-resume"}));
   app.add_option("--resolve-timeout-ms", resolve_timeout_ms)->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   if (hold_at.empty() != hold_file.empty()) {
@@ -92,6 +97,10 @@ int main(int argc, char** argv) {
       return std::unique_ptr<MigrationChannel>(new HoldingChannel(inner, at, hold_file, held));
     };
     spdlog::warn("event=test_fault_enabled fault=hold-at phase={} file={}", hold_at, hold_file);
+  }
+  if (!refuse_at.empty()) {
+    InstallRefusingDestination((*server)->context(), *ParseRefuseStep(refuse_at));  // CLI11 checked the name
+    spdlog::warn("event=test_fault_enabled fault=refuse-at step={}", refuse_at);
   }
   if (resolve_timeout_ms > 0) {
     (*server)->context().adjust_source_config = [resolve_timeout_ms](SourceConfig& c) {
