@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "bench/e2e/data_path_suite.h"
 #include "bench/e2e/link_share_bench.h"
@@ -38,6 +39,8 @@ struct Flags {
   bool keep_logs = false;
   std::string suite;
   std::string summary;  // --suite: write the summary table here too
+  std::vector<std::string> only;  // --suite: run only the scenarios whose label contains one of these
+  bool in_process_vms = false;    // agents run VMs inside themselves (no ferry-vmm processes)
   RunnerOptions runner;
 };
 
@@ -72,7 +75,7 @@ absl::StatusOr<std::vector<bool>> ResolveTls(const Flags& f, bool default_matrix
 
 class Clusters {
  public:
-  explicit Clusters(bool keep_logs) : keep_logs_(keep_logs) {}
+  Clusters(bool keep_logs, bool in_process_vms) : keep_logs_(keep_logs), in_process_vms_(in_process_vms) {}
   absl::StatusOr<cli::LocalCluster*> For(bool tls) {
     auto& c = clusters_[tls];
     if (c && (!c->Alive(0) || !c->Alive(1))) {
@@ -85,6 +88,7 @@ class Clusters {
       o.agents = 2;
       o.tls = tls;
       o.keep_dir = keep_logs_;
+      if (in_process_vms_) o.extra_args = {{"--in-process-vms"}, {"--in-process-vms"}};
       auto started = cli::LocalCluster::Start(o);
       if (!started.ok()) return started.status();
       c = std::move(*started);
@@ -95,6 +99,7 @@ class Clusters {
 
  private:
   bool keep_logs_;
+  bool in_process_vms_;
   std::map<bool, std::unique_ptr<cli::LocalCluster>> clusters_;
 };
 
@@ -140,8 +145,27 @@ int Run(const Flags& f, const std::string& command) {
   absl::StatusOr<std::vector<Scenario>> matrix;
   if (f.suite == "data-path") {
     matrix = DataPathSuite(report.machine.kvm_present, f.repeat > 1 ? f.repeat : 5);
+    if (!f.only.empty()) {
+      // A value equal to a label selects that label alone; otherwise every label containing it.
+      std::vector<Scenario> kept;
+      for (const Scenario& s : *matrix) {
+        for (const std::string& o : f.only) {
+          bool exact_elsewhere = false;
+          for (const Scenario& t : *matrix) exact_elsewhere |= t.label == o;
+          if (exact_elsewhere ? s.label == o : absl::StrContains(s.label, o)) {
+            kept.push_back(s);
+            break;
+          }
+        }
+      }
+      if (kept.empty()) return Usage(absl::StrCat("--only: no data-path scenario's label contains '",
+                                                  absl::StrJoin(f.only, "' or '"), "'"));
+      matrix = std::move(kept);
+    }
   } else if (!f.suite.empty()) {
     return Usage(absl::StrCat("--suite '", f.suite, "' must be data-path or link-share"));
+  } else if (!f.only.empty()) {
+    return Usage("--only needs --suite data-path");
   } else {
     matrix = BuildMatrix(mf);
   }
@@ -155,7 +179,7 @@ int Run(const Flags& f, const std::string& command) {
   report.baselines = MeasureBaselines(baseline_time, f.baseline_connections);
   const double base = BaselineMiBps(report);
 
-  Clusters clusters(f.keep_logs);
+  Clusters clusters(f.keep_logs, f.in_process_vms);
   int failed = 0, index = 0;
   for (const Scenario& s : *matrix) {
     ++index;
@@ -279,6 +303,12 @@ int main(int argc, char** argv) {
                  "data-path: the data-path figures of docs/performance.md (repeat 5 by default); link-share: two "
                  "concurrent migrations' share of the link, high vs standard (docs/jobs.md)");
   app.add_option("--summary", f.summary, "with --suite: also write the summary table (Markdown) here");
+  app.add_option("--only", f.only,
+                 "with --suite data-path: only these scenarios: a whole label selects it alone, a part of one every "
+                 "label containing it, e.g. '1GiB idle'")
+      ->delimiter(',');
+  app.add_flag("--in-process-vms", f.in_process_vms,
+               "start the agents with --in-process-vms (VMs inside the agents, no ferry-vmm processes)");
   app.add_flag("--keep-logs", f.keep_logs, "keep the agents' temporary directories (logs, consoles)");
   CLI11_PARSE(app, argc, argv);
   if (f.smoke) f.baseline_s = std::min(f.baseline_s, 0.3);
