@@ -1,31 +1,73 @@
 #pragma once
 // An agent's HA membership (engine/cluster), started when it is configured with a cluster and
-// left cleanly at shutdown. Without a cluster the agent runs exactly as before.
+// left cleanly at shutdown. Without a cluster the agent runs exactly as before. Besides the
+// membership (lease, election) it runs:
+//  - the datastore heartbeat writer, on the heartbeat datastores chosen among those it mounts;
+//  - a loop every heartbeat interval that claims, in the protected-VM list, the protected VMs it
+//    runs (host, directory, state running) and, while this host is master, runs the restart
+//    coordinator (engine/cluster/restart_coordinator.h), which starts a failed host's VMs on the
+//    survivors through their agents' StartVm (mutual TLS, with admission).
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
 #include "engine/agent/agent_config.h"
+#include "engine/agent/agent_context.h"
+#include "engine/agent/agent_ha_protection.h"
 #include "engine/cluster/cluster_join_config.h"
 #include "engine/cluster/cluster_member.h"
+#include "engine/cluster/heartbeat_writer.h"
+#include "engine/cluster/protected_vm.h"
+#include "engine/cluster/restart_coordinator.h"
 
 namespace ferry {
+
+// What a restarted VM may take on this host: with a host file, its memory (free, else total)
+// minus the memory of the VMs running here; without, MemAvailable minus what running VMs were
+// promised and have not drawn yet.
+uint64_t HaFreeMemoryBytes(AgentContext& ctx);
 
 class AgentCluster {
  public:
   // Missing etcd credentials default to the agent's own TLS files. Fails (naming what is wrong)
-  // when etcd cannot be reached or the cluster does not exist.
-  static absl::StatusOr<std::unique_ptr<AgentCluster>> Join(const AgentConfig& agent,
-                                                            cluster::ClusterJoinConfig join,
+  // when etcd cannot be reached or the cluster does not exist. `ctx` must outlive the result.
+  static absl::StatusOr<std::unique_ptr<AgentCluster>> Join(AgentContext& ctx, cluster::ClusterJoinConfig join,
                                                             const std::string& agent_address);
   ~AgentCluster();
   cluster::HostState state() const { return member_->state(); }
+  const std::string& cluster() const { return cluster_; }
+
+  // `vm protect`: `name` must be a datastore VM of this host (running here, or defined on one of
+  // its datastores: then powered_off). Refused past max_protected_vms_per_datastore.
+  absl::StatusOr<cluster::ProtectedVm> Protect(const std::string& name, cluster::RestartPriority priority);
+  absl::Status Unprotect(const std::string& name);
+  // A protected VM stopped by its user here: powered_off, so it is not restarted.
+  void OnVmStopped(const std::string& name);
 
  private:
-  AgentCluster() = default;
+  AgentCluster(AgentContext& ctx, std::string cluster) : ctx_(ctx), cluster_(std::move(cluster)) {}
+  void Run();
+  void ChooseHeartbeatDatastores();
+  void ClaimRunningVms();
+  cluster::HostReport Report();
+  absl::Status StartOn(const cluster::HostRecord& target, const cluster::ProtectedVm& vm);
+
+  AgentContext& ctx_;
+  const std::string cluster_;
   std::unique_ptr<cluster::EtcdClient> etcd_;
   std::unique_ptr<cluster::ClusterMember> member_;
+  std::unique_ptr<cluster::HeartbeatWriter> heartbeats_;
+  std::unique_ptr<cluster::RestartCoordinator> restarts_;
+  std::unique_ptr<AgentHaProtection> protection_;  // isolation response and VMCP
+
+  std::mutex mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  std::thread thread_;
 };
 
 }  // namespace ferry

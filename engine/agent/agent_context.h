@@ -26,6 +26,8 @@
 
 namespace ferry {
 
+class AgentCluster;  // agent_cluster.h
+
 struct AgentContext {
   AgentConfig config;
   std::string boot_id;
@@ -55,6 +57,14 @@ struct AgentContext {
   // its engine's configuration (shorter bounds) before it runs.
   std::function<std::unique_ptr<MigrationChannel>(MigrationChannel&)> wrap_migration_channel;
   std::function<void(SourceConfig&)> adjust_source_config;
+  // The HA membership (agent_cluster.h) once this agent joined a cluster, else null: set and
+  // cleared by ferry-agent's main, read through Ha() by the RPCs that need it (vm protect, stop).
+  std::mutex ha_mu;
+  std::shared_ptr<AgentCluster> ha ABSL_GUARDED_BY(ha_mu);
+  std::shared_ptr<AgentCluster> Ha() {
+    std::lock_guard lock(ha_mu);
+    return ha;
+  }
   // Test seams (unset in production, set only by tests/fault_agent) of the destination side:
   // refuse_incoming answers an incoming message with its error reply instead of the receiver
   // (nullopt: handled as usual), and is asked once more with an empty message right after the VM

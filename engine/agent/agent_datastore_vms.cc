@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/agent/agent_cluster.h"
 #include "engine/agent/agent_service.h"
 #include "engine/agent/host_facts_source.h"
 #include "engine/base/error_text.h"
@@ -79,6 +80,14 @@ grpc::Status AgentService::StartVm(grpc::ServerContext*, const v1::StartVmReques
   if (!host.ok()) return ToGrpcStatus(host.status());
   auto vm = FindDatastoreVm(*host, req->name());
   if (!vm.ok()) return ToGrpcStatus(vm.status());
+  if (req->check_memory()) {  // an HA restart: admission (docs/cluster.md)
+    const uint64_t free = HaFreeMemoryBytes(ctx_);
+    if (vm->spec.memory_bytes > free) {
+      return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
+          "host ", ctx_.config.name, " cannot hold vm ", req->name(), ": it needs ", vm->spec.memory_bytes >> 20,
+          " MiB, ", free >> 20, " MiB free")));
+    }
+  }
   auto info = StartDefined(*vm);
   if (!info.ok()) return ToGrpcStatus(info.status());
   *out = *info;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/agent/agent_cluster.h"
 #include "engine/agent/commit_resolver.h"
 #include "engine/agent/migration_precheck.h"
 #include "engine/agent/peer_keepalive.h"
@@ -124,6 +125,7 @@ grpc::Status AgentService::StopVm(grpc::ServerContext*, const v1::StopVmRequest*
   AddHome(req->name(), out);
   ctx_.ownership.Release(req->name());  // a datastore VM keeps its files; its lock goes with it
   spdlog::info("event=vm_stopped vm={}", req->name());
+  if (auto ha = ctx_.Ha()) ha->OnVmStopped(req->name());  // stopped by its user: not restarted
   return grpc::Status::OK;
 }
 

@@ -34,6 +34,9 @@ class AgentService final : public v1::Agent::Service {
   grpc::Status StartVm(grpc::ServerContext*, const v1::StartVmRequest*, v1::VmInfo*) override;
   grpc::Status DeleteVm(grpc::ServerContext*, const v1::DeleteVmRequest*, v1::DeleteVmResponse*) override;
   grpc::Status RegisterVm(grpc::ServerContext*, const v1::RegisterVmRequest*, v1::VmInfo*) override;
+  // agent_protect.cc: HA protection (docs/cluster.md)
+  grpc::Status ProtectVm(grpc::ServerContext*, const v1::ProtectVmRequest*, v1::ProtectVmResponse*) override;
+  grpc::Status UnprotectVm(grpc::ServerContext*, const v1::UnprotectVmRequest*, v1::UnprotectVmResponse*) override;
   // agent_vmm_upgrade.cc: same-host VMM upgrade (docs/vmm_process.md)
   grpc::Status UpgradeVmm(grpc::ServerContext*, const v1::UpgradeVmmRequest*, v1::UpgradeVmmResponse*) override;
 

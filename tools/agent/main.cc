@@ -143,9 +143,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   handshake_observer.store((*server)->context().observer);
-  std::unique_ptr<AgentCluster> ha;
+  std::shared_ptr<AgentCluster> ha;
   if (!cluster_config.name.empty()) {
-    auto joined = AgentCluster::Join(config, cluster_config,
+    auto joined = AgentCluster::Join((*server)->context(), cluster_config,
                                      HostOfAddress(config.listen) + ":" + std::to_string((*server)->port()));
     if (!joined.ok()) {
       std::fprintf(stderr, "ferry-agent: %s\n", std::string(joined.status().message()).c_str());
@@ -153,11 +153,17 @@ int main(int argc, char** argv) {
       return 1;
     }
     ha = std::move(*joined);
+    std::lock_guard lock((*server)->context().ha_mu);
+    (*server)->context().ha = ha;
   }
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
     spdlog::info("event=signal signal={} action=graceful_shutdown", sig);
+    {
+      std::lock_guard lock((*server)->context().ha_mu);
+      (*server)->context().ha.reset();
+    }
     ha.reset();  // leave the cluster first: the others see it go at once, not after the lease TTL
     (*server)->Shutdown();
   });

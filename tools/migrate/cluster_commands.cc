@@ -77,8 +77,12 @@ void PrintStatus(const cluster::ClusterStatus& s) {
                 h.network_heartbeat_alive ? "alive" : "lost", left.c_str(), h.record.address.c_str());
   }
   std::printf("\nprotected VMs: %zu\n", s.vms.size());
+  if (!s.vms.empty()) {
+    std::printf("  %-20s %-8s %-17s %-14s %s\n", "VM", "PRIORITY", "STATE", "OWNER", "DETAIL");
+  }
   for (const auto& vm : s.vms) {
-    std::printf("  %-30s restart priority %s\n", vm.vm.c_str(), cluster::RestartPriorityName(vm.priority).c_str());
+    std::printf("  %-20s %-8s %-17s %-14s %s\n", vm.vm.c_str(), cluster::RestartPriorityName(vm.priority).c_str(),
+                cluster::ProtectedVmStateName(vm.state).c_str(), vm.host.c_str(), vm.detail.c_str());
   }
   std::printf("\nconfig\n");
   PrintConfig(s.config);

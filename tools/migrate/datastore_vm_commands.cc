@@ -1,4 +1,4 @@
-// vm start | delete | register: VMs defined on the agent's datastores (docs/datastores.md).
+// vm start | delete | register | protect | unprotect: VMs defined on the agent's datastores (docs/datastores.md).
 #include <cstdio>
 
 #include "tools/client/agent_client.h"
@@ -56,6 +56,43 @@ void AddDatastoreVmCommands(CLI::App* vm, Globals& g) {
     if (!st.ok()) return void(g.exit_code = ReportError("vm register", st, false));
     std::printf("registered VM %s (datastore %s, %s)\n", info.spec().name().c_str(), info.datastore().c_str(),
                 info.state() == v1::VM_POWER_STATE_POWERED_OFF ? "powered off" : "running");
+  });
+
+  // HA protection (docs/cluster.md): through --agent, which must be in a cluster.
+  auto protect_name = std::make_shared<std::string>();
+  auto protect_priority = std::make_shared<std::string>("medium");
+  CLI::App* protect = vm->add_subcommand("protect", "add a datastore VM of --agent's host to its HA cluster's protected VMs");
+  protect->add_option("name", *protect_name, "VM name")->required();
+  protect->add_option("--restart-priority", *protect_priority, "high | medium | low (restart order after a host failure)")
+      ->check(CLI::IsMember({"high", "medium", "low"}));
+  protect->callback([&g, protect_name, protect_priority] {
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
+    if (!stub.ok()) return void(g.exit_code = ReportError("vm protect", stub.status(), false));
+    grpc::ClientContext ctx;
+    v1::ProtectVmRequest req;
+    req.set_name(*protect_name);
+    req.set_restart_priority(*protect_priority);
+    v1::ProtectVmResponse resp;
+    grpc::Status st = (*stub)->ProtectVm(&ctx, req, &resp);
+    if (!st.ok()) return void(g.exit_code = ReportError("vm protect", st, false));
+    std::printf("protected VM %s in cluster %s: restart priority %s, %s on %s (%s)\n", protect_name->c_str(),
+                resp.cluster().c_str(), resp.restart_priority().c_str(), resp.state().c_str(), resp.host().c_str(),
+                resp.directory().c_str());
+  });
+
+  auto unprotect_name = std::make_shared<std::string>();
+  CLI::App* unprotect = vm->add_subcommand("unprotect", "remove a VM from its HA cluster's protected VMs");
+  unprotect->add_option("name", *unprotect_name, "VM name")->required();
+  unprotect->callback([&g, unprotect_name] {
+    auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
+    if (!stub.ok()) return void(g.exit_code = ReportError("vm unprotect", stub.status(), false));
+    grpc::ClientContext ctx;
+    v1::UnprotectVmRequest req;
+    req.set_name(*unprotect_name);
+    v1::UnprotectVmResponse resp;
+    grpc::Status st = (*stub)->UnprotectVm(&ctx, req, &resp);
+    if (!st.ok()) return void(g.exit_code = ReportError("vm unprotect", st, false));
+    std::printf("unprotected VM %s (cluster %s)\n", unprotect_name->c_str(), resp.cluster().c_str());
   });
 }
 
