@@ -9,6 +9,8 @@
 #include "engine/agent/agent_cluster.h"
 #include "engine/agent/agent_service.h"
 #include "engine/agent/host_facts_source.h"
+#include "engine/agent/remote_vm.h"
+#include "engine/agent/vmm_launcher.h"
 #include "engine/base/error_text.h"
 #include "engine/base/status.h"
 #include "engine/host/cpu_model.h"
@@ -48,11 +50,15 @@ grpc::Status AgentService::CreateOnDatastore(const v1::CreateVmRequest& req, VmS
 absl::StatusOr<v1::VmInfo> AgentService::StartDefined(const DatastoreVm& vm) {
   VmSpec spec = vm.spec;
   RETURN_IF_ERROR(ResolveVmCpu(spec, absl::StrCat("VM '", spec.name, "'")));
+  ForgetIfVmmGone(spec.name);
   if (absl::Status reserved = ctx_.vms.Reserve(spec.name); !reserved.ok()) {
     return absl::AlreadyExistsError(absl::StrCat("vm ", spec.name, " already runs on this agent"));
   }
   // The lock first: a VM another holder runs (here or on a host sharing the datastore) never boots.
-  if (absl::Status owned = ctx_.ownership.Take(vm, ctx_.config.name); !owned.ok()) {
+  // Its VMM process takes it before it builds the VM; an in-process VM's lock is this agent's.
+  const bool in_agent = RunsInAgentProcess(ctx_.config, spec);
+  if (absl::Status owned = in_agent ? ctx_.ownership.TakeInAgent(vm, ctx_.config.name) : absl::OkStatus();
+      !owned.ok()) {
     ctx_.vms.Release(spec.name);
     return owned;
   }
@@ -61,8 +67,9 @@ absl::StatusOr<v1::VmInfo> AgentService::StartDefined(const DatastoreVm& vm) {
     ctx_.vms.Release(spec.name);
     return st;
   };
-  auto created = CreateVmForBoot(spec);
+  auto created = CreateAgentVm(ctx_.config, spec, /*for_restore=*/false, {vm.lock_path(), ctx_.config.name});
   if (!created.ok()) return fail(created.status());
+  if (!in_agent) ctx_.ownership.Put(vm);
   if (absl::Status st = (*created)->Start(); !st.ok()) return fail(st);
   if (absl::Status st = ctx_.vms.Adopt(spec.name, std::move(*created), {spec.console_log_path, ""}); !st.ok()) {
     return fail(st);
@@ -153,6 +160,7 @@ void AgentService::AddPoweredOffVms(v1::ListVmsResponse* out) {
       if (holder.ok() && holder->has_value()) continue;
       v1::VmInfo* info = out->add_vms();
       info->set_state(v1::VM_POWER_STATE_POWERED_OFF);
+      info->set_failure(ctx_.ownership.LostReason(name));  // its VMM was found dead: why
       info->set_datastore(ds.name);
       info->set_directory(absl::StrCat(ds.path, "/", name));
       auto vm = OpenDatastoreVm(ds, info->directory());
@@ -165,6 +173,16 @@ void AgentService::AddPoweredOffVms(v1::ListVmsResponse* out) {
       }
     }
   }
+}
+
+void AgentService::ForgetIfVmmGone(const std::string& name) {
+  auto e = ctx_.vms.Find(name);
+  if (!e || !e->outgoing_migration.empty() || e->stopping) return;
+  const std::string failure = e->vm ? VmProcessFailure(*e->vm) : e->failure;
+  if (failure.empty()) return;
+  spdlog::info("event=vm_forgotten vm={} reason=\"started again after: {}\"", name, failure);
+  ctx_.vms.Release(name);
+  ctx_.ownership.Release(name);
 }
 
 void AgentService::AddHome(const std::string& name, v1::VmInfo* info) {

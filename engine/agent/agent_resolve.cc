@@ -39,11 +39,16 @@ grpc::Status AgentService::ResolveMigration(grpc::ServerContext*, const v1::Reso
     (void)vm->DisableDirtyTracking();
     (void)vm->Stop();
     ctx_.vms.EndMigrationOut(c->vm_name, true);
+    ctx_.ownership.Release(c->vm_name);  // its lock went at commit; the destination holds it
     out->set_runs_on_destination(true);
     out->set_message(absl::StrCat("VM '", c->vm_name, "' runs on ", c->destination, "; its copy here was stopped"));
   } else {
     (void)vm->DisableDirtyTracking();
-    absl::Status resumed = vm->Resume();
+    // A datastore VM let its lock go at commit: it takes it back first, and never resumes without it.
+    absl::Status resumed = ctx_.ownership.Find(c->vm_name)
+                               ? ctx_.ownership.RetakeAfterCommit(c->vm_name, *vm, ctx_.config.name)
+                               : absl::OkStatus();
+    if (resumed.ok()) resumed = vm->Resume();
     ctx_.vms.EndMigrationOut(c->vm_name, false);
     if (!resumed.ok()) {
       return grpc::Status(grpc::StatusCode::INTERNAL,

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/agent/peer_keepalive.h"
 #include "engine/agent/remote_vm.h"
+#include "engine/agent/host_facts_source.h"
 #include "engine/agent/vmm_adoption.h"
 
 namespace ferry {
@@ -52,6 +53,11 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
   }
   // VMs a previous agent left running in their VMM processes are this agent's again.
   AdoptionSummary adopted = AdoptRunningVmms(s->ctx_.config.data_dir, s->ctx_.vms);
+  if (auto host = AgentHostFacts(s->ctx_.config); host.ok()) {  // and those of VMs on its datastores
+    AdoptionSummary on_datastores = AdoptDatastoreVmms(*host, s->ctx_.config.name, s->ctx_.vms, s->ctx_.ownership);
+    adopted.adopted += on_datastores.adopted;
+    adopted.lost += on_datastores.lost;
+  }
   if (adopted.adopted || adopted.lost) {
     spdlog::info("event=vmms_adopted adopted={} lost={}", adopted.adopted, adopted.lost);
   }

@@ -224,7 +224,7 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
   config.boot_id = ctx_.boot_id;
   config.options = job.options();  // as they are now: SetMigration may have changed them while queued
   config.wrap_page_sender = ctx_.wrap_page_sender;
-  if (absl::Status st = PrepareLockHandover(ctx_.ownership, req->vm_name(), ctx_.config.name, config); !st.ok()) {
+  if (absl::Status st = PrepareLockHandover(ctx_.ownership, req->vm_name(), vm, ctx_.config.name, config); !st.ok()) {
     return end_before_engine(v1::MIGRATION_PHASE_FAILED, st);
   }
   if (!req->to_datastore().empty()) {

@@ -45,12 +45,15 @@ class AgentService final : public v1::Agent::Service {
   void RunOutgoing(MigrationJob& job, const v1::MigrateRequest& request, Vm& vm);
   // agent_datastore_vms.cc
   grpc::Status CreateOnDatastore(const v1::CreateVmRequest& req, VmSpec spec, v1::VmInfo* out);
-  // Takes the VM's lock (refused naming the holder), boots it and adds it to the registry.
+  // Boots the VM in its VMM process, which takes the VM's lock first (refused naming the holder),
+  // and adds it to the registry.
   absl::StatusOr<v1::VmInfo> StartDefined(const DatastoreVm& vm);
   // Adds the datastore VMs not running here, as powered off.
   void AddPoweredOffVms(v1::ListVmsResponse* out);
   // Sets where a VM running here is defined, when it is a datastore VM.
   void AddHome(const std::string& name, v1::VmInfo* info);
+  // A VM whose VMM process is gone is only a report: a start of it replaces the report.
+  void ForgetIfVmmGone(const std::string& name);
 
   AgentContext& ctx_;
 };

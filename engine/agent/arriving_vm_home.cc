@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/agent/host_facts_source.h"
+#include "engine/agent/remote_vm.h"
 #include "engine/base/status.h"
 #include "engine/storage/vm_config.h"
 
@@ -27,17 +28,27 @@ absl::Status ArrivingVmHome::Locate(const AgentConfig& config, const v1::VmHome&
   return absl::OkStatus();
 }
 
+VmmLockRequest ArrivingVmHome::LockRequest(const std::string& agent) const {
+  if (!vm_) return {};
+  return {vm_->lock_path(), agent};
+}
+
 absl::Status ArrivingVmHome::TakeLock(const std::string& agent) {
   if (!vm_) return absl::FailedPreconditionError("the VM's directory was not located on this host");
+  if (auto* remote = dynamic_cast<RemoteVm*>(arriving_vm_)) return remote->TakeLock();
   ASSIGN_OR_RETURN(VmLock lock, VmLock::Acquire(vm_->lock_path(), vm_->spec.name, ThisProcessAsHolder(agent)));
   lock_.emplace(std::move(lock));
   return absl::OkStatus();
 }
 
 void ArrivingVmHome::HandTo(VmOwnership& ownership) {
-  if (!vm_ || !lock_) return;
-  ownership.Put(*vm_, std::move(*lock_));
-  lock_.reset();
+  if (!vm_) return;
+  if (dynamic_cast<RemoteVm*>(arriving_vm_)) {
+    ownership.Put(*vm_);  // its VMM holds the lock
+  } else if (lock_) {
+    ownership.Put(*vm_, std::move(*lock_));
+    lock_.reset();
+  }
 }
 
 }  // namespace ferry

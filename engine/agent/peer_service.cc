@@ -77,7 +77,11 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     spec.console_log_path = vm_dir->console_log_path();
     if (home) RETURN_IF_ERROR(arriving_home.Locate(ctx_.config, *home, spec));
     if (storage) RETURN_IF_ERROR(arriving_storage.Create(ctx_.config, *storage, spec));
-    return CreateAgentVm(ctx_.config, spec, /*for_restore=*/true);
+    // A datastore VM's VMM holds its lock from commit on (taken by take_ownership below).
+    ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
+                     CreateAgentVm(ctx_.config, spec, /*for_restore=*/true, arriving_home.LockRequest(ctx_.config.name)));
+    arriving_home.RunsIn(vm.get());
+    return vm;
   };
   hooks.take_ownership = [&](const v1::StartMigration&) {
     return storage ? arriving_storage.TakeLock(ctx_.config.name) : arriving_home.TakeLock(ctx_.config.name);

@@ -1,11 +1,15 @@
 #pragma once
 // A starting agent re-adopts the VMM processes a previous agent left running
-// (docs/vmm_process.md "Adoption"): each DATA_DIR/vms/NAME/vmm.sock is asked for its VM's spec,
-// run state and memory; a socket with no live VMM behind it is reported as a failed VM and removed.
+// (docs/vmm_process.md "Adoption"): each DATA_DIR/vms/NAME/vmm.sock, and each
+// <datastore>/NAME/vmm-AGENT/vmm.sock of a VM on one of its datastores, is asked for its VM's spec,
+// run state and memory. A socket with no live VMM behind it is reported (event=vmm_lost) and
+// removed: a VM of DATA_DIR is listed as failed, a datastore VM as powered off with the reason.
 
 #include <string>
 
+#include "engine/agent/vm_ownership.h"
 #include "engine/agent/vm_registry.h"
+#include "engine/host/host_facts.h"
 
 namespace ferry {
 
@@ -15,5 +19,10 @@ struct AdoptionSummary {
 };
 
 AdoptionSummary AdoptRunningVmms(const std::string& data_dir, VmRegistry& vms);
+
+// The VMMs agent `agent` runs for VMs on `host`'s datastores; each adopted VM is also a datastore
+// VM of `ownership` (its VMM holds its lock).
+AdoptionSummary AdoptDatastoreVmms(const HostFacts& host, const std::string& agent, VmRegistry& vms,
+                                   VmOwnership& ownership);
 
 }  // namespace ferry

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/storage/vm_lock.h"
 #include "engine/vmm/vmm_client.h"
 #include "tests/e2e/e2e_util.h"
 
@@ -136,6 +137,118 @@ TEST_F(AgentRestartE2E, AVmmKilledWhileItsAgentRunsIsReportedAsFailed) {
   v1::VmInfo stopped;
   ASSERT_TRUE((*a)->StopVm(&ctx, stop, &stopped).ok());
   EXPECT_EQ(GetVm(**a, "doomed", &info).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// VMs on a datastore run in VMMs in their datastore directory and hold their own locks: an agent
+// SIGKILL leaves them running and locked, the restarted agent adopts them from the datastore, and
+// one whose VMM died meanwhile is reported and listed as powered off (its lock died with it).
+class AgentRestartDatastoreE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static int test_number = 0;
+    dir_ = std::filesystem::temp_directory_path() /
+           ("ferry-ards-" + std::to_string(getpid()) + "-" + std::to_string(++test_number));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_ / "shared");
+    std::ofstream(dir_ / "shared" / ".ferry-datastore-id") << "7d2e4b10-3c5a-4f6e-8a9b-1c2d3e4f5a6b\n";
+    cli::LocalClusterOptions o;
+    for (const char* host : {"host-a", "host-b"}) {
+      const auto file = dir_ / (std::string(host) + ".yaml");
+      std::ofstream(file) << "name: " << host << "\nmemory: {total: 8GiB}\n"
+                          << "migration_interface: {address: 127.0.0.1, link_speed_mbps: 10000}\n"
+                          << "datastores:\n  - {name: shared, path: " << (dir_ / "shared").string() << "}\n";
+      o.host_facts.push_back(file.string());
+    }
+    auto c = LocalCluster::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c);
+  }
+  void TearDown() override {
+    cluster_.reset();
+    (void)cli::KillVmmProcessesUnder(dir_.string());  // VMMs in the datastore, outside the agents' dirs
+    std::filesystem::remove_all(dir_);
+  }
+  grpc::Status CreateOnDatastore(v1::Agent::Stub& stub, const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::CreateVmRequest req;
+    *req.mutable_spec() = GuestSpec(name, v1::BACKEND_KIND_SYNTHETIC, 64, 8, 20);
+    req.set_start(true);
+    req.set_datastore("shared");
+    req.add_disk_bytes(4u << 20);
+    v1::VmInfo info;
+    return stub.CreateVm(&ctx, req, &info);
+  }
+  grpc::Status StartVm(v1::Agent::Stub& stub, const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::StartVmRequest req;
+    req.set_name(name);
+    v1::VmInfo info;
+    return stub.StartVm(&ctx, req, &info);
+  }
+  pid_t VmmPid(const std::string& vm) const {
+    std::ifstream in(dir_ / "shared" / vm / "vmm-host-a" / "vmm.pid");
+    pid_t pid = -1;
+    in >> pid;
+    return pid;
+  }
+  std::optional<VmLockHolder> Holder(const std::string& vm) const {
+    auto h = VmLock::CurrentHolder((dir_ / "shared" / vm / "vm.lock").string());
+    EXPECT_TRUE(h.ok()) << h.status();
+    return h.ok() ? *h : std::nullopt;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<LocalCluster> cluster_;
+};
+
+TEST_F(AgentRestartDatastoreE2E, ADatastoreVmOutlivesAKilledAgentIsAdoptedAndKeepsItsLock) {
+  auto a = cluster_->Stub(0);
+  ASSERT_TRUE(a.ok());
+  for (const char* vm : {"dsvm", "dsdead"}) ASSERT_TRUE(CreateOnDatastore(**a, vm).ok()) << vm;
+  for (const char* vm : {"dsvm", "dsdead"}) ASSERT_TRUE(WaitForHeartbeats(**a, vm, 3, 30)) << vm;
+  const pid_t vmm = VmmPid("dsvm"), doomed = VmmPid("dsdead");
+  ASSERT_GT(vmm, 0) << "dsvm does not run in a VMM in its datastore directory";
+  ASSERT_GT(doomed, 0);
+  ASSERT_EQ(Holder("dsvm")->pid, vmm) << "the VMM holds the VM's lock, not the agent";
+
+  cluster_->Kill(0);  // SIGKILL: the agent's descriptors close, the VMMs' locks stay
+  ASSERT_EQ(kill(doomed, SIGKILL), 0);  // and one VMM dies while no agent watches
+  ASSERT_TRUE(Holder("dsvm").has_value()) << "a killed agent took the VMM's lock with it";
+  EXPECT_EQ(Holder("dsvm")->pid, vmm);
+  for (int i = 0; i < 500 && Holder("dsdead").has_value(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_FALSE(Holder("dsdead").has_value()) << "a killed VMM still holds its lock";
+
+  ASSERT_TRUE(cluster_->Restart(0).ok());
+  auto again = cluster_->Stub(0);
+  ASSERT_TRUE(again.ok());
+  v1::VmInfo info;
+  ASSERT_TRUE(GetVm(**again, "dsvm", &info).ok()) << "the datastore VM was not adopted";
+  EXPECT_EQ(info.state(), v1::VM_POWER_STATE_RUNNING) << info.failure();
+  EXPECT_EQ(info.datastore(), "shared");
+  EXPECT_EQ(VmmPid("dsvm"), vmm) << "adopted, not restarted";
+  ExpectGuestHealthy(**again, "dsvm", 1.0);
+  v1::ListVmsResponse list = ListVms(**again);
+  const v1::VmInfo* dead = nullptr;
+  for (const auto& v : list.vms()) {
+    if (v.spec().name() == "dsdead") dead = &v;
+  }
+  ASSERT_NE(dead, nullptr) << "the VM whose VMM died was forgotten: " << list.DebugString();
+  EXPECT_EQ(dead->state(), v1::VM_POWER_STATE_POWERED_OFF);
+  EXPECT_NE(dead->failure().find("was not found at agent start"), std::string::npos) << dead->failure();
+  std::ifstream log(cluster_->log_path(0));
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("event=vmm_lost vm=dsdead"), std::string::npos) << "the dead VMM was not reported";
+
+  // Still the owner: a start on the other agent sharing the datastore is refused naming the VMM.
+  auto b = cluster_->Stub(1);
+  ASSERT_TRUE(b.ok());
+  grpc::Status refused = StartVm(**b, "dsvm");
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(refused.error_message().find("vm dsvm is locked by agent host-a (pid " + std::to_string(vmm)),
+            std::string::npos)
+      << refused.error_message();
+  ASSERT_TRUE(StartVm(**again, "dsdead").ok()) << "the powered-off VM does not start again";
+  EXPECT_EQ(Holder("dsdead")->pid, VmmPid("dsdead"));
 }
 
 }  // namespace

@@ -21,8 +21,9 @@ namespace fs = std::filesystem;
 class DatastoreLockE2E : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ferry-ds-" + std::to_string(getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    // Short: a VMM's socket lives under it (<ds>/<vm>/vmm-<agent>/vmm.sock, at most 107 bytes).
+    static int test_number = 0;
+    dir_ = fs::temp_directory_path() / ("ferry-ds-" + std::to_string(getpid()) + "-" + std::to_string(++test_number));
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "shared");
     // The datastore's identity, as an agent would write it (both hosts read the same one).
@@ -76,6 +77,13 @@ class DatastoreLockE2E : public ::testing::Test {
     EXPECT_TRUE(h.ok()) << h.status();
     return h.ok() ? *h : std::nullopt;
   }
+  // The VMM process agent `agent` runs `name` in: the lock's holder (docs/vmm_process.md "The VM lock").
+  pid_t VmmPid(int agent, const std::string& name, const std::string& datastore = "shared") {
+    std::ifstream in(dir_ / datastore / name / ("vmm-" + cluster_->name(agent)) / "vmm.pid");
+    pid_t pid = -1;
+    in >> pid;
+    return pid;
+  }
   const v1::VmInfo* Listed(int agent, const std::string& name, v1::ListVmsResponse& resp) {
     resp = ListVms(*stubs_[agent]);
     for (const auto& v : resp.vms()) {
@@ -100,8 +108,11 @@ TEST_F(DatastoreLockE2E, SecondStartIsRefusedNamingTheHolderOnThisAndAnotherAgen
 
   grpc::Status other = StartVm(1, "web1");
   EXPECT_EQ(other.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  const pid_t vmm = VmmPid(0, "web1");
+  ASSERT_GT(vmm, 0) << "web1 does not run in its own VMM process in its datastore directory";
+  EXPECT_NE(vmm, cluster_->pid(0));
   EXPECT_THAT(other.error_message(), HasSubstr("vm web1 is locked by agent " + cluster_->name(0) + " (pid " +
-                                               std::to_string(cluster_->pid(0))));
+                                               std::to_string(vmm)));
   EXPECT_THAT(other.error_message(), HasSubstr("it is running there"));
   v1::ListVmsResponse resp;
   EXPECT_EQ(Listed(1, "web1", resp), nullptr) << "a VM running on another host is not powered off here";
@@ -134,7 +145,8 @@ TEST_F(DatastoreLockE2E, MigrationPassesTheLockAtCommit) {
   StartAgents(dir_ / "shared");
   ASSERT_TRUE(CreateOnDatastore(0, "web2").ok());
   ASSERT_TRUE(WaitForHeartbeats(*stubs_[0], "web2", 3, 20));
-  ASSERT_EQ(Holder("web2")->pid, cluster_->pid(0));
+  const pid_t source_vmm = VmmPid(0, "web2");
+  ASSERT_EQ(Holder("web2")->pid, source_vmm) << "the source's VMM process holds the lock";
 
   std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], MigrateTo(*cluster_, 1, "web2"));
   ASSERT_FALSE(events.empty());
@@ -143,7 +155,8 @@ TEST_F(DatastoreLockE2E, MigrationPassesTheLockAtCommit) {
   std::optional<VmLockHolder> holder = Holder("web2");
   ASSERT_TRUE(holder.has_value()) << "after commit the destination holds the lock";
   EXPECT_EQ(holder->agent, cluster_->name(1));
-  EXPECT_EQ(holder->pid, cluster_->pid(1));
+  EXPECT_EQ(holder->pid, VmmPid(1, "web2")) << "the destination's VMM process holds the lock";
+  EXPECT_NE(holder->pid, source_vmm);
   v1::VmInfo info;
   ASSERT_TRUE(GetVm(*stubs_[1], "web2", &info).ok());
   EXPECT_EQ(info.datastore(), "shared");
@@ -161,7 +174,12 @@ TEST_F(DatastoreLockE2E, DestinationThatCannotTakeTheLockLeavesTheVmOnTheSource)
   StartAgents(dir_ / "view-b");
   ASSERT_TRUE(CreateOnDatastore(0, "web3").ok());
   ASSERT_TRUE(WaitForHeartbeats(*stubs_[0], "web3", 3, 20));
-  fs::copy(dir_ / "shared" / "web3", dir_ / "view-b" / "web3", fs::copy_options::recursive);
+  const pid_t source_vmm = VmmPid(0, "web3");
+  ASSERT_EQ(Holder("web3")->pid, source_vmm);
+  fs::create_directories(dir_ / "view-b" / "web3");
+  for (const auto& f : fs::directory_iterator(dir_ / "shared" / "web3")) {  // not host-a's VMM directory
+    if (f.is_regular_file()) fs::copy_file(f.path(), dir_ / "view-b" / "web3" / f.path().filename());
+  }
   absl::StatusOr<VmLock> held = VmLock::Acquire((dir_ / "view-b" / "web3" / "vm.lock").string(), "web3",
                                                 VmLockHolder{"test-holder", 4242, "", 0});
   ASSERT_TRUE(held.ok()) << held.status();
@@ -175,7 +193,9 @@ TEST_F(DatastoreLockE2E, DestinationThatCannotTakeTheLockLeavesTheVmOnTheSource)
 
   std::optional<VmLockHolder> holder = Holder("web3");
   ASSERT_TRUE(holder.has_value()) << "the source took its lock back";
-  EXPECT_EQ(holder->pid, cluster_->pid(0));
+  EXPECT_EQ(holder->pid, source_vmm) << "the source's own VMM took it back and resumed the guest";
+  EXPECT_EQ(VmmPid(0, "web3"), source_vmm);
+  EXPECT_FALSE(fs::exists(dir_ / "view-b" / "web3" / "vmm-host-b" / "vmm.sock")) << "the refused copy's VMM stayed";
   ExpectGuestHealthy(*stubs_[0], "web3", 1.0);
   v1::VmInfo gone;
   EXPECT_FALSE(GetVm(*stubs_[1], "web3", &gone).ok()) << "nothing runs on the destination";
