@@ -1,0 +1,73 @@
+#!/bin/bash
+# Storage migration benchmark (docs/storage_migration.md; issue 12, must-show 4): a KVM guest with a
+# 2 GiB disk of which 1 GiB holds data, its disk workload writing 16 MiB at 8 MiB/s, moved by
+# `migrate vm migrate --to-datastore` between two datastore directories of one file system, two
+# agents on this host. Prints the migration's total, downtime and disk throughput next to a
+# same-run dd baseline (copying the same 1 GiB between the two directories, fdatasync'ed).
+#
+#   bench/storage/storage_migration_bench.sh BIN_DIR [WORK_DIR]
+set -euo pipefail
+BIN=$(cd "$1" && pwd)
+WORK=${2:-/var/tmp/ferry-storage-bench}
+rm -rf "$WORK"
+mkdir -p "$WORK/ds-a" "$WORK/ds-b" "$WORK/agent-a" "$WORK/agent-b"
+cat /proc/sys/kernel/random/uuid > "$WORK/ds-a/.ferry-datastore-id"
+cat /proc/sys/kernel/random/uuid > "$WORK/ds-b/.ferry-datastore-id"
+for h in a b; do
+  cat > "$WORK/host-$h.yaml" <<YAML
+name: host-$h
+memory: {total: 8GiB}
+migration_interface: {address: 127.0.0.1, link_speed_mbps: 10000}
+datastores:
+  - {name: local-$h, path: $WORK/ds-$h}
+YAML
+done
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  # The VMM processes the agents started (they outlive their agents by design).
+  for f in "$WORK"/agent-*/vms/*/vmm.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+for h in a b; do
+  "$BIN/ferry-agent" --name "host-$h" --listen 127.0.0.1:0 --port-file "$WORK/$h.port" --data-dir "$WORK/agent-$h" \
+    --host-facts "$WORK/host-$h.yaml" --insecure > "$WORK/agent-$h.log" 2>&1 &
+  PIDS+=($!)
+done
+for h in a b; do for _ in $(seq 100); do [ -s "$WORK/$h.port" ] && break; sleep 0.1; done; done
+A=127.0.0.1:$(cat "$WORK/a.port"); B=127.0.0.1:$(cat "$WORK/b.port")
+M() { "$BIN/migrate" --insecure "$@"; }
+
+M --agent "$A" vm create big --backend kvm --memory 256MiB --working-set 32MiB --dirty-rate 8 \
+  --datastore local-a --disk 2GiB --no-start > /dev/null
+# The guest's disk workload goes into vm.yaml (create validates it before the datastore disk exists).
+sed -i 's/^\(  tick_ms: .*\)$/\1\n  disk_working_set: 16777216\n  disk_rate: 8/' "$WORK/ds-a/big/vm.yaml"
+# 1 GiB of data in the second half of the disk (the guest's working set is its first 16 MiB).
+dd if=/dev/urandom of="$WORK/ds-a/big/disk0.raw" bs=4M count=256 seek=256 conv=notrunc,fdatasync status=none
+# Baseline: the same 1 GiB copied between the two datastore directories, written through.
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+DD=$(dd if="$WORK/ds-a/big/disk0.raw" of="$WORK/ds-b/baseline.raw" bs=4M skip=256 count=256 conv=fdatasync 2>&1 | tail -1)
+rm -f "$WORK/ds-b/baseline.raw"
+M --agent "$A" vm start big > /dev/null
+sleep 4  # the guest boots and its disk workload runs
+M --agent "$A" vm migrate big --to "$B" --to-datastore local-b --json > "$WORK/result.json"
+sleep 2
+M --agent "$B" vm show big --json > "$WORK/after.json" 2>/dev/null || M --agent "$B" vm list > "$WORK/after.json"
+python3 - "$WORK/result.json" "$DD" "$WORK/after.json" <<'PY'
+import json, re, sys
+r = json.load(open(sys.argv[1]))
+s = r.get("stats", r)
+def g(k, d=0):
+    for key in (k, re.sub(r'_([a-z])', lambda m: m.group(1).upper(), k)):
+        if key in s: return s[key]
+    return d
+disk_mib = float(g("disk_bytes")) / 2**20
+bulk_s = float(g("disk_bulk_ms")) / 1000
+print(f"total_ms={float(g('total_ms')):.0f} downtime_ms={float(g('downtime_ms')):.1f} "
+      f"disk_MiB={disk_mib:.0f} disk_bulk_s={bulk_s:.2f} disk_MiBps={disk_mib / bulk_s if bulk_s else 0:.0f} "
+      f"disk_rounds={g('disk_rounds')} final_blocks={g('disk_final_blocks')} final_disk_ms={s.get('pause', {}).get('final_disk_ms', s.get('pause', {}).get('finalDiskMs', 0))}")
+print("dd baseline:", sys.argv[2])
+after = open(sys.argv[3]).read()
+print("destination:", "no corruption reported" if '"disk_corruptions"' not in after and 'CORRUPTION' not in after else after[:400])
+PY

@@ -1,0 +1,171 @@
+// Storage migration, "change both host and datastore" (docs/storage_migration.md), over real
+// agents and a KVM guest whose disk workload writes and verifies its blocks throughout: the guest
+// finds its disk intact on the destination's datastore; a block lost from the final round is
+// caught by the guest (negative control).
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "engine/storage/vm_lock.h"
+#include "tests/e2e/e2e_util.h"
+
+namespace ferry::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+class StorageMigrationE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!KvmUsable()) GTEST_SKIP() << "needs /dev/kvm: the guest's own disk workload is the oracle";
+    dir_ = fs::temp_directory_path() / ("ferry-smig-" + std::to_string(getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    // Two local datastores, one per host, each its own storage (its own identity).
+    fs::create_directories(dir_ / "ds-a");
+    fs::create_directories(dir_ / "ds-b");
+    std::ofstream(dir_ / "ds-a" / ".ferry-datastore-id") << "5a0c9a52-5b1e-4c2a-9d7e-0a1b2c3d4e5a\n";
+    std::ofstream(dir_ / "ds-b" / ".ferry-datastore-id") << "5b0c9a52-5b1e-4c2a-9d7e-0a1b2c3d4e5b\n";
+  }
+  void TearDown() override {
+    cluster_.reset();
+    (void)cli::KillVmmProcessesUnder(dir_.string());
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  std::string HostFile(const std::string& name, const std::string& ds, const fs::path& path) {
+    fs::path p = dir_ / (name + ".yaml");
+    std::ofstream(p) << "name: " << name << "\nmemory: {total: 8GiB}\n"
+                     << "migration_interface: {address: 127.0.0.1, link_speed_mbps: 10000}\n"
+                     << "datastores:\n  - {name: " << ds << ", path: " << path.string() << "}\n";
+    return p.string();
+  }
+  void StartAgents(cli::LocalClusterOptions o = {}) {
+    o.agents = 2;
+    o.host_facts = {HostFile("host-a", "local-a", dir_ / "ds-a"), HostFile("host-b", "local-b", dir_ / "ds-b")};
+    auto c = cli::LocalCluster::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c);
+    for (int i = 0; i < 2; ++i) {
+      auto s = cluster_->Stub(i);
+      ASSERT_TRUE(s.ok()) << s.status();
+      stubs_.push_back(std::move(*s));
+    }
+  }
+  // A KVM guest on host-a's datastore with a 16 MiB disk; its disk workload rewrites and re-reads
+  // a 2 MiB working set at 4 MiB/s (a whole verifying sweep every half second).
+  void CreateGuest(const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::CreateVmRequest req;
+    *req.mutable_spec() = GuestSpec(name, v1::BACKEND_KIND_KVM, 64, 4, 8);
+    req.set_start(false);
+    req.set_datastore("local-a");
+    req.add_disk_bytes(16u << 20);
+    v1::VmInfo info;
+    grpc::Status st = stubs_[0]->CreateVm(&ctx, req, &info);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    // The disk workload goes into vm.yaml (CreateVm checks it before the datastore disk exists).
+    const fs::path yaml = dir_ / "ds-a" / name / "vm.yaml";
+    std::ifstream in(yaml);
+    std::string text((std::istreambuf_iterator<char>(in)), {}), line, out;
+    std::istringstream lines(text);
+    while (std::getline(lines, line)) {
+      out += line + "\n";
+      if (line.rfind("  tick_ms:", 0) == 0) out += "  disk_working_set: 2097152\n  disk_rate: 4\n";
+    }
+    std::ofstream(yaml) << out;
+    grpc::ClientContext sctx;
+    v1::StartVmRequest start;
+    start.set_name(name);
+    st = stubs_[0]->StartVm(&sctx, start, &info);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_TRUE(WaitForDiskSweeps(0, name, 1)) << "the guest's disk workload never completed a sweep";
+  }
+  bool WaitForDiskSweeps(int agent, const std::string& name, uint64_t sweeps, double timeout_s = 30) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (std::chrono::steady_clock::now() < deadline) {
+      v1::VmInfo info;
+      if (GetVm(*stubs_[agent], name, &info).ok() && info.health().disk_sweeps() >= sweeps) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  v1::MigrateRequest StorageMove(const std::string& name) {
+    v1::MigrateRequest req = MigrateTo(*cluster_, 1, name);
+    req.set_to_datastore("local-b");
+    return req;
+  }
+  // Two more whole sweeps of the disk working set on `agent`, then no corrupt block and no I/O error.
+  void ExpectDiskIntact(int agent, const std::string& name) {
+    v1::VmInfo now;
+    ASSERT_TRUE(GetVm(*stubs_[agent], name, &now).ok());
+    EXPECT_TRUE(WaitForDiskSweeps(agent, name, now.health().disk_sweeps() + 2)) << "the guest stopped sweeping its disk";
+    ASSERT_TRUE(GetVm(*stubs_[agent], name, &now).ok());
+    EXPECT_EQ(now.state(), v1::VM_POWER_STATE_RUNNING);
+    EXPECT_EQ(now.health().disk_corruptions(), 0u);
+    EXPECT_EQ(now.health().corruptions(), 0u)
+        << (now.health().corruption_reports_size() ? now.health().corruption_reports(0) : "");
+    EXPECT_EQ(now.health().disk_io_errors(), 0u);
+    EXPECT_GT(now.health().disk_blocks_verified(), 0u);
+  }
+
+  fs::path dir_;
+  std::unique_ptr<cli::LocalCluster> cluster_;
+  std::vector<std::unique_ptr<v1::Agent::Stub>> stubs_;
+};
+
+TEST_F(StorageMigrationE2E, GuestDiskIsIntactOnTheDestinationDatastore) {
+  StartAgents();
+  CreateGuest("disk1");
+  std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], StorageMove("disk1"));
+  ASSERT_FALSE(events.empty());
+  const v1::MigrationEvent& last = events.back();
+  ASSERT_EQ(last.phase(), v1::MIGRATION_PHASE_COMPLETED) << last.error();
+  EXPECT_GT(last.stats().disk_blocks_sent(), 0u);
+  EXPECT_GT(last.stats().disk_bytes(), 0u);
+  EXPECT_GE(last.stats().disk_rounds(), 1u) << "the write log was iterated at least once";
+
+  // The VM runs on host-b from its new directory, whose lock host-b holds; host-a's files are gone.
+  EXPECT_FALSE(fs::exists(dir_ / "ds-a" / "disk1")) << "the source's directory outlived the commit";
+  EXPECT_TRUE(fs::exists(dir_ / "ds-b" / "disk1" / "vm.yaml"));
+  EXPECT_EQ(fs::file_size(dir_ / "ds-b" / "disk1" / "disk0.raw"), 16u << 20);
+  auto holder = VmLock::CurrentHolder((dir_ / "ds-b" / "disk1" / "vm.lock").string());
+  ASSERT_TRUE(holder.ok()) << holder.status();
+  ASSERT_TRUE(holder->has_value()) << "nobody holds the new directory's lock";
+  EXPECT_EQ((*holder)->agent, cluster_->name(1));
+  v1::VmInfo info;
+  ASSERT_TRUE(GetVm(*stubs_[1], "disk1", &info).ok());
+  EXPECT_EQ(info.datastore(), "local-b");
+  ExpectDiskIntact(1, "disk1");
+}
+
+TEST_F(StorageMigrationE2E, DroppingOneFinalDiskBlockIsCaughtByTheGuest) {
+  cli::LocalClusterOptions o;
+  o.agent_binary = "ferry-agent-faults";  // tests/fault_agent: the fault lives outside the production agent
+  o.extra_args = {{"--fault", "drop-final-disk-block"}, {}};
+  StartAgents(o);
+  CreateGuest("disk2");
+  std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], StorageMove("disk2"));
+  ASSERT_FALSE(events.empty());
+  ASSERT_EQ(events.back().phase(), v1::MIGRATION_PHASE_COMPLETED) << events.back().error();
+  ASSERT_GT(events.back().stats().disk_final_blocks(), 0u) << "no block moved in the final round: nothing to drop";
+  bool caught = false;
+  v1::VmInfo info;
+  for (int i = 0; i < 400 && !caught; ++i) {
+    ASSERT_TRUE(GetVm(*stubs_[1], "disk2", &info).ok());
+    caught = info.health().disk_corruptions() > 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(caught) << "the guest did not notice a block lost in the final round (see the source's log for "
+                      << "event=test_fault_dropped_disk_block); " << info.health().disk_sweeps() << " sweeps";
+  ASSERT_GT(info.health().corruption_reports_size(), 0);
+  EXPECT_THAT(info.health().corruption_reports(0), HasSubstr("CORRUPTION block="));
+}
+
+}  // namespace
+}  // namespace ferry::e2e
