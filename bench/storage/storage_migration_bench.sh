@@ -27,7 +27,9 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   # The VMM processes the agents started (they outlive their agents by design).
-  for f in "$WORK"/agent-*/vms/*/vmm.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  for f in "$WORK"/agent-*/vms/*/vmm.pid "$WORK"/ds-*/*/vmm.pid "$WORK"/ds-*/*/vmm-*/vmm.pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 for h in a b; do
@@ -69,5 +71,10 @@ print(f"total_ms={float(g('total_ms')):.0f} downtime_ms={float(g('downtime_ms'))
       f"disk_rounds={g('disk_rounds')} final_blocks={g('disk_final_blocks')} final_disk_ms={s.get('pause', {}).get('final_disk_ms', s.get('pause', {}).get('finalDiskMs', 0))}")
 print("dd baseline:", sys.argv[2])
 after = open(sys.argv[3]).read()
-print("destination:", "no corruption reported" if '"disk_corruptions"' not in after and 'CORRUPTION' not in after else after[:400])
+try:
+    h = json.loads(after).get("health", {})
+    print("destination guest:", {k: h.get(k, 0) for k in ("corruptions", "disk_corruptions", "disk_io_errors", "disk_sweeps")})
+except ValueError:
+    print("destination:", after[:400])
+print("pause:", s.get("pause", {}))
 PY
