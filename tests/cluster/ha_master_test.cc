@@ -20,7 +20,7 @@ TEST(HaMaster, JoiningAClusterThatDoesNotExistSaysHowToCreateIt) {
   FERRY_START_ETCD_OR_SKIP(etcd, 1);
   auto client = testing::ClientFor(*etcd, "host-a");
   ASSERT_TRUE(client);
-  auto m = ClusterMember::Join(*client, {"nope", "host-a", ""});
+  auto m = ClusterMember::Join(*client, {"nope", "host-a", "", nullptr});
   ASSERT_FALSE(m.ok());
   EXPECT_TRUE(absl::IsNotFound(m.status()));
   EXPECT_NE(m.status().message().find("migrate cluster create nope"), std::string::npos) << m.status();
@@ -38,7 +38,7 @@ TEST(HaMaster, ExactlyOneOfThreeHostsIsElectedAndTheOthersAreSlaves) {
   ASSERT_TRUE(CreateCluster(*client, "c1", FastConfig()).ok());
   std::vector<std::unique_ptr<ClusterMember>> members;
   for (const char* h : {"host-a", "host-b", "host-c"}) {
-    auto m = ClusterMember::Join(*client, {"c1", h, ""});
+    auto m = ClusterMember::Join(*client, {"c1", h, "", nullptr});
     ASSERT_TRUE(m.ok()) << m.status();
     members.push_back(std::move(*m));
   }
@@ -69,10 +69,10 @@ TEST(HaMaster, WhenTheMasterLeavesASlaveTakesOverThroughTheWatch) {
   ClusterConfig slow = FastConfig();
   slow.heartbeat_interval_ms = 5000;  // takeover faster than a heartbeat tick can only come from the watch
   ASSERT_TRUE(CreateCluster(*client, "c1", slow).ok());
-  auto a = ClusterMember::Join(*client, {"c1", "host-a", ""});
+  auto a = ClusterMember::Join(*client, {"c1", "host-a", "", nullptr});
   ASSERT_TRUE(a.ok());
   ASSERT_TRUE((*a)->WaitForState(HostState::kMaster, absl::Seconds(10)));
-  auto b = ClusterMember::Join(*client, {"c1", "host-b", ""});
+  auto b = ClusterMember::Join(*client, {"c1", "host-b", "", nullptr});
   ASSERT_TRUE(b.ok());
   ASSERT_TRUE((*b)->WaitForState(HostState::kSlave, absl::Seconds(10)));
   (*a)->Leave();

@@ -34,7 +34,7 @@ TEST(HaSecurity, ClientCertificateFromAnotherCaCannotTalkToEtcdOrJoin) {
   ASSERT_TRUE(bad.ok());
   auto read = (*bad)->Get(ClusterKeys("c1").config());
   EXPECT_FALSE(read.ok());
-  auto joined = ClusterMember::Join(**bad, {"c1", "host-x", ""});
+  auto joined = ClusterMember::Join(**bad, {"c1", "host-x", "", nullptr});
   EXPECT_FALSE(joined.ok());
   auto hosts = good->GetPrefix(ClusterKeys("c1").hosts());
   ASSERT_TRUE(hosts.ok());
