@@ -42,9 +42,10 @@ class DatastoreLockE2E : public ::testing::Test {
                      << "datastores:\n  - {name: shared, path: " << datastore.string() << "}\n";
     return p.string();
   }
-  void StartAgents(const fs::path& second_datastore) {
+  void StartAgents(const fs::path& second_datastore, std::vector<std::string> extra_args = {}) {
     cli::LocalClusterOptions o;
     o.agents = 2;
+    o.extra_args = {extra_args, extra_args};
     o.host_facts = {HostFile("host-a", dir_ / "shared"), HostFile("host-b", second_datastore)};
     auto c = cli::LocalCluster::Start(o);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -139,6 +140,24 @@ TEST_F(DatastoreLockE2E, SecondStartIsRefusedNamingTheHolderOnThisAndAnotherAgen
   ASSERT_TRUE(StartVm(1, "web1").ok());
   ASSERT_TRUE(Holder("web1").has_value());
   EXPECT_EQ(Holder("web1")->agent, cluster_->name(1));
+}
+
+// --in-process-vms: the agent runs the VM and holds its lock itself, as before VMM processes.
+TEST_F(DatastoreLockE2E, InProcessVmsKeepTheLockInTheAgent) {
+  StartAgents(dir_ / "shared", {"--in-process-vms"});
+  ASSERT_TRUE(CreateOnDatastore(0, "web4").ok());
+  ASSERT_TRUE(WaitForHeartbeats(*stubs_[0], "web4", 3, 20));
+  EXPECT_FALSE(fs::exists(dir_ / "shared" / "web4" / "vmm-host-a")) << "a VMM process was started";
+  ASSERT_TRUE(Holder("web4").has_value());
+  EXPECT_EQ(Holder("web4")->pid, cluster_->pid(0));
+  grpc::Status other = StartVm(1, "web4");
+  EXPECT_THAT(other.error_message(), HasSubstr("vm web4 is locked by agent " + cluster_->name(0) + " (pid " +
+                                               std::to_string(cluster_->pid(0))));
+  std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], MigrateTo(*cluster_, 1, "web4"));
+  ASSERT_FALSE(events.empty());
+  ASSERT_EQ(events.back().phase(), v1::MIGRATION_PHASE_COMPLETED) << events.back().error();
+  ASSERT_TRUE(Holder("web4").has_value());
+  EXPECT_EQ(Holder("web4")->pid, cluster_->pid(1)) << "the destination agent holds it after commit";
 }
 
 TEST_F(DatastoreLockE2E, MigrationPassesTheLockAtCommit) {
