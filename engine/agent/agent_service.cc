@@ -55,7 +55,11 @@ grpc::Status NotFound(const std::string& name) {
 }  // namespace
 
 grpc::Status AgentService::CreateVm(grpc::ServerContext*, const v1::CreateVmRequest* req, v1::VmInfo* out) {
-  auto spec = VmSpecFromProto(req->spec());
+  // New datastore disks (--disk SIZE) are made with the VM's directory; the disk workload is
+  // checked against them there (CreateDatastoreVm).
+  const bool disks_made_later = !req->datastore().empty() && req->disk_bytes_size() > 0;
+  auto spec = VmSpecFromProto(req->spec(),
+                              disks_made_later ? DiskWorkloadCheck::kOnceTheDisksExist : DiskWorkloadCheck::kNow);
   if (!spec.ok()) return ToGrpcStatus(spec.status());
   // A named CPU model becomes its feature list here, so the VM (and later the destination) get
   // exactly that CPUID set.

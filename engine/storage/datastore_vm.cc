@@ -14,6 +14,7 @@
 #include "engine/storage/datastore.h"
 #include "engine/storage/vm_config.h"
 #include "engine/vm/disks.h"
+#include "engine/vm/vm_spec_proto.h"
 #include "engine/vm/vm_name.h"
 
 namespace ferry {
@@ -67,6 +68,11 @@ absl::StatusOr<DatastoreVm> CreateDatastoreVm(const DatastoreFacts& ds, VmSpec s
     }
     needed += b;
   }
+  VmSpec written = spec;  // disk paths relative, as vm.yaml holds them
+  for (size_t i = 0; i < disk_bytes.size(); ++i) {
+    written.disks.push_back(DiskSpec{DiskKind::kFile, absl::StrCat("disk", i, ".raw"), "", disk_bytes[i]});
+  }
+  RETURN_IF_ERROR(CheckDiskWorkload(written));  // before anything is written
   const std::string dir = (fs::path(ds.path) / spec.name).string();
   std::error_code ec;
   if (fs::exists(dir, ec)) {
@@ -76,11 +82,9 @@ absl::StatusOr<DatastoreVm> CreateDatastoreVm(const DatastoreFacts& ds, VmSpec s
   RETURN_IF_ERROR(CheckDatastoreWritable(ds, needed));
   if (mkdir(dir.c_str(), 0755) != 0) return ErrnoError(absl::StrCat("cannot create ", dir));
   CreatedDirectory made(dir);
-  VmSpec written = spec;  // disk paths relative, as vm.yaml holds them
   for (size_t i = 0; i < disk_bytes.size(); ++i) {
-    const std::string file = absl::StrCat("disk", i, ".raw");
-    RETURN_IF_ERROR(CreateSparseDisk((fs::path(dir) / file).string(), disk_bytes[i]));
-    written.disks.push_back(DiskSpec{DiskKind::kFile, file, "", disk_bytes[i]});
+    const DiskSpec& disk = written.disks[spec.disks.size() + i];
+    RETURN_IF_ERROR(CreateSparseDisk((fs::path(dir) / disk.path).string(), disk.size_bytes));
   }
   RETURN_IF_ERROR(WriteVmConfig(dir, written));
   {

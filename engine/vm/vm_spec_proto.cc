@@ -7,7 +7,6 @@
 #include "engine/vm/vm_name.h"
 
 namespace ferry {
-namespace {
 
 // The guest's disk workload runs on the VM's first disk (docs/guest_verification.md).
 absl::Status CheckDiskWorkload(const VmSpec& s) {
@@ -41,8 +40,6 @@ absl::Status CheckDiskWorkload(const VmSpec& s) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
 v1::VmSpec VmSpecToProto(const VmSpec& s) {
   v1::VmSpec p;
   p.set_name(s.name);
@@ -74,7 +71,7 @@ v1::VmSpec VmSpecToProto(const VmSpec& s) {
   return p;
 }
 
-absl::StatusOr<VmSpec> VmSpecFromProto(const v1::VmSpec& p) {
+absl::StatusOr<VmSpec> VmSpecFromProto(const v1::VmSpec& p, DiskWorkloadCheck disk_check) {
   VmSpec s;
   RETURN_IF_ERROR(ValidateVmName(p.name()));
   s.name = p.name();
@@ -115,7 +112,11 @@ absl::StatusOr<VmSpec> VmSpecFromProto(const v1::VmSpec& p) {
     s.disks.push_back({static_cast<DiskKind>(static_cast<int>(d.kind())), d.path(), d.device(), d.size_bytes()});
   }
   for (const auto& n : p.nics()) s.nics.push_back({n.mac(), n.port_group()});
-  RETURN_IF_ERROR(CheckDiskWorkload(s));
+  if (disk_check == DiskWorkloadCheck::kNow) {
+    RETURN_IF_ERROR(CheckDiskWorkload(s));
+  } else if (!(s.workload.disk_rate_mibps >= 0) || s.workload.disk_rate_mibps > 1e6) {
+    RETURN_IF_ERROR(CheckDiskWorkload(s));  // the rate needs no disk: refused now all the same
+  }
   return s;
 }
 

@@ -65,6 +65,28 @@ TEST(VmDirectory, CreateRefusesBadNamesAndSizes) {
   EXPECT_TRUE(fs::is_empty(ds.path));
 }
 
+// `vm create --datastore --disk SIZE --disk-working-set WS`: the disk the workload runs on is made
+// with the directory, so the workload is checked against it there, before anything is written.
+TEST(VmDirectory, DiskWorkloadIsCheckedAgainstTheDisksCreatedWithTheVm) {
+  testing::TempDir tmp;
+  DatastoreFacts ds = testing::Datastore("ds1", tmp.Dir("ds1"));
+  VmSpec spec = SmallVm("web1");
+  spec.backend = Backend::kKvm;
+  spec.workload.disk_working_set_bytes = 8u << 20;
+  absl::StatusOr<DatastoreVm> vm = CreateDatastoreVm(ds, spec, {16u << 20});
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ(vm->spec.workload.disk_working_set_bytes, 8u << 20);
+  ASSERT_TRUE(DeleteDatastoreVm(*vm, ThisProcessAsHolder("host-a")).ok());
+
+  absl::StatusOr<DatastoreVm> no_disk = CreateDatastoreVm(ds, spec, {});
+  ASSERT_FALSE(no_disk.ok());
+  EXPECT_THAT(std::string(no_disk.status().message()), HasSubstr("needs a file disk"));
+  absl::StatusOr<DatastoreVm> too_small = CreateDatastoreVm(ds, spec, {4u << 20});
+  ASSERT_FALSE(too_small.ok());
+  EXPECT_THAT(std::string(too_small.status().message()), HasSubstr("larger than its disk"));
+  EXPECT_TRUE(fs::is_empty(ds.path)) << "a refused create writes nothing";
+}
+
 TEST(VmDirectory, FullDatastoreIsRefusedBeforeAnythingIsWritten) {
   testing::TempDir tmp;
   testing::TestMount small;
