@@ -1,6 +1,7 @@
 // Bad input on the Peer stream: each gets a clear error, and the agent keeps serving.
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "engine/agent/tls_config.h"
 #include "engine/migration/protocol.h"
 #include "proto/ferry/v1/peer.grpc.pb.h"
@@ -127,11 +128,14 @@ TEST_F(PeerProtocolTest, DuplicateStartIsRefused) {
   ExpectAgentStillServes();
 }
 
-TEST_F(PeerProtocolTest, Version3IsRefusedNamingTheVersionsSpoken) {
-  v1::PeerError e = ErrorFor({Start(3)});
+// A version newer than this agent speaks (protocol 3 added storage migration's disk blocks).
+TEST_F(PeerProtocolTest, ANewerVersionIsRefusedNamingTheVersionsSpoken) {
+  const uint32_t newer = kProtocolVersion + 1;
+  v1::PeerError e = ErrorFor({Start(newer)});
   EXPECT_EQ(e.code(), v1::PEER_ERROR_CODE_BAD_VERSION);
-  EXPECT_NE(e.message().find("protocol version 3"), std::string::npos) << e.message();
-  EXPECT_NE(e.message().find("1 to 2"), std::string::npos) << e.message();
+  EXPECT_NE(e.message().find(absl::StrCat("protocol version ", newer)), std::string::npos) << e.message();
+  EXPECT_NE(e.message().find(absl::StrCat(kOldestProtocolVersion, " to ", kProtocolVersion)), std::string::npos)
+      << e.message();
   ExpectAgentStillServes();
 }
 
