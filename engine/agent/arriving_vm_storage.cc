@@ -29,6 +29,8 @@ absl::Status ArrivingVmStorage::Create(const AgentConfig& config, const v1::Stor
                                                            target.datastore(), "': ", made.status().message()));
   }
   spec.disks = made->spec.disks;
+  // This host writes their content (DiskCopyReceiver): its page cache of them stays coherent.
+  for (DiskSpec& d : spec.disks) d.filled_by_this_host = d.kind == DiskKind::kFile;
   spec.console_log_path = made->spec.console_log_path;
   spdlog::info("event=storage_migration_in_directory vm={} datastore={} dir={} disks={}", spec.name, made->datastore,
                made->dir, sizes.size());

@@ -74,6 +74,8 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     ASSIGN_OR_RETURN(VmDirectoryClaim claim, VmDirectoryClaim::Create(ctx_.config, incoming.name));
     vm_dir.emplace(std::move(claim));
     VmSpec spec = incoming;
+    // Only disks this host fills itself (arriving_storage) have a coherent cache here.
+    for (DiskSpec& d : spec.disks) d.filled_by_this_host = false;
     spec.console_log_path = vm_dir->console_log_path();
     if (home) RETURN_IF_ERROR(arriving_home.Locate(ctx_.config, *home, spec));
     if (storage) RETURN_IF_ERROR(arriving_storage.Create(ctx_.config, *storage, spec));

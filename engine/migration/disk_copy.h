@@ -86,6 +86,7 @@ class DiskCopyReceiver {
                                                                 const std::vector<uint64_t>& expected_bytes);
   // Checks the whole message (disk index, runs inside the disk, data lengths) before writing any
   // of it. InvalidArgument / OutOfRange for a bad message, an errno error for a failed write.
+  // Starts (never waits for) the write-back of every block it writes.
   absl::Status Apply(const v1::DiskBlocks& blocks);
   uint64_t blocks_written() const { return blocks_written_; }
 

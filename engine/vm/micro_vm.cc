@@ -305,7 +305,9 @@ absl::Status MicroVm::AttachDisks() {
       const uint64_t first = offset / kDiskWriteBlockBytes;
       log->blocks.SetRange(first, (offset + bytes - 1) / kDiskWriteBlockBytes - first + 1);
     };
-    auto dev = VirtioBlkDevice::Create(disk.path, index, *device_ram_, set_irq, on_write);
+    const auto host_cache = disk.filled_by_this_host ? VirtioBlkDevice::HostCache::kCoherent
+                                                     : VirtioBlkDevice::HostCache::kMayBeStale;
+    auto dev = VirtioBlkDevice::Create(disk.path, index, *device_ram_, set_irq, on_write, host_cache);
     if (!dev.ok()) return absl::Status(dev.status().code(), absl::StrCat("disk ", index, ": ", dev.status().message()));
     {
       std::lock_guard lock(log->mu);

@@ -39,6 +39,9 @@ struct DiskSpec {
   std::string path;          // file disk / RDM mapping file / cdrom-floppy image (empty = no media)
   std::string device;        // RDM only: the host block device (e.g. /dev/sdb or a by-id name)
   uint64_t size_bytes = 0;   // file disk: expected size, 0 = any
+  // File disk: this host wrote its content (a storage migration's destination copied it), so this
+  // host's page cache of it is coherent and restoring the VM keeps it (docs/storage_migration.md).
+  bool filled_by_this_host = false;
 };
 
 struct NicSpec {

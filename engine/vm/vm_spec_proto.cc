@@ -62,6 +62,7 @@ v1::VmSpec VmSpecToProto(const VmSpec& s) {
     pd->set_path(d.path);
     pd->set_device(d.device);
     pd->set_size_bytes(d.size_bytes);
+    pd->set_filled_by_this_host(d.filled_by_this_host);
   }
   for (const auto& n : s.nics) {
     auto* pn = p.add_nics();
@@ -109,7 +110,8 @@ absl::StatusOr<VmSpec> VmSpecFromProto(const v1::VmSpec& p, DiskWorkloadCheck di
     if (d.kind() == v1::DISK_KIND_UNSPECIFIED) {
       return absl::InvalidArgumentError(absl::StrCat("VM spec '", p.name(), "': a disk has no kind"));
     }
-    s.disks.push_back({static_cast<DiskKind>(static_cast<int>(d.kind())), d.path(), d.device(), d.size_bytes()});
+    s.disks.push_back({static_cast<DiskKind>(static_cast<int>(d.kind())), d.path(), d.device(), d.size_bytes(),
+                       d.filled_by_this_host()});
   }
   for (const auto& n : p.nics()) s.nics.push_back({n.mac(), n.port_group()});
   if (disk_check == DiskWorkloadCheck::kNow) {

@@ -4,6 +4,7 @@
 #include "engine/vm/virtio/blk_device.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 
 #include "engine/memory/dirty_bitmap.h"
 #include "engine/memory/page.h"
+#include "engine/vm/vm_spec_proto.h"
 #include "gtest/gtest.h"
 #include "tests/vm/virtio_test_driver.h"
 
@@ -369,6 +371,69 @@ TEST_F(VirtioBlkDeviceTest, RestoreRefusesADiskOfAnotherSizeAndBadState) {
   big_queue.set_queue_num(4096);
   EXPECT_FALSE(dest->Restore(big_queue).ok());
   EXPECT_TRUE(dest->Restore(*saved).ok());
+}
+
+// Pages of `path` in this host's page cache (mincore over a read-only mapping).
+uint64_t CachedPages(const std::string& path, uint64_t bytes) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  void* map = mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (map == MAP_FAILED) return 0;
+  std::vector<unsigned char> vec((bytes + kPageSize - 1) / kPageSize);
+  uint64_t cached = 0;
+  if (mincore(map, bytes, vec.data()) == 0) {
+    for (unsigned char v : vec) cached += v & 1;
+  }
+  munmap(map, bytes);
+  return cached;
+}
+
+TEST_F(VirtioBlkDeviceTest, RestoreKeepsTheCacheOfADiskThisHostFilledAndDropsItOtherwise) {
+  ASSERT_TRUE(driver_->Init());
+  dev_->Quiesce();
+  auto saved = dev_->Save();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  driver_.reset();
+  dev_.reset();
+  // The disk's content, written (and written back, so clean pages) through this host's cache.
+  const uint64_t kFilled = 1ull << 20;
+  const std::string content(kFilled, 'c');
+  int fd = open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, content.data(), kFilled, 0), static_cast<ssize_t>(kFilled));
+  ASSERT_EQ(fdatasync(fd), 0);
+  close(fd);
+  const uint64_t pages = kFilled / kPageSize;
+  ASSERT_GE(CachedPages(path_, kFilled), pages);
+
+  // A storage migration's destination filled it: the cache is coherent and stays.
+  auto coherent = VirtioBlkDevice::Create(path_, 0, *ram_, nullptr, nullptr, VirtioBlkDevice::HostCache::kCoherent);
+  ASSERT_TRUE(coherent.ok()) << coherent.status();
+  ASSERT_TRUE((*coherent)->Restore(*saved).ok());
+  EXPECT_EQ(CachedPages(path_, kFilled), pages) << "Restore dropped the cache of a disk this host filled";
+  coherent->reset();
+
+  // A shared datastore's disk (the default): another host may have written it, the cache goes.
+  auto shared = VirtioBlkDevice::Create(path_, 0, *ram_, nullptr);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  ASSERT_TRUE((*shared)->Restore(*saved).ok());
+  EXPECT_LT(CachedPages(path_, kFilled), pages) << "Restore kept a possibly stale cache";
+  EXPECT_TRUE(ReadFile(0, kFilled) == content);
+}
+
+TEST(VirtioBlkSpec, FilledByThisHostReachesTheVmmProcess) {
+  VmSpec s;
+  s.name = "filled";
+  s.backend = Backend::kSynthetic;
+  s.memory_bytes = 256ull << 20;
+  s.disks.push_back(DiskSpec{DiskKind::kFile, "/d/disk0.raw", "", 4096, true});
+  s.disks.push_back(DiskSpec{DiskKind::kFile, "/d/disk1.raw", "", 4096, false});
+  auto back = VmSpecFromProto(VmSpecToProto(s));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->disks.size(), 2u);
+  EXPECT_TRUE(back->disks[0].filled_by_this_host);
+  EXPECT_FALSE(back->disks[1].filled_by_this_host);
 }
 
 TEST_F(VirtioBlkDeviceTest, EveryWriteIsReportedForStorageMigrationAndNothingElse) {

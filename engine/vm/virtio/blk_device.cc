@@ -28,20 +28,21 @@ absl::StatusOr<std::unique_ptr<VirtioBlkDevice>> VirtioBlkDevice::Create(const s
                                                                          uint32_t disk_index,
                                                                          const GuestRamAccess& ram,
                                                                          std::function<void(bool)> set_irq,
-                                                                         DiskWriteSink on_disk_write) {
+                                                                         DiskWriteSink on_disk_write,
+                                                                         HostCache host_cache) {
   // Twice the queue: a request holds one submission, and the ring never needs to refuse one.
   ASSIGN_OR_RETURN(auto file, UringBlockFile::Open(path, 2 * FERRY_VIRTIO_BLK_QUEUE_NUM_MAX));
   std::unique_ptr<VirtioBlkDevice> dev(new VirtioBlkDevice(std::move(file), disk_index, ram, std::move(set_irq),
-                                                                std::move(on_disk_write)));
+                                                                std::move(on_disk_write), host_cache));
   dev->thread_ = std::thread([d = dev.get()] { d->Loop(); });
   return dev;
 }
 
 VirtioBlkDevice::VirtioBlkDevice(std::unique_ptr<UringBlockFile> file, uint32_t disk_index,
                                  const GuestRamAccess& ram, std::function<void(bool)> set_irq,
-                                 DiskWriteSink on_disk_write)
+                                 DiskWriteSink on_disk_write, HostCache host_cache)
     : file_(std::move(file)), disk_index_(disk_index), ram_(ram), set_irq_(std::move(set_irq)),
-      on_disk_write_(std::move(on_disk_write)),
+      on_disk_write_(std::move(on_disk_write)), host_cache_(host_cache),
       transport_(kVirtioDeviceIdBlock, kVirtioFVersion1 | kVirtioBlkFFlush | kVirtioBlkFSegMax,
                  FERRY_VIRTIO_BLK_QUEUE_NUM_MAX, BlkConfig(file_->size_bytes() / kVirtioBlkSectorBytes)),
       slots_(FERRY_VIRTIO_BLK_QUEUE_NUM_MAX) {}
@@ -330,7 +331,7 @@ absl::Status VirtioBlkDevice::Restore(const v1::VirtioBlkState& s) {
     if (!q.ok()) return absl::InvalidArgumentError(absl::StrCat(who, ": ", q.status().message()));
     queue = std::move(*q);
   }
-  file_->DropCache();
+  if (host_cache_ == HostCache::kMayBeStale) file_->DropCache();
   transport_.mutable_registers() = r;
   queue_ = std::move(queue);
   if (r.interrupt_status != 0 && set_irq_) set_irq_(true);

@@ -48,13 +48,19 @@ class VirtioBlkDevice : public MmioDevice {
   // write may have changed part of it), before the driver sees it complete: what a storage
   // migration must copy again.
   using DiskWriteSink = std::function<void(uint64_t offset, uint64_t bytes)>;
+  // Whether this host's page cache of the disk file can be trusted when the VM is restored here.
+  enum class HostCache {
+    kMayBeStale,  // another host may have written the file (a shared datastore): Restore drops it
+    kCoherent,    // this host wrote the content itself (a storage migration's copy): Restore keeps it
+  };
 
   // `set_irq(level)` drives the device's interrupt line (may be empty: no interrupt controller).
   // `ram` must outlive the device. `on_disk_write` may be empty.
   static absl::StatusOr<std::unique_ptr<VirtioBlkDevice>> Create(const std::string& path, uint32_t disk_index,
                                                                  const GuestRamAccess& ram,
                                                                  std::function<void(bool)> set_irq,
-                                                                 DiskWriteSink on_disk_write = nullptr);
+                                                                 DiskWriteSink on_disk_write = nullptr,
+                                                                 HostCache host_cache = HostCache::kMayBeStale);
   // Waits for requests in flight, then ends the device thread.
   ~VirtioBlkDevice() override;
 
@@ -67,7 +73,8 @@ class VirtioBlkDevice : public MmioDevice {
   void Resume();
 
   // Quiesced only. Save also writes the disk's data through (fdatasync) for the host that will
-  // run the VM next; Restore drops this host's cached pages of the disk first.
+  // run the VM next; Restore drops this host's cached pages of the disk first, unless they are
+  // coherent (HostCache::kCoherent: dropping would only write back and re-read inside the pause).
   absl::StatusOr<v1::VirtioBlkState> Save();
   absl::Status Restore(const v1::VirtioBlkState& s);
 
@@ -87,7 +94,7 @@ class VirtioBlkDevice : public MmioDevice {
   };
 
   VirtioBlkDevice(std::unique_ptr<UringBlockFile> file, uint32_t disk_index, const GuestRamAccess& ram,
-                  std::function<void(bool)> set_irq, DiskWriteSink on_disk_write);
+                  std::function<void(bool)> set_irq, DiskWriteSink on_disk_write, HostCache host_cache);
   void Loop();
   void TakeRequestsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts `r` on io_uring or answers it at once.
@@ -107,6 +114,7 @@ class VirtioBlkDevice : public MmioDevice {
   const GuestRamAccess& ram_;
   std::function<void(bool)> set_irq_;
   DiskWriteSink on_disk_write_;
+  const HostCache host_cache_;
   std::thread thread_;
 
   mutable std::mutex mu_;
