@@ -1,7 +1,7 @@
 // The lock is the owner (docs/datastores.md), over real agents sharing one datastore directory:
 // a second start is refused naming the holder, a migration passes the lock exactly at commit, and
 // a destination that cannot take the lock leaves the VM running on the source. The synthetic
-// backend: KVM is not the point here.
+// backend where KVM is not the point; a KVM guest where its disk workload is the oracle.
 
 #include <filesystem>
 #include <fstream>
@@ -57,9 +57,12 @@ class DatastoreLockE2E : public ::testing::Test {
     }
   }
   grpc::Status CreateOnDatastore(int agent, const std::string& name) {
+    return CreateOnDatastore(agent, GuestSpec(name, v1::BACKEND_KIND_SYNTHETIC, 64, 8, 20));
+  }
+  grpc::Status CreateOnDatastore(int agent, const v1::VmSpec& spec) {
     grpc::ClientContext ctx;
     v1::CreateVmRequest req;
-    *req.mutable_spec() = GuestSpec(name, v1::BACKEND_KIND_SYNTHETIC, 64, 8, 20);
+    *req.mutable_spec() = spec;
     req.set_start(true);
     req.set_datastore("shared");
     req.add_disk_bytes(4u << 20);
@@ -182,6 +185,44 @@ TEST_F(DatastoreLockE2E, MigrationPassesTheLockAtCommit) {
   EXPECT_EQ(info.state(), v1::VM_POWER_STATE_RUNNING);
   grpc::Status again = StartVm(0, "web2");
   EXPECT_THAT(again.error_message(), HasSubstr("locked by agent " + cluster_->name(1)));
+}
+
+// A KVM guest writing and verifying its disk while it moves between two agents sharing the
+// datastore: the destination's VMM opens the same disk file and takes the lock at commit, and the
+// guest finds every block (and page) it wrote.
+TEST_F(DatastoreLockE2E, DiskWorkloadSurvivesASharedDatastoreMigration) {
+  if (!KvmUsable()) GTEST_SKIP() << "needs /dev/kvm: the guest's own disk workload is the oracle";
+  StartAgents(dir_ / "shared");
+  v1::VmSpec spec = GuestSpec("db1", v1::BACKEND_KIND_KVM, 64, 4, 8);
+  spec.mutable_workload()->set_disk_working_set_bytes(1u << 20);
+  spec.mutable_workload()->set_disk_rate_mibps(4);
+  grpc::Status created = CreateOnDatastore(0, spec);
+  ASSERT_TRUE(created.ok()) << created.error_message();
+  ASSERT_TRUE(WaitForHeartbeats(*stubs_[0], "db1", 3, 120)) << "the guest never started beating";
+  v1::VmInfo before;
+  for (int i = 0; i < 1200 && GetVm(*stubs_[0], "db1", &before).ok() && before.health().disk_blocks_written() == 0;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GT(before.health().disk_blocks_written(), 0u) << "the guest never wrote its disk";
+  const pid_t source_vmm = VmmPid(0, "db1");
+
+  std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], MigrateTo(*cluster_, 1, "db1"));
+  ASSERT_FALSE(events.empty());
+  ASSERT_EQ(events.back().phase(), v1::MIGRATION_PHASE_COMPLETED) << events.back().error();
+  EXPECT_EQ(events.back().stats().disk_blocks_sent(), 0u) << "a shared disk is not copied";
+
+  std::optional<VmLockHolder> holder = Holder("db1");
+  ASSERT_TRUE(holder.has_value()) << "after commit the destination holds the lock";
+  EXPECT_EQ(holder->agent, cluster_->name(1));
+  EXPECT_EQ(holder->pid, VmmPid(1, "db1")) << "the destination's VMM process holds the lock";
+  EXPECT_NE(holder->pid, source_vmm);
+  ExpectGuestHealthy(*stubs_[1], "db1", 1.0);
+  ExpectDiskIntact(*stubs_[1], "db1");
+  v1::VmInfo after;
+  ASSERT_TRUE(GetVm(*stubs_[1], "db1", &after).ok());
+  EXPECT_GT(after.health().disk_blocks_written(), before.health().disk_blocks_written())
+      << "the guest did not write its disk on the destination";
 }
 
 // host-b cannot take the VM's lock (the test holds host-b's lock file, as another owner would):

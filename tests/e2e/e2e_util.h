@@ -144,4 +144,30 @@ inline void ExpectGuestHealthy(v1::Agent::Stub& stub, const std::string& name, d
   EXPECT_GT(swept->health().full_sweeps(), 0u);
 }
 
+// Waits until `name` on this agent has completed `sweeps` whole verifying sweeps of its disk
+// working set (WorkloadSpec.disk_working_set_bytes); false after `timeout_s`.
+inline bool WaitForDiskSweeps(v1::Agent::Stub& stub, const std::string& name, uint64_t sweeps, double timeout_s = 90) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    v1::VmInfo info;
+    if (GetVm(stub, name, &info).ok() && info.health().disk_sweeps() >= sweeps) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+// Two more whole sweeps of the disk working set on this agent, then no corrupt block and no I/O error.
+inline void ExpectDiskIntact(v1::Agent::Stub& stub, const std::string& name) {
+  v1::VmInfo now;
+  ASSERT_TRUE(GetVm(stub, name, &now).ok()) << name << " is not on this agent";
+  EXPECT_TRUE(WaitForDiskSweeps(stub, name, now.health().disk_sweeps() + 2)) << "the guest stopped sweeping its disk";
+  ASSERT_TRUE(GetVm(stub, name, &now).ok());
+  EXPECT_EQ(now.state(), v1::VM_POWER_STATE_RUNNING);
+  EXPECT_EQ(now.health().disk_corruptions(), 0u);
+  EXPECT_EQ(now.health().corruptions(), 0u)
+      << (now.health().corruption_reports_size() ? now.health().corruption_reports(0) : "");
+  EXPECT_EQ(now.health().disk_io_errors(), 0u);
+  EXPECT_GT(now.health().disk_blocks_verified(), 0u);
+}
+
 }  // namespace ferry::e2e

@@ -58,8 +58,9 @@ class StorageMigrationE2E : public ::testing::Test {
     }
   }
   // A KVM guest on host-a's datastore with a 16 MiB disk; its disk workload rewrites and re-reads
-  // a 2 MiB working set at 4 MiB/s (a whole verifying sweep every half second).
-  void CreateGuest(const std::string& name) {
+  // a 2 MiB working set at 4 MiB/s (a whole verifying sweep every half second). With
+  // `wait_for_a_sweep`, returns once the guest has checked its whole disk working set once.
+  void CreateGuest(const std::string& name, bool wait_for_a_sweep = true) {
     grpc::ClientContext ctx;
     v1::CreateVmRequest req;
     *req.mutable_spec() = GuestSpec(name, v1::BACKEND_KIND_KVM, 64, 4, 8);
@@ -84,34 +85,24 @@ class StorageMigrationE2E : public ::testing::Test {
     start.set_name(name);
     st = stubs_[0]->StartVm(&sctx, start, &info);
     ASSERT_TRUE(st.ok()) << st.error_message();
+    if (!wait_for_a_sweep) return;
     ASSERT_TRUE(WaitForDiskSweeps(0, name, 1)) << "the guest's disk workload never completed a sweep";
   }
-  bool WaitForDiskSweeps(int agent, const std::string& name, uint64_t sweeps, double timeout_s = 30) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (std::chrono::steady_clock::now() < deadline) {
-      v1::VmInfo info;
-      if (GetVm(*stubs_[agent], name, &info).ok() && info.health().disk_sweeps() >= sweeps) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
+  bool WaitForDiskSweeps(int agent, const std::string& name, uint64_t sweeps) {
+    return e2e::WaitForDiskSweeps(*stubs_[agent], name, sweeps);
   }
   v1::MigrateRequest StorageMove(const std::string& name) {
     v1::MigrateRequest req = MigrateTo(*cluster_, 1, name);
     req.set_to_datastore("local-b");
     return req;
   }
-  // Two more whole sweeps of the disk working set on `agent`, then no corrupt block and no I/O error.
-  void ExpectDiskIntact(int agent, const std::string& name) {
-    v1::VmInfo now;
-    ASSERT_TRUE(GetVm(*stubs_[agent], name, &now).ok());
-    EXPECT_TRUE(WaitForDiskSweeps(agent, name, now.health().disk_sweeps() + 2)) << "the guest stopped sweeping its disk";
-    ASSERT_TRUE(GetVm(*stubs_[agent], name, &now).ok());
-    EXPECT_EQ(now.state(), v1::VM_POWER_STATE_RUNNING);
-    EXPECT_EQ(now.health().disk_corruptions(), 0u);
-    EXPECT_EQ(now.health().corruptions(), 0u)
-        << (now.health().corruption_reports_size() ? now.health().corruption_reports(0) : "");
-    EXPECT_EQ(now.health().disk_io_errors(), 0u);
-    EXPECT_GT(now.health().disk_blocks_verified(), 0u);
+  void ExpectDiskIntact(int agent, const std::string& name) { e2e::ExpectDiskIntact(*stubs_[agent], name); }
+  // The VMM process host-a runs `name` in, from its datastore directory (docs/vmm_process.md).
+  pid_t SourceVmmPid(const std::string& name) {
+    std::ifstream in(dir_ / "ds-a" / name / "vmm-host-a" / "vmm.pid");
+    pid_t pid = -1;
+    in >> pid;
+    return pid;
   }
 
   fs::path dir_;
@@ -165,6 +156,65 @@ TEST_F(StorageMigrationE2E, DroppingOneFinalDiskBlockIsCaughtByTheGuest) {
                       << "event=test_fault_dropped_disk_block); " << info.health().disk_sweeps() << " sweeps";
   ASSERT_GT(info.health().corruption_reports_size(), 0);
   EXPECT_THAT(info.health().corruption_reports(0), HasSubstr("CORRUPTION block="));
+}
+
+// Cancelled in pre-copy (a 1 MiB/s cap keeps the guest's memory in round 1 for seconds): the VM
+// runs on in its source VMM from its untouched directory and lock; the destination removes the
+// directory it made and runs nothing; the guest finds its memory and disk intact afterwards.
+TEST_F(StorageMigrationE2E, ACancelledStorageMigrationLeavesTheSourceIntact) {
+  StartAgents();
+  CreateGuest("disk3", /*wait_for_a_sweep=*/false);  // cancelled before any sweep is needed
+  ASSERT_TRUE(WaitForHeartbeats(*stubs_[0], "disk3", 3, 120)) << "the guest never started beating";
+  const pid_t vmm = SourceVmmPid("disk3");
+  ASSERT_GT(vmm, 0) << "disk3 does not run in its own VMM process";
+  const uint64_t disk_bytes = fs::file_size(dir_ / "ds-a" / "disk3" / "disk0.raw");
+
+  v1::MigrateRequest req = StorageMove("disk3");
+  req.mutable_options()->set_max_bandwidth_mibps(1);
+  grpc::ClientContext ctx;
+  auto reader = stubs_[0]->Migrate(&ctx, req);
+  v1::MigrationEvent e, last;
+  bool cancelled = false, destination_dir_seen = false;
+  while (reader->Read(&e)) {
+    last = e;
+    if (cancelled || e.phase() != v1::MIGRATION_PHASE_PRECOPY) continue;
+    destination_dir_seen = fs::exists(dir_ / "ds-b" / "disk3");
+    grpc::ClientContext cctx;
+    v1::CancelMigrationRequest cancel;
+    cancel.set_migration_id(e.migration_id());
+    v1::MigrationInfo info;
+    grpc::Status st = stubs_[0]->CancelMigration(&cctx, cancel, &info);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    cancelled = true;
+  }
+  grpc::Status finished = reader->Finish();
+  ASSERT_TRUE(cancelled) << "the migration never reported pre-copy; it ended in phase " << last.phase() << ": "
+                         << last.error() << " " << finished.error_message();
+  EXPECT_TRUE(destination_dir_seen) << "the destination had made no directory by pre-copy";
+  EXPECT_EQ(last.phase(), v1::MIGRATION_PHASE_CANCELLED) << last.error();
+
+  // The source: same VMM, its lock, its files; the guest beats on.
+  auto holder = VmLock::CurrentHolder((dir_ / "ds-a" / "disk3" / "vm.lock").string());
+  ASSERT_TRUE(holder.ok()) << holder.status();
+  ASSERT_TRUE(holder->has_value()) << "nobody holds the source directory's lock";
+  EXPECT_EQ((*holder)->pid, vmm) << "the source's VMM does not hold its lock";
+  EXPECT_EQ(SourceVmmPid("disk3"), vmm);
+  EXPECT_TRUE(fs::exists(dir_ / "ds-a" / "disk3" / "vm.yaml"));
+  ASSERT_TRUE(fs::exists(dir_ / "ds-a" / "disk3" / "disk0.raw"));
+  EXPECT_EQ(fs::file_size(dir_ / "ds-a" / "disk3" / "disk0.raw"), disk_bytes);
+  v1::VmInfo info;
+  ASSERT_TRUE(GetVm(*stubs_[0], "disk3", &info).ok());
+  EXPECT_EQ(info.datastore(), "local-a");
+
+  // The destination: its partial directory removed, no VM.
+  EXPECT_EQ(VmsAfterSettling(*stubs_[1], 30), 0) << "a VM was left on the destination";
+  for (int i = 0; i < 600 && fs::exists(dir_ / "ds-b" / "disk3"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "ds-b" / "disk3")) << "the destination's partial directory outlived the cancel";
+
+  ExpectGuestHealthy(*stubs_[0], "disk3", 1.0);
+  ExpectDiskIntact(0, "disk3");
 }
 
 }  // namespace
