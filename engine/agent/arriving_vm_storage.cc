@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/agent/host_facts_source.h"
+#include "engine/agent/remote_vm.h"
 #include "engine/base/status.h"
 #include "engine/storage/datastore.h"
 
@@ -38,15 +39,27 @@ absl::Status ArrivingVmStorage::Create(const AgentConfig& config, const v1::Stor
   return absl::OkStatus();
 }
 
+VmmLockRequest ArrivingVmStorage::LockRequest(const std::string& agent) const {
+  if (!vm_) return {};
+  return {vm_->lock_path(), agent};
+}
+
 absl::Status ArrivingVmStorage::TakeLock(const std::string& agent) {
   if (!vm_) return absl::FailedPreconditionError("the VM's new directory was not made");
+  if (auto* remote = dynamic_cast<RemoteVm*>(arriving_vm_)) return remote->TakeLock();
   ASSIGN_OR_RETURN(VmLock lock, VmLock::Acquire(vm_->lock_path(), vm_->spec.name, ThisProcessAsHolder(agent)));
   lock_.emplace(std::move(lock));
   return absl::OkStatus();
 }
 
 void ArrivingVmStorage::HandTo(VmOwnership& ownership) {
-  if (!vm_ || !lock_) return;
+  if (!vm_) return;
+  if (dynamic_cast<RemoteVm*>(arriving_vm_)) {
+    ownership.Put(*vm_);  // its VMM holds the lock
+    kept_ = true;
+    return;
+  }
+  if (!lock_) return;
   ownership.Put(*vm_, std::move(*lock_));
   lock_.reset();
   kept_ = true;

@@ -1,8 +1,8 @@
 #pragma once
 // The destination's side of a storage migration ("change both host and datastore",
 // docs/storage_migration.md): the VM's new directory on one of this host's datastores, with
-// sparse disks of the source's sizes, its lock taken just before the VM resumes here and handed
-// to VmOwnership once it runs. A migration that does not end with the VM running here removes the
+// sparse disks of the source's sizes, its lock taken just before the VM resumes here (by the VM's
+// VMM process, or by the agent with --in-process-vms) and handed to VmOwnership once it runs. A migration that does not end with the VM running here removes the
 // directory it made, and only that.
 
 #include <optional>
@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "engine/agent/agent_config.h"
+#include "engine/agent/vmm_launcher.h"
 #include "engine/agent/vm_ownership.h"
 #include "engine/storage/datastore_vm.h"
 #include "engine/storage/vm_lock.h"
@@ -29,7 +30,11 @@ class ArrivingVmStorage {
   // before anything is written when the datastore is unknown here, read-only or short of space, or
   // the directory exists.
   absl::Status Create(const AgentConfig& config, const v1::StorageTarget& target, VmSpec& spec);
-  // Takes the new directory's lock as this agent.
+  // The lock the arriving VM's VMM is to hold (taken by TakeLock, not at its creation).
+  VmmLockRequest LockRequest(const std::string& agent) const;
+  // The VM being received; its VMM process, if it has one, takes the lock.
+  void RunsIn(Vm* vm) { arriving_vm_ = vm; }
+  // Takes the new directory's lock: in the VM's VMM process, or as this agent for an in-agent VM.
   absl::Status TakeLock(const std::string& agent);
   // The VM runs here: its directory stays, its lock belongs to `ownership`.
   void HandTo(VmOwnership& ownership);
@@ -41,7 +46,8 @@ class ArrivingVmStorage {
 
  private:
   std::optional<DatastoreVm> vm_;
-  std::optional<VmLock> lock_;
+  std::optional<VmLock> lock_;  // an in-agent VM's lock
+  Vm* arriving_vm_ = nullptr;
   bool kept_ = false;
 };
 

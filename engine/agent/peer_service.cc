@@ -80,9 +80,11 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     if (home) RETURN_IF_ERROR(arriving_home.Locate(ctx_.config, *home, spec));
     if (storage) RETURN_IF_ERROR(arriving_storage.Create(ctx_.config, *storage, spec));
     // A datastore VM's VMM holds its lock from commit on (taken by take_ownership below).
-    ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
-                     CreateAgentVm(ctx_.config, spec, /*for_restore=*/true, arriving_home.LockRequest(ctx_.config.name)));
+    const VmmLockRequest lock = storage ? arriving_storage.LockRequest(ctx_.config.name)
+                                        : arriving_home.LockRequest(ctx_.config.name);
+    ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, CreateAgentVm(ctx_.config, spec, /*for_restore=*/true, lock));
     arriving_home.RunsIn(vm.get());
+    arriving_storage.RunsIn(vm.get());
     return vm;
   };
   hooks.take_ownership = [&](const v1::StartMigration&) {

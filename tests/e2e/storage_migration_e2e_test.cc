@@ -98,8 +98,9 @@ class StorageMigrationE2E : public ::testing::Test {
   }
   void ExpectDiskIntact(int agent, const std::string& name) { e2e::ExpectDiskIntact(*stubs_[agent], name); }
   // The VMM process host-a runs `name` in, from its datastore directory (docs/vmm_process.md).
-  pid_t SourceVmmPid(const std::string& name) {
-    std::ifstream in(dir_ / "ds-a" / name / "vmm-host-a" / "vmm.pid");
+  pid_t SourceVmmPid(const std::string& name) { return VmmPid("ds-a", "host-a", name); }
+  pid_t VmmPid(const std::string& datastore_dir, const std::string& agent, const std::string& name) {
+    std::ifstream in(dir_ / datastore_dir / name / ("vmm-" + agent) / "vmm.pid");
     pid_t pid = -1;
     in >> pid;
     return pid;
@@ -129,6 +130,8 @@ TEST_F(StorageMigrationE2E, GuestDiskIsIntactOnTheDestinationDatastore) {
   ASSERT_TRUE(holder.ok()) << holder.status();
   ASSERT_TRUE(holder->has_value()) << "nobody holds the new directory's lock";
   EXPECT_EQ((*holder)->agent, cluster_->name(1));
+  EXPECT_EQ((*holder)->pid, VmmPid("ds-b", cluster_->name(1), "disk1"))
+      << "the destination's VMM process holds the new directory's lock, not its agent";
   v1::VmInfo info;
   ASSERT_TRUE(GetVm(*stubs_[1], "disk1", &info).ok());
   EXPECT_EQ(info.datastore(), "local-b");
