@@ -24,6 +24,7 @@
 #include "engine/vm/vm_spec_proto.h"
 #include "engine/vmm/vmm_client.h"
 #include "engine/vmm/vmm_wire.h"
+#include "tests/vmm/vmm_test_util.h"
 
 namespace ferry {
 namespace {
@@ -31,16 +32,8 @@ namespace {
 namespace fs = std::filesystem;
 constexpr uint64_t kMiB = 1ull << 20;
 
-bool ProcessGone(pid_t pid) { return kill(pid, 0) != 0 || waitpid(pid, nullptr, WNOHANG) == pid; }
-
-bool WaitUntil(const std::function<bool()>& done, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
+using vmm_test::ProcessGone;
+using vmm_test::WaitUntil;
 
 class RemoteVmTest : public ::testing::Test {
  protected:

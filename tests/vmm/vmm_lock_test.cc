@@ -19,6 +19,7 @@
 #include "engine/agent/vmm_launcher.h"
 #include "engine/storage/vm_lock.h"
 #include "engine/vmm/vmm_client.h"
+#include "tests/vmm/vmm_test_util.h"
 
 namespace ferry {
 namespace {
@@ -26,14 +27,8 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-bool WaitUntil(const std::function<bool()>& done, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
+using vmm_test::ProcessGone;
+using vmm_test::WaitUntil;
 
 class DatastoreLockVmm : public ::testing::Test {
  protected:
@@ -50,7 +45,7 @@ class DatastoreLockVmm : public ::testing::Test {
       std::ifstream in(e.path() / "vmm.pid");
       pid_t pid = 0;
       if (in >> pid && pid > 1 && kill(pid, SIGKILL) == 0) {
-        WaitUntil([pid] { return kill(pid, 0) != 0 || waitpid(pid, nullptr, WNOHANG) == pid; }, 5);
+        WaitUntil([pid] { return ProcessGone(pid); }, 5);
       }
     }
     fs::remove_all(dir_, ec_);

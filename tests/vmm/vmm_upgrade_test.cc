@@ -19,6 +19,7 @@
 #include "engine/agent/vmm_launcher.h"
 #include "engine/vm/multiboot_loader.h"
 #include "engine/vmm/vmm_client.h"
+#include "tests/vmm/vmm_test_util.h"
 
 namespace ferry {
 namespace {
@@ -27,16 +28,8 @@ namespace fs = std::filesystem;
 constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kDiskBytes = 8 * kMiB;
 
-bool ProcessGone(pid_t pid) { return kill(pid, 0) != 0 || waitpid(pid, nullptr, WNOHANG) == pid; }
-
-bool WaitUntil(const std::function<bool()>& done, double seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
+using vmm_test::ProcessGone;
+using vmm_test::WaitUntil;
 
 void ExpectClean(const GuestHealth& h) {
   EXPECT_EQ(h.corruptions, 0u);
