@@ -156,7 +156,7 @@ grpc::Status AgentService::Migrate(grpc::ServerContext* context, const v1::Migra
   return grpc::Status::OK;
 }
 
-void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& request, Vm& vm) {
+std::optional<std::string> AgentService::TryOutgoing(MigrationJob& job, const v1::MigrateRequest& request, Vm& vm) {
   const std::string id = job.id();
   const v1::MigrateRequest* req = &request;
   spdlog::info("event=migration_out_start migration={} vm={} to={} priority={}", id, req->vm_name(),
@@ -168,7 +168,7 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
     ctx_.observer->OnMigrationEvent(e);
   };
   // Ends a job that never reached the engine: the VM keeps running here.
-  auto end_before_engine = [&](v1::MigrationPhase phase, const absl::Status& why) {
+  auto end_before_engine = [&](v1::MigrationPhase phase, const absl::Status& why) -> std::optional<std::string> {
     ctx_.vms.EndMigrationOut(req->vm_name(), false);
     v1::MigrationEvent e;
     e.set_migration_id(id);
@@ -179,6 +179,7 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
     emit(e);
     spdlog::info("event=migration_out_end migration={} vm={} outcome={} error=\"{}\"", id, req->vm_name(),
                  v1::MigrationPhase_Name(phase), std::string(why.message()));
+    return std::nullopt;
   };
   if (job.cancel_requested()) {
     return end_before_engine(v1::MIGRATION_PHASE_CANCELLED, absl::CancelledError("migration cancelled by request"));
@@ -210,7 +211,7 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
       pe.set_message("refused; the VM keeps running on the source");
       emit(pe);
       spdlog::info("event=migration_out_refused migration={} vm={} error=\"{}\"", id, req->vm_name(), pe.error());
-      return;
+      return std::nullopt;
     }
     *pe.mutable_precheck() = FindingsToProto(*findings);
     pe.set_message(findings->empty() ? "prechecks passed"
@@ -294,6 +295,11 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
   job.Detach();
   wrapped_channel.reset();
   channel->reset();
+  if (result.refused_for_now && !job.cancel_requested()) {
+    spdlog::info("event=migration_out_refused_for_now migration={} vm={} error=\"{}\"", id, req->vm_name(),
+                 std::string(result.status.message()));
+    return std::string(result.status.message());  // still marked migrating: RunOutgoing queues it again
+  }
   const bool left = result.outcome == SourceOutcome::kCompleted;
   if (result.outcome == SourceOutcome::kCommitUnconfirmed) {
     ctx_.unconfirmed_commits.Add(id, {req->vm_name(), req->destination(),
@@ -336,6 +342,7 @@ void AgentService::RunOutgoing(MigrationJob& job, const v1::MigrateRequest& requ
                id, req->vm_name(), SourceOutcomeName(result.outcome), result.stats.total_ms(),
                result.stats.downtime_ms(), result.stats.rounds(), result.stats.bytes_transferred(),
                std::string(result.status.message()));
+  return std::nullopt;
 }
 
 grpc::Status AgentService::GetMigration(grpc::ServerContext*, const v1::GetMigrationRequest* req,

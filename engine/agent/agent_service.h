@@ -1,6 +1,9 @@
 #pragma once
 // The orchestrator-facing Agent service.
 
+#include <optional>
+#include <string>
+
 #include "engine/agent/agent_context.h"
 #include "proto/ferry/v1/agent.grpc.pb.h"
 
@@ -41,8 +44,12 @@ class AgentService final : public v1::Agent::Service {
   grpc::Status UpgradeVmm(grpc::ServerContext*, const v1::UpgradeVmmRequest*, v1::UpgradeVmmResponse*) override;
 
  private:
-  // An outgoing migration job's body, on the job's own thread (docs/jobs.md).
+  // An outgoing migration job's body, on the job's own thread (docs/jobs.md): attempts until one
+  // ends, queued again while the destination refuses for now (agent_outgoing.cc).
   void RunOutgoing(MigrationJob& job, const v1::MigrateRequest& request, Vm& vm);
+  // One attempt. Returns the destination's reason when it refused the start for now (busy): then
+  // nothing ended, the VM runs here and stays marked migrating.
+  std::optional<std::string> TryOutgoing(MigrationJob& job, const v1::MigrateRequest& request, Vm& vm);
   // agent_datastore_vms.cc
   grpc::Status CreateOnDatastore(const v1::CreateVmRequest& req, VmSpec spec, v1::VmInfo* out);
   // Boots the VM in its VMM process, which takes the VM's lock first (refused naming the holder),

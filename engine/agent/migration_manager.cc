@@ -67,6 +67,8 @@ void MigrationJob::Attach(MigrationControl* control) {
   if (cancel) (void)control->Cancel();
 }
 
+absl::Status MigrationJob::WaitToRetry(const std::string& reason) { return manager_.WaitToRetry(id_, reason); }
+
 void MigrationJob::Detach() {
   std::lock_guard control_lock(manager_.control_mu_);
   std::lock_guard lock(manager_.mu_);
@@ -133,14 +135,19 @@ absl::Status MigrationManager::StartOutgoing(JobSpec spec, Body body) {
 }
 
 void MigrationManager::AdmitQueuedLocked() {
+  const int64_t now = MonotonicNanos();
   while (!queue_.empty() && RunningLocked() < options_.max_concurrent) {
-    // High priority first; among equals, the first to arrive.
-    auto next = queue_.begin();
+    // High priority first; among equals, the first to arrive. A job refused by a busy
+    // destination waits out its back-off first.
+    auto next = queue_.end();
     for (auto it = queue_.begin(); it != queue_.end(); ++it) {
-      if (PriorityWeight(active_[*it]->spec.options.priority()) > PriorityWeight(active_[*next]->spec.options.priority())) {
+      if (active_[*it]->retry_at_ns > now) continue;
+      if (next == queue_.end() ||
+          PriorityWeight(active_[*it]->spec.options.priority()) > PriorityWeight(active_[*next]->spec.options.priority())) {
         next = it;
       }
     }
+    if (next == queue_.end()) return;
     Job& job = *active_[*next];
     queue_.erase(next);
     job.holds_slot = true;
@@ -151,6 +158,10 @@ void MigrationManager::AdmitQueuedLocked() {
 void MigrationManager::Launch(Job& job) {
   job.state = JobState::kRunning;
   job.started_ns = MonotonicNanos();
+  if (job.waiting_to_retry) {
+    cv_.notify_all();  // its thread waits in WaitToRetry and goes on
+    return;
+  }
   Job* j = &job;
   job.thread = std::thread([this, j] { RunJob(j); });
 }
@@ -168,6 +179,48 @@ void MigrationManager::RunJob(Job* job) {
     FinishLocked(*job);
   }
   cv_.notify_all();
+}
+
+absl::Status MigrationManager::WaitToRetry(const std::string& id, const std::string& reason) {
+  std::unique_lock lock(mu_);
+  Job* job = FindLocked(id);
+  if (job == nullptr || job->state != JobState::kRunning) return absl::InternalError("WaitToRetry outside a running job");
+  if (job->cancel_requested) return absl::CancelledError("migration cancelled by request");
+  const int64_t now = MonotonicNanos();
+  if (job->refusals++ == 0) job->refused_since_ns = now;
+  const int64_t give_up_ns = job->refused_since_ns + absl::ToInt64Nanoseconds(absl::FromChrono(options_.busy_retry_for));
+  if (now >= give_up_ns) {
+    return absl::DeadlineExceededError(absl::StrFormat(
+        "the destination kept refusing the migration for %.0f s (retried %u times): %s",
+        static_cast<double>(now - job->refused_since_ns) / 1e9, job->refusals - 1, reason));
+  }
+  auto backoff = options_.retry_first;
+  for (uint32_t i = 1; i < job->refusals && backoff < options_.retry_max; ++i) backoff *= 2;
+  backoff = std::min(backoff, options_.retry_max);
+  job->retry_at_ns = std::min(give_up_ns, now + absl::ToInt64Nanoseconds(absl::FromChrono(backoff)));
+  // Queued again: its slot goes to the next job while it waits.
+  job->waiting_to_retry = true;
+  job->holds_slot = false;
+  job->state = JobState::kQueued;
+  queue_.push_back(id);
+  v1::MigrationEvent e;
+  e.set_phase(v1::MIGRATION_PHASE_QUEUED);
+  e.set_error(reason);
+  e.set_message(absl::StrFormat("queued: the destination is busy; retry %u in %.1f s (gives up %.0f s after the first refusal)",
+                                job->refusals, absl::ToDoubleSeconds(absl::FromChrono(backoff)),
+                                absl::ToDoubleSeconds(absl::FromChrono(options_.busy_retry_for))));
+  RecordLocked(*job, e);
+  AdmitQueuedLocked();
+  cv_.notify_all();
+  while (job->state == JobState::kQueued) {
+    if (MonotonicNanos() >= job->retry_at_ns) AdmitQueuedLocked();  // due now: takes a free slot
+    if (job->state != JobState::kQueued) break;
+    cv_.wait_for(lock, std::chrono::milliseconds(50));
+  }
+  job->waiting_to_retry = false;
+  job->retry_at_ns = 0;
+  if (job->cancel_requested) return absl::CancelledError("migration cancelled by request");
+  return absl::OkStatus();
 }
 
 void MigrationManager::FinishLocked(Job& job) {

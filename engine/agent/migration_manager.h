@@ -13,6 +13,7 @@
 // A job's life: queued -> running -> finished. Cancel moves a queued job straight to its
 // clean-up run; a running one is asked through its MigrationControl.
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -47,6 +48,11 @@ struct MigrationManagerOptions {
   uint32_t max_concurrent = 4;  // incoming + outgoing migrations running at once
   size_t history = 64;          // finished jobs kept (with their last event and statistics)
   size_t events_per_job = 512;  // a running job's events kept for watchers that join late
+  // An outgoing job whose destination refuses it for now (busy) queues again and retries after
+  // retry_first, doubling up to retry_max, until it has been refused for busy_retry_for.
+  std::chrono::milliseconds retry_first{250};
+  std::chrono::milliseconds retry_max{4000};
+  std::chrono::milliseconds busy_retry_for{std::chrono::minutes(5)};
 };
 
 // High 3, standard (and unspecified) 1.
@@ -68,6 +74,11 @@ class MigrationJob {
   // settings changed meanwhile are applied. Detach before the engine goes away.
   void Attach(MigrationControl* control);
   void Detach();
+  // The destination refused the job for now (`reason`: its slots or memory are busy). Gives the
+  // slot back and waits QUEUED, the reason shown, until a retry is due and a slot is free (OK:
+  // run the next attempt), the job is cancelled (Cancelled), or it has been refused for longer
+  // than busy_retry_for (DeadlineExceeded, naming the reason). Only from the job's own body.
+  absl::Status WaitToRetry(const std::string& reason);
 
  private:
   friend class MigrationManager;
@@ -142,6 +153,12 @@ class MigrationManager {
     int64_t created_ns = 0;
     int64_t started_ns = 0;
     uint64_t link_bytes = 0;  // once finished (the share forgets it)
+    // Refused by a busy destination: its thread waits in WaitToRetry (queued again) until
+    // retry_at_ns; refused_since_ns is the first refusal of the streak.
+    bool waiting_to_retry = false;
+    uint32_t refusals = 0;
+    int64_t refused_since_ns = 0;
+    int64_t retry_at_ns = 0;
   };
 
   void RecordLocked(Job& job, const v1::MigrationEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -149,6 +166,7 @@ class MigrationManager {
   void AdmitQueuedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunJob(Job* job);
+  absl::Status WaitToRetry(const std::string& id, const std::string& reason);
   uint32_t RunningLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Job* FindLocked(const std::string& id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::MigrationInfo InfoLocked(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

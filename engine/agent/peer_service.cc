@@ -150,6 +150,7 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
         v1::PeerReply r;
         r.mutable_error()->set_code(v1::PEER_ERROR_CODE_RESOURCE);
         r.mutable_error()->set_message(why);
+        r.mutable_error()->set_temporary(absl::IsResourceExhausted(admitted.status()));  // a slot frees later
         write(r);
         result = grpc::Status(absl::IsResourceExhausted(admitted.status()) ? grpc::StatusCode::RESOURCE_EXHAUSTED
                                                                            : grpc::StatusCode::FAILED_PRECONDITION,

@@ -122,7 +122,10 @@ std::optional<v1::PeerReply> MigrationReceiver::OnStart(const v1::StartMigration
   auto vm = hooks_.create_vm(*spec);
   if (!vm.ok()) {
     auto code = absl::IsAlreadyExists(vm.status()) ? v1::PEER_ERROR_CODE_EXISTS : v1::PEER_ERROR_CODE_RESOURCE;
-    return Fail(code, std::string(vm.status().message()));
+    v1::PeerReply refused = Fail(code, std::string(vm.status().message()));
+    // Memory promised to other VMs or arrivals now may be free later: the source may ask again.
+    refused.mutable_error()->set_temporary(absl::IsResourceExhausted(vm.status()));
+    return refused;
   }
   vm_ = std::move(*vm);
   if (s.has_storage()) {

@@ -231,6 +231,7 @@ absl::Status PrecopySource::Start() {
       return absl::DeadlineExceededError(absl::StrCat("the destination did not answer the start within ",
                                                       config_.reply_timeout.count(), " ms"));
     }
+    start_refused_for_now_ = !st.ok() && reply.has_error() && reply.error().temporary();
     RETURN_IF_ERROR(st);
   }
   same_clock_ = !config_.boot_id.empty() && reply.started().destination_boot_id() == config_.boot_id;
@@ -503,12 +504,18 @@ absl::Status PrecopySource::Commit(bool& refused) {
   Emit(v1::MIGRATION_PHASE_COMMIT, "handing the VM to the destination");
   v1::PeerMessage msg;
   msg.mutable_commit();
-  RETURN_IF_ERROR(channel_.Send(msg));
   v1::PeerReply reply;
   {
-    // The commit's answer is bounded too: a destination that does not answer in time is asked
-    // again over a fresh connection (Resolve).
+    // The commit and its answer are bounded too, from before the commit goes out (a send into a
+    // stalled link blocks): a destination that does not answer in time is asked again over a
+    // fresh connection (Resolve).
     Watchdog deadline(std::chrono::milliseconds(max_pause_ms()), [this] { channel_.Abort(); });
+    if (absl::Status sent = channel_.Send(msg); !sent.ok()) {
+      deadline.Disarm();
+      return deadline.fired() ? absl::DeadlineExceededError(absl::StrCat(
+                                    "the commit could not be sent within ", max_pause_ms(), " ms"))
+                              : sent;
+    }
     absl::Status got = channel_.Receive(reply);
     deadline.Disarm();
     if (!got.ok()) {
@@ -689,6 +696,7 @@ SourceResult PrecopySource::Run() {
     Transition(SourceState::kRolledBack);
     result.outcome = absl::IsCancelled(st) ? SourceOutcome::kCancelled : SourceOutcome::kFailed;
     result.status = st;
+    result.refused_for_now = start_refused_for_now_ && result.outcome == SourceOutcome::kFailed;
   } else {
     bool refused = false;
     ReleaseOwnershipForCommit();  // the final copy is done: the destination takes the lock before it resumes

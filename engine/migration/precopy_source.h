@@ -93,6 +93,9 @@ struct SourceResult {
   SourceOutcome outcome = SourceOutcome::kFailed;
   absl::Status status;  // OK only for kCompleted
   v1::MigrationStats stats;
+  // kFailed at the start because the destination refused it for now (PeerError.temporary: its
+  // migration slots or memory are busy); nothing moved, the VM ran on here throughout.
+  bool refused_for_now = false;
 };
 
 class PrecopySource {
@@ -171,6 +174,7 @@ class PrecopySource {
   std::atomic<bool> pause_bound_hit_{false};
   std::unique_ptr<Watchdog> pause_watchdog_;  // armed while the guest is paused before commit
   std::atomic<bool> reply_deadline_hit_{false};
+  bool start_refused_for_now_ = false;
   int64_t precopy_end_ns_ = 0;
   uint64_t round1_sent_bytes_ = 0;
   bool vm_paused_by_us_ = false;

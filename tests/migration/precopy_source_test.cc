@@ -291,6 +291,17 @@ TEST_F(Handover, CommitThatNeverArrivedResolvesToTheSource) {
   EXPECT_NE(r.status.message().find("does not run the VM"), std::string::npos) << r.status;
 }
 
+// The window between the commit decision (handover_committed) and the commit on the wire: a send
+// that blocks on a stalled link is bounded too, and the destination (which never saw the commit)
+// is asked; the guest resumes on the source.
+TEST_F(Handover, CommitStuckInAFrozenLinkIsBoundedAndResolvesToTheSource) {
+  SourceResult r = Migrate(
+      [](const v1::PeerMessage& m) { return m.has_commit() ? LinkFault::kFreeze : LinkFault::kNone; }, Config());
+  ExpectRolledBack(r, SourceOutcome::kFailed);
+  EXPECT_NE(r.status.message().find("could not be sent within 400 ms"), std::string::npos) << r.status;
+  EXPECT_NE(r.status.message().find("does not run the VM"), std::string::npos) << r.status;
+}
+
 TEST_F(Handover, UnansweredCommitWithNobodyToAskKeepsTheGuestPaused) {
   SourceConfig c = Config();
   int asked = 0;
