@@ -71,7 +71,8 @@ v1::MigrationPhase PhaseOf(const MigrationManager& m, const std::string& id) {
   return info.ok() ? info->last_event().phase() : v1::MIGRATION_PHASE_UNSPECIFIED;
 }
 
-bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout = 5s) {
+// Generous: it returns as soon as `done` holds; only a failure waits it out (TSan on a loaded host).
+bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout = 30s) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!done()) {
     if (std::chrono::steady_clock::now() > deadline) return false;
@@ -160,6 +161,8 @@ TEST(MigrationManager, CancellingAQueuedJobEndsItWithoutTakingASlot) {
   Gate g1, g2;
   std::atomic<int> started{0};
   ASSERT_TRUE(m.StartOutgoing(Spec("running"), GatedBody(g1)).ok());
+  // Its body runs on its own thread: wait until it holds the slot and says so.
+  ASSERT_TRUE(WaitFor([&] { return PhaseOf(m, "running") == v1::MIGRATION_PHASE_PRECOPY; }));
   ASSERT_TRUE(m.StartOutgoing(Spec("queued"), GatedBody(g2, &started)).ok());
   ASSERT_TRUE(m.Cancel("queued").ok());
   ASSERT_TRUE(WaitFor([&] { return Finished(m, "queued"); }));

@@ -101,7 +101,7 @@ grpc::Status CallGetHostInfo(const std::shared_ptr<grpc::Channel>& channel,
                              ferry::v1::HostInfo* out) {
   auto stub = ferry::v1::Agent::NewStub(channel);
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   ferry::v1::HostInfo ignored;
   return stub->GetHostInfo(&context, ferry::v1::GetHostInfoRequest(), out ? out : &ignored);
 }
@@ -121,7 +121,7 @@ GrpcLogCapture::~GrpcLogCapture() {
 }
 
 bool GrpcLogCapture::WaitFor(const std::string& needle, std::string* line_out) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(g_log_mu);

@@ -67,7 +67,7 @@ std::unique_ptr<TestServer> StartServer(std::shared_ptr<grpc::ServerCredentials>
                                         const std::string& name, bool require_host = false,
                                         const std::string& expected_peer = "");
 
-// One GetHostInfo over `channel` with a 5 s deadline.
+// One GetHostInfo over `channel` with a 20 s deadline (generous: TSan on a loaded host).
 grpc::Status CallGetHostInfo(const std::shared_ptr<grpc::Channel>& channel,
                              ferry::v1::HostInfo* out = nullptr);
 
@@ -76,7 +76,7 @@ class GrpcLogCapture {
  public:
   GrpcLogCapture();
   ~GrpcLogCapture();
-  // Waits up to 3 s for a line containing `needle`. Sets *line to it, or on failure to every
+  // Waits up to 15 s for a line containing `needle`. Sets *line to it, or on failure to every
   // captured line (for the test's message).
   bool WaitFor(const std::string& needle, std::string* line);
 };
