@@ -62,9 +62,17 @@ RemoteVm::~RemoteVm() {
 }
 
 absl::StatusOr<v1::VmmReply> RemoteVm::Call(v1::VmmRequest request, int timeout_ms, UniqueFd* fd) const {
+  std::vector<UniqueFd> fds;
+  auto reply = CallForFds(std::move(request), timeout_ms, fd ? &fds : nullptr);
+  if (fd && !fds.empty()) *fd = std::move(fds.front());  // the rest close here
+  return reply;
+}
+
+absl::StatusOr<v1::VmmReply> RemoteVm::CallForFds(v1::VmmRequest request, int timeout_ms,
+                                                  std::vector<UniqueFd>* fds) const {
   if (lost_) return absl::UnavailableError(absl::StrCat("VM '", spec_.name, "': ", failure()));
   std::lock_guard lock(mu_);
-  auto reply = conn_.Call(std::move(request), timeout_ms, fd);
+  auto reply = conn_.CallWithFds(std::move(request), timeout_ms, {}, fds);
   if (!reply.ok()) {
     const auto code = reply.status().code();
     if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
@@ -127,6 +135,23 @@ absl::Status RemoteVm::Retire() {
   if (!reply.ok()) return reply.status();
   run_state_ = VmRunState::kStopped;
   return absl::OkStatus();
+}
+
+absl::StatusOr<RemoteVm::HandedFiles> RemoteVm::HandOverFiles() {
+  std::vector<UniqueFd> fds;
+  ASSIGN_OR_RETURN(v1::VmmReply reply, CallForFds(Verb(&v1::VmmRequest::set_hand_over_files), kQueryTimeoutMs, &fds));
+  const size_t expected = reply.handed_disks() + (reply.handed_lock() ? 1 : 0);
+  if (fds.size() != expected) {
+    return absl::DataLossError(absl::StrCat("hand_over_files: the VMM sent ", fds.size(), " descriptors, its reply names ",
+                                            expected));
+  }
+  HandedFiles files;
+  if (reply.handed_lock()) {
+    files.lock = std::move(fds.back());
+    fds.pop_back();
+  }
+  files.disks = std::move(fds);
+  return files;
 }
 
 absl::Status RemoteVm::MarkHandoverCommitted() {

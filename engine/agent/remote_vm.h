@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "engine/vm/vm.h"
@@ -61,6 +62,14 @@ class RemoteVm : public Vm {
   // `final_path` is the VM's socket path the VMM moves to (socket_path() from then on).
   absl::Status ClaimSocket(const std::string& final_path);
   absl::Status Retire();
+  // VMM upgrade: the VMM's open file disks (VmSpec order) and its lock's description, for its
+  // successor's take-over create. Pass them on and close them at once: while this process holds
+  // the lock's description, the lock would outlive the VMM.
+  struct HandedFiles {
+    std::vector<UniqueFd> disks;
+    UniqueFd lock;  // invalid: the VM has no lock
+  };
+  absl::StatusOr<HandedFiles> HandOverFiles();
   // Where the VMM's socket is (where this agent connected, or where it moved by ClaimSocket).
   std::string socket_path() const;
 
@@ -73,6 +82,8 @@ class RemoteVm : public Vm {
   RemoteVm(VmmConnection conn, pid_t child_pid) : conn_(std::move(conn)), child_pid_(child_pid) {}
   // One exchange; keeps the run state the VMM reports; a broken connection makes the VM failed.
   absl::StatusOr<v1::VmmReply> Call(v1::VmmRequest request, int timeout_ms, UniqueFd* fd = nullptr) const;
+  // The same, keeping every descriptor beside the reply.
+  absl::StatusOr<v1::VmmReply> CallForFds(v1::VmmRequest request, int timeout_ms, std::vector<UniqueFd>* fds) const;
   void Watch();
   void MarkLost(const std::string& reason) const;
   std::string ReapChild(int wait_ms) const;

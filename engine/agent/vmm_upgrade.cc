@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -75,11 +76,12 @@ absl::StatusOr<VmmUpgradeResult> UpgradeVmm(RemoteVm& vm, const std::string& vmm
   VmmUpgradeResult result;
   result.old_pid = vm.vmm_pid();
   const bool has_lock = !vm.lock_path().empty();
-  bool lock_released = false;
+  bool record_moved = false;  // the new VMM may have named itself in the lock's holder record
   auto failed = [&](const absl::Status& why, bool paused) {
     absl::Status out(why.code(), absl::StrCat("VMM upgrade of VM '", name, "' failed: ", why.message()));
     if (paused) {
-      absl::Status resumed = lock_released ? vm.TakeLock() : absl::OkStatus();
+      // The old VMM never let go of the lock: it only names itself in the record again.
+      absl::Status resumed = record_moved ? vm.TakeLock() : absl::OkStatus();
       if (resumed.ok()) resumed = vm.Resume();
       if (!resumed.ok()) {
         spdlog::error("event=vmm_upgrade_resume_failed vm={} error=\"{}\"", name, std::string(resumed.message()));
@@ -93,7 +95,8 @@ absl::StatusOr<VmmUpgradeResult> UpgradeVmm(RemoteVm& vm, const std::string& vmm
                                                  result.old_pid, ")"));
   };
 
-  // 1. The successor, its KVM VM built over the guest's own memfd while the guest runs.
+  // 1. The successor, its KVM VM built over the guest's own memfd and open disks while the guest
+  //    runs. It holds the lock with the old VMM from here: one open file description, never released.
   const int64_t t_start = NowNs();
   auto pid = SpawnVmm(vmm_binary, vm_dir, name, {"--take-over"});
   if (!pid.ok()) return failed(Annotate(pid.status(), "start the new VMM"), false);
@@ -108,11 +111,26 @@ absl::StatusOr<VmmUpgradeResult> UpgradeVmm(RemoteVm& vm, const std::string& vmm
     c->set_mode(v1::VMM_START_MODE_TAKE_OVER);
     c->set_console_log_path(vm.console_log_path());
     c->set_image_path(vm.spec().image_path);
-    if (has_lock) {  // configured, not taken: the old VMM holds it until the switch
+    // The old VMM's disks and lock, passed through this process and closed here once sent.
+    auto files = vm.HandOverFiles();
+    if (!files.ok()) return failed(Annotate(files.status(), "take the disks and lock from the old VMM"), false);
+    if (has_lock != files->lock.valid()) {
+      return failed(absl::FailedPreconditionError(absl::StrCat(
+                        "the old VMM ", has_lock ? "handed over no lock for " : "handed over a lock, yet ",
+                        has_lock ? vm.lock_path() : "the VM has no lock file")),
+                    false);
+    }
+    std::vector<int> pass = {vm.memory().fd()};
+    for (const UniqueFd& d : files->disks) pass.push_back(d.get());
+    c->set_handed_disks(static_cast<uint32_t>(files->disks.size()));
+    if (has_lock) {
       c->mutable_lock()->set_path(vm.lock_path());
       c->mutable_lock()->set_agent(agent_name);
+      c->set_handed_lock(true);
+      pass.push_back(files->lock.get());
     }
-    auto created = conn->Call(create, kTakeOverCreateTimeoutMs, nullptr, vm.memory().fd());
+    auto created = conn->CallWithFds(create, kTakeOverCreateTimeoutMs, pass, nullptr);
+    files = absl::InternalError("passed on");  // closes this process's copies
     if (!created.ok()) return failed(Annotate(created.status(), "build the VM in the new VMM"), false);
     auto attached = RemoteVm::Attach(std::move(*conn), *pid);
     if (!attached.ok()) return failed(Annotate(attached.status(), "attach to the new VMM"), false);
@@ -137,14 +155,11 @@ absl::StatusOr<VmmUpgradeResult> UpgradeVmm(RemoteVm& vm, const std::string& vmm
   }
   const int64_t t_restored = NowNs();
   if (has_lock) {
-    if (absl::Status st = vm.ReleaseLock(); !st.ok()) {
-      next.Abandon();
-      return failed(Annotate(st, "release the VM lock in the old VMM"), true);
-    }
-    lock_released = true;
+    // Both VMMs hold the one lock; the holder record now names the new one (one write).
+    record_moved = true;
     if (absl::Status st = next.vm().TakeLock(); !st.ok()) {
-      next.Abandon();  // its lock (if it got it) dies with it
-      return failed(Annotate(st, "take the VM lock in the new VMM"), true);
+      next.Abandon();  // the lock stays with the old VMM's description
+      return failed(Annotate(st, "name the new VMM in the VM lock's record"), true);
     }
   }
   const int64_t t_locked = NowNs();

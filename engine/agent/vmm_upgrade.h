@@ -1,6 +1,7 @@
 #pragma once
 // Same-host live upgrade of a VM's VMM process (docs/vmm_process.md "Upgrade"): a new ferry-vmm
-// builds a fresh KVM VM over the running guest's memfd (nothing is copied), the old VMM pauses the
+// builds a fresh KVM VM over the running guest's memfd and the old VMM's open disk descriptors
+// (nothing is copied or reopened; the datastore lock's descriptor goes too), the old VMM pauses the
 // guest and saves its vCPU and device state (what a migration saves, disks quiesced), the new VMM
 // loads it and resumes, takes the VM's socket, and the old VMM exits. A failure at any step before
 // the new VMM resumed kills the new VMM and resumes the guest in the old one.
@@ -24,7 +25,7 @@ struct VmmUpgradeTimes {
   int64_t pause_ns = 0;    // old VMM: every vCPU out of guest mode, disks quiesced
   int64_t save_ns = 0;     // old VMM: vCPU, in-kernel and device state saved
   int64_t restore_ns = 0;  // new VMM: that state loaded into its KVM VM
-  int64_t lock_ns = 0;     // datastore VMs: old VMM releases the lock, new VMM takes it (0 without)
+  int64_t lock_ns = 0;     // datastore VMs: the lock's holder record names the new VMM (0 without)
   int64_t resume_ns = 0;   // new VMM: vCPUs running
   int64_t downtime_ns = 0;
   int64_t finish_ns = 0;   // after resume: socket claimed, old VMM retired (the guest runs)
@@ -45,9 +46,11 @@ struct VmmUpgradeHooks {
 };
 
 // Upgrades the VMM of `vm` (running) to a new process of `vmm_binary`. A VM with a datastore lock
-// passes it with the guest: the old VMM releases it once paused, the new one takes it before it
-// resumes (named `agent_name` in the holder record). On success `vm` is retired (its VMM gone) and
-// the result's vm replaces it; on failure `vm` (holding its lock again) still runs the guest.
+// hands it over, never releasing it: the new VMM gets the lock's open file description (the OFD
+// lock lives on it) with the disks, so both VMMs hold the one lock until the old one exits, and
+// the new one names itself (with `agent_name`) in the holder record before it resumes. On success
+// `vm` is retired (its VMM gone) and the result's vm replaces it; on failure the new VMM is killed
+// and `vm` (its record naming it again) still runs the guest.
 absl::StatusOr<VmmUpgradeResult> UpgradeVmm(RemoteVm& vm, const std::string& vmm_binary,
                                             const std::string& agent_name, const VmmUpgradeHooks& hooks = {});
 

@@ -114,6 +114,50 @@ absl::StatusOr<VmLock> VmLock::Acquire(const std::string& lock_path, const std::
   return VmLock(lock_path, std::move(fd), std::move(me));
 }
 
+absl::StatusOr<VmLock> VmLock::AdoptHeld(const std::string& lock_path, const std::string& vm_name, UniqueFd fd) {
+  const std::string what = absl::StrCat("the lock of vm ", vm_name, " handed over (", lock_path, ")");
+  struct stat handed {}, named {};
+  if (!fd.valid() || fstat(fd.get(), &handed) != 0) return ErrnoError(absl::StrCat(what, ": not an open file"));
+  if (stat(lock_path.c_str(), &named) != 0) return ErrnoError(absl::StrCat(what, ": cannot stat the lock file"));
+  if (!S_ISREG(handed.st_mode) || handed.st_dev != named.st_dev || handed.st_ino != named.st_ino) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the descriptor is another file than the lock file"));
+  }
+  if ((fcntl(fd.get(), F_GETFL) & O_ACCMODE) != O_RDWR) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the descriptor is not open read-write"));
+  }
+  // Held by this description: no other description's lock conflicts with it, yet one opened now
+  // finds the file locked.
+  ASSIGN_OR_RETURN(bool held_by_others, HeldByAnyone(fd.get(), lock_path));
+  UniqueFd probe(open(lock_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!probe.valid()) return ErrnoError(absl::StrCat(what, ": cannot open the lock file"));
+  ASSIGN_OR_RETURN(bool held_at_all, HeldByAnyone(probe.get(), lock_path));
+  if (held_by_others || !held_at_all) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, held_by_others ? ": another description holds the lock" : ": the descriptor holds no lock"));
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadRecord(fd.get(), lock_path));
+  return VmLock(lock_path, std::move(fd), ParseRecord(text));
+}
+
+absl::Status VmLock::Restamp(VmLockHolder me) {
+  ASSIGN_OR_RETURN(std::string old_text, ReadRecord(fd_.get(), path_));
+  const VmLockHolder old = ParseRecord(old_text);
+  std::string record = FormatRecord(me);
+  if (old.agent == me.agent && old.pid == me.pid && old.boot_id == me.boot_id && old.since_unix_s == me.since_unix_s) {
+    holder_ = std::move(me);
+    return absl::OkStatus();
+  }
+  // Padded with empty lines to the old record's length: one pwrite replaces it whole, no truncate.
+  if (record.size() < old_text.size()) record.append(old_text.size() - record.size(), '\n');
+  if (pwrite(fd_.get(), record.data(), record.size(), 0) != static_cast<ssize_t>(record.size())) {
+    return ErrnoError(absl::StrCat("cannot write the holder record into ", path_));
+  }
+  holder_ = std::move(me);
+  return absl::OkStatus();
+}
+
+void VmLock::SyncRecord() const { (void)fdatasync(fd_.get()); }
+
 absl::StatusOr<std::optional<VmLockHolder>> VmLock::CurrentHolder(const std::string& lock_path) {
   UniqueFd fd(open(lock_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {

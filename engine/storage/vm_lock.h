@@ -40,6 +40,13 @@ class VmLock {
   // ...; it is running there". Other errors name the file (missing directory, read-only datastore).
   static absl::StatusOr<VmLock> Acquire(const std::string& lock_path, const std::string& vm_name, VmLockHolder me);
 
+  // A lock handed over by the process that holds it (its descriptor, passed over a unix socket in a
+  // same-host VMM upgrade): the lock goes with the open file description, so it is never released
+  // on the way: both processes hold the one lock, until the last descriptor of it closes. Refused unless
+  // `fd` is `lock_path`'s file and its description holds the lock. The record names the previous
+  // holder until Restamp.
+  static absl::StatusOr<VmLock> AdoptHeld(const std::string& lock_path, const std::string& vm_name, UniqueFd fd);
+
   // The holder of `lock_path` when its lock is held now (by anyone, this process included); nullopt
   // when it is free (whatever record it holds) or the file does not exist.
   static absl::StatusOr<std::optional<VmLockHolder>> CurrentHolder(const std::string& lock_path);
@@ -50,6 +57,15 @@ class VmLock {
 
   const std::string& path() const { return path_; }
   const VmLockHolder& holder() const { return holder_; }
+  // The description that holds the lock (what a same-host VMM upgrade hands over).
+  int fd() const { return fd_.get(); }
+  // Rewrites the holder record to name `me` (an adopted lock's new holder, or the old one taking its
+  // record back), in one write over the old record: a reader finds one record or the other, never
+  // an empty file. Nothing is written when the record names `me` already. Not synced: a VMM
+  // upgrade renames the record inside the guest's pause and syncs it (SyncRecord) once the guest runs.
+  absl::Status Restamp(VmLockHolder me);
+  // fdatasync of the record, for readers on other hosts sharing the datastore.
+  void SyncRecord() const;
 
  private:
   VmLock(std::string path, UniqueFd fd, VmLockHolder holder)

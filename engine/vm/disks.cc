@@ -57,6 +57,40 @@ absl::Status OpenDisk(const DiskSpec& disk, size_t index) {
   return absl::InvalidArgumentError(absl::StrCat(what, ": unknown disk kind"));
 }
 
+absl::Status CheckHandedOverDisks(const VmSpec& vm, std::span<const UniqueFd> fds) {
+  size_t file_disks = 0;
+  for (const DiskSpec& d : vm.disks) file_disks += d.kind == DiskKind::kFile;
+  if (fds.size() != file_disks) {
+    return absl::InvalidArgumentError(absl::StrCat("take-over: ", fds.size(), " disk descriptors handed over, vm ",
+                                                   vm.name, " has ", file_disks, " file disks"));
+  }
+  size_t index = 0;
+  for (const DiskSpec& disk : vm.disks) {
+    if (disk.kind != DiskKind::kFile) continue;
+    const int fd = fds[index].get();
+    const std::string what = absl::StrCat("take-over: disk ", index++, " (", disk.path, ")");
+    struct stat handed {}, named {};
+    if (fd < 0 || fstat(fd, &handed) != 0) return ErrnoError(absl::StrCat(what, ": the handed descriptor is not open"));
+    if (!S_ISREG(handed.st_mode) && !S_ISBLK(handed.st_mode)) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": the handed descriptor is not a regular file or block device"));
+    }
+    if (stat(disk.path.c_str(), &named) != 0) return ErrnoError(absl::StrCat(what, ": stat"));
+    if (handed.st_dev != named.st_dev || handed.st_ino != named.st_ino) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": the handed descriptor is another file (device ",
+                                                     handed.st_dev, ", inode ", handed.st_ino, ") than the path names (device ",
+                                                     named.st_dev, ", inode ", named.st_ino, ")"));
+    }
+    if ((fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDWR) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": the handed descriptor is not open read-write"));
+    }
+    if (S_ISREG(handed.st_mode) && disk.size_bytes != 0 && static_cast<uint64_t>(handed.st_size) != disk.size_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": the handed file is ", handed.st_size,
+                                                     " bytes, the spec says ", disk.size_bytes));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status OpenDisks(const VmSpec& vm) {
   for (size_t i = 0; i < vm.disks.size(); ++i) RETURN_IF_ERROR(OpenDisk(vm.disks[i], i));
   return absl::OkStatus();

@@ -156,6 +156,14 @@ class MicroVm : public Vm {
   }
   int64_t first_guest_entry_ns() const override { return first_entry_ns_.load(); }
   GuestHealth health() const override { return monitor_.health(); }
+  // The file disks' descriptors in order (a same-host VMM upgrade hands them over); before Init,
+  // the take-over's disks open already, used instead of their paths.
+  std::vector<int> disk_fds() const {
+    std::vector<int> fds;
+    for (const auto& d : disks_) fds.push_back(d->file_fd());
+    return fds;
+  }
+  void set_handed_disks(std::vector<UniqueFd> fds) { handed_disks_ = std::move(fds); }
   DirtyLogPath dirty_log_path() const { return dirty_log_path_; }
   absl::Status CollectDiskWrites(uint32_t disk, DirtyBitmap& out);
 
@@ -208,6 +216,8 @@ class MicroVm : public Vm {
   // Devices write guest RAM through this view; their writes land in pending_dirty_.
   std::unique_ptr<GuestRamAccess> device_ram_;
   std::vector<std::unique_ptr<VirtioBlkDevice>> disks_;
+  // A take-over's file disks, open already (handed over by the VMM it replaces): AttachDisks uses them.
+  std::vector<UniqueFd> handed_disks_;
   // Per file disk: 4 KiB blocks its device wrote since the last CollectDiskWrites.
   struct DiskWriteLog {
     std::mutex mu;
@@ -305,9 +315,11 @@ absl::Status MicroVm::AttachDisks() {
       const uint64_t first = offset / kDiskWriteBlockBytes;
       log->blocks.SetRange(first, (offset + bytes - 1) / kDiskWriteBlockBytes - first + 1);
     };
-    const auto host_cache = disk.filled_by_this_host ? VirtioBlkDevice::HostCache::kCoherent
-                                                     : VirtioBlkDevice::HostCache::kMayBeStale;
-    auto dev = VirtioBlkDevice::Create(disk.path, index, *device_ram_, set_irq, on_write, host_cache);
+    // A handed-over disk (same-host upgrade) shares this host's page cache with the VMM it came from.
+    UniqueFd handed = index < handed_disks_.size() ? std::move(handed_disks_[index]) : UniqueFd();
+    const auto host_cache = disk.filled_by_this_host || handed.valid() ? VirtioBlkDevice::HostCache::kCoherent
+                                                                       : VirtioBlkDevice::HostCache::kMayBeStale;
+    auto dev = VirtioBlkDevice::Create(disk.path, index, *device_ram_, set_irq, on_write, host_cache, std::move(handed));
     if (!dev.ok()) return absl::Status(dev.status().code(), absl::StrCat("disk ", index, ": ", dev.status().message()));
     {
       std::lock_guard lock(log->mu);
@@ -757,7 +769,8 @@ absl::Status MicroVm::RestoreState(const v1::VmState& s) {
 // instead of allocating its own.
 absl::StatusOr<std::unique_ptr<MicroVm>> BuildMicroVm(const VmSpec& spec, bool for_restore,
                                                       const MicroVmOptions& options,
-                                                      std::unique_ptr<GuestMemory> existing = nullptr) {
+                                                      std::unique_ptr<GuestMemory> existing = nullptr,
+                                                      std::vector<UniqueFd> handed_disks = {}) {
   RETURN_IF_ERROR(ValidateSpec(spec));
   std::string why;
   if (!KvmUsable(&why)) return absl::FailedPreconditionError(absl::StrCat("KVM is not usable: ", why));
@@ -771,6 +784,7 @@ absl::StatusOr<std::unique_ptr<MicroVm>> BuildMicroVm(const VmSpec& spec, bool f
                                                    spec.memory_bytes));
   }
   auto vm = std::make_unique<MicroVm>(spec, for_restore, options, std::move(kvm), std::move(mem));
+  vm->set_handed_disks(std::move(handed_disks));
   RETURN_IF_ERROR(vm->Init());
   return vm;
 }
@@ -793,9 +807,10 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVm(const VmSpec& spec, bool for_r
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmOverMemory(const VmSpec& spec, std::unique_ptr<GuestMemory> memory,
+                                                            std::vector<UniqueFd> disk_fds,
                                                             const MicroVmOptions& options) {
   if (!memory) return absl::InvalidArgumentError("a microVM over existing memory needs that memory");
-  ASSIGN_OR_RETURN(auto vm, BuildMicroVm(spec, /*for_restore=*/true, options, std::move(memory)));
+  ASSIGN_OR_RETURN(auto vm, BuildMicroVm(spec, /*for_restore=*/true, options, std::move(memory), std::move(disk_fds)));
   return std::unique_ptr<Vm>(std::move(vm));
 }
 
@@ -811,6 +826,11 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmWithCode(const VmSpec& spec, ui
   std::memcpy(vm->memory().data() + load_gpa, code.data(), code.size());
   RETURN_IF_ERROR(vm->BootAt(static_cast<uint32_t>(load_gpa), 0));
   return std::unique_ptr<Vm>(std::move(vm));
+}
+
+std::vector<int> DiskDescriptors(Vm& vm) {
+  if (auto* micro = dynamic_cast<MicroVm*>(&vm)) return micro->disk_fds();
+  return {};
 }
 
 absl::Status CollectDiskWrites(Vm& vm, uint32_t disk, DirtyBitmap& out) {

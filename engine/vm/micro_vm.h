@@ -4,8 +4,10 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/base/unique_fd.h"
 #include "engine/vm/vm.h"
 
 namespace ferry {
@@ -35,7 +37,10 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVm(const VmSpec& spec, bool for_r
 
 // A microVM built for restore over guest RAM that already holds the guest (the memfd of the VMM
 // being replaced in a same-host VMM upgrade, docs/vmm_process.md): nothing is copied or zeroed.
+// `disk_fds`: the file disks open already (handed over, one per file disk in order, checked by
+// CheckHandedOverDisks), used instead of opening their paths; empty: opened by path.
 absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmOverMemory(const VmSpec& spec, std::unique_ptr<GuestMemory> memory,
+                                                            std::vector<UniqueFd> disk_fds = {},
                                                             const MicroVmOptions& options = {});
 
 // A microVM that runs `code` copied to guest-physical `load_gpa` instead of a multiboot image
@@ -52,6 +57,10 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmWithCode(const VmSpec& spec, ui
 // missing.
 inline constexpr uint64_t kDiskWriteBlockBytes = 4096;
 absl::Status CollectDiskWrites(Vm& vm, uint32_t disk, DirtyBitmap& out);
+
+// A same-host VMM upgrade: the descriptors of the microVM's file disks (VmSpec order), which the
+// VMM hands to its successor. Empty for another backend (it opens no disk).
+std::vector<int> DiskDescriptors(Vm& vm);
 
 // The dirty-log path a microVM took; InvalidArgument for another backend.
 absl::StatusOr<DirtyLogPath> MicroVmDirtyLogPath(const Vm& vm);

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_format.h"
 #include "engine/base/status.h"
+#include "engine/vm/disks.h"
 #include "engine/vm/micro_vm.h"
 #include "engine/vm/synthetic_vm.h"
 #include "engine/vm/vm_name.h"
@@ -29,10 +30,18 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateVmForRestore(const VmSpec& spec) {
   return CreateMicroVm(spec, /*for_restore=*/true);
 }
 
-absl::StatusOr<std::unique_ptr<Vm>> CreateVmForTakeOver(const VmSpec& spec, std::unique_ptr<GuestMemory> memory) {
+absl::StatusOr<std::unique_ptr<Vm>> CreateVmForTakeOver(const VmSpec& spec, std::unique_ptr<GuestMemory> memory,
+                                                        std::vector<UniqueFd> disk_fds) {
   RETURN_IF_ERROR(ValidateVmName(spec.name));
-  if (spec.backend == Backend::kSynthetic) return CreateSyntheticVm(spec, /*for_restore=*/true, std::move(memory));
-  return CreateMicroVmOverMemory(spec, std::move(memory));
+  if (spec.backend == Backend::kSynthetic) {
+    if (!disk_fds.empty()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "take-over: %d disk descriptors handed over, but a synthetic VM runs no disk device", disk_fds.size()));
+    }
+    return CreateSyntheticVm(spec, /*for_restore=*/true, std::move(memory));
+  }
+  RETURN_IF_ERROR(CheckHandedOverDisks(spec, disk_fds));
+  return CreateMicroVmOverMemory(spec, std::move(memory), std::move(disk_fds));
 }
 
 }  // namespace ferry

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/base/unique_fd.h"
 #include "engine/memory/dirty_bitmap.h"
 #include "engine/memory/guest_memory.h"
 #include "engine/vm/vm_spec.h"
@@ -115,7 +116,10 @@ class Vm {
 absl::StatusOr<std::unique_ptr<Vm>> CreateVmForBoot(const VmSpec& spec);
 absl::StatusOr<std::unique_ptr<Vm>> CreateVmForRestore(const VmSpec& spec);
 // A VM built for restore over `memory`, guest RAM that already holds the guest (another VMM
-// process's memfd, mapped here): the same-host VMM upgrade, where nothing is copied.
-absl::StatusOr<std::unique_ptr<Vm>> CreateVmForTakeOver(const VmSpec& spec, std::unique_ptr<GuestMemory> memory);
+// process's memfd, mapped here): the same-host VMM upgrade, where nothing is copied. `disk_fds`
+// are that VMM's file disks, open (one per file disk, in order; none for the synthetic backend,
+// which opens no disk): checked against the spec's paths (CheckHandedOverDisks), never reopened.
+absl::StatusOr<std::unique_ptr<Vm>> CreateVmForTakeOver(const VmSpec& spec, std::unique_ptr<GuestMemory> memory,
+                                                        std::vector<UniqueFd> disk_fds = {});
 
 }  // namespace ferry

@@ -39,13 +39,24 @@ absl::StatusOr<VmmConnection> VmmConnection::Connect(const std::string& socket_p
 
 absl::StatusOr<v1::VmmReply> VmmConnection::Call(v1::VmmRequest request, int timeout_ms, UniqueFd* received_fd,
                                                  int pass_fd) {
+  std::vector<UniqueFd> fds;
+  auto reply = CallWithFds(std::move(request), timeout_ms,
+                           pass_fd < 0 ? std::span<const int>() : std::span<const int>(&pass_fd, 1),
+                           received_fd ? &fds : nullptr);
+  if (received_fd && !fds.empty()) *received_fd = std::move(fds.front());  // the rest close here
+  return reply;
+}
+
+absl::StatusOr<v1::VmmReply> VmmConnection::CallWithFds(v1::VmmRequest request, int timeout_ms,
+                                                        std::span<const int> pass_fds,
+                                                        std::vector<UniqueFd>* received_fds) {
   if (broken_) return absl::UnavailableError(absl::StrCat("VMM connection ", socket_path_, " is broken"));
   request.set_version(kVmmProtocolVersion);
   const uint64_t seq = next_seq_++;
   request.set_seq(seq);
-  absl::Status sent = WriteVmmFrame(fd_.get(), request, timeout_ms, pass_fd);
+  absl::Status sent = WriteVmmFrame(fd_.get(), request, timeout_ms, pass_fds);
   v1::VmmReply reply;
-  if (sent.ok()) sent = ReadVmmFrame(fd_.get(), reply, timeout_ms, timeout_ms, received_fd);
+  if (sent.ok()) sent = ReadVmmFrame(fd_.get(), reply, timeout_ms, timeout_ms, received_fds);
   if (!sent.ok()) {
     broken_ = true;  // a late reply would answer the next request
     return sent;

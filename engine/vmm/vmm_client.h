@@ -2,7 +2,9 @@
 // The agent's end of one VMM socket: connect, then one request and its reply at a time, each
 // bounded by a timeout (docs/vmm_process.md). Not thread-safe: RemoteVm serializes calls.
 
+#include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/base/unique_fd.h"
@@ -20,6 +22,10 @@ class VmmConnection {
   // `pass_fd` (if >= 0) rides beside the request (a take-over create's guest memory).
   absl::StatusOr<v1::VmmReply> Call(v1::VmmRequest request, int timeout_ms, UniqueFd* received_fd = nullptr,
                                     int pass_fd = -1);
+  // The same with any number of descriptors each way: `pass_fds` beside the request (in order),
+  // every one beside the reply into `received_fds` (a VMM upgrade's disks and lock).
+  absl::StatusOr<v1::VmmReply> CallWithFds(v1::VmmRequest request, int timeout_ms, std::span<const int> pass_fds,
+                                           std::vector<UniqueFd>* received_fds);
 
   // A connection to nothing (what a RemoteVm holds once it let go of its VMM).
   static VmmConnection Closed() { return VmmConnection(UniqueFd(), ""); }

@@ -13,8 +13,9 @@
 
 namespace ferry {
 
-v1::VmmReply VmmDispatcher::Handle(const v1::VmmRequest& request, int* pass_fd, UniqueFd received_fd) {
-  *pass_fd = -1;
+v1::VmmReply VmmDispatcher::Handle(const v1::VmmRequest& request, std::vector<int>* pass_fds,
+                                   std::vector<UniqueFd> received_fds) {
+  pass_fds->clear();
   v1::VmmReply reply;
   reply.set_version(kVmmProtocolVersion);
   reply.set_seq(request.seq());
@@ -23,9 +24,9 @@ v1::VmmReply VmmDispatcher::Handle(const v1::VmmRequest& request, int* pass_fd, 
     st = absl::InvalidArgumentError(absl::StrCat("VMM protocol version ", request.version(),
                                                  " is not supported (this VMM speaks ", kVmmProtocolVersion, ")"));
   } else {
-    st = Dispatch(request, reply, pass_fd, std::move(received_fd));
+    st = Dispatch(request, reply, pass_fds, std::move(received_fds));
   }
-  if (!st.ok()) *pass_fd = -1;
+  if (!st.ok()) pass_fds->clear();
   SetReplyStatus(st, reply);
   reply.set_run_state(vm_ ? RunStateToVmm(vm_->run_state()) : v1::VMM_RUN_STATE_NO_VM);
   return reply;
@@ -56,14 +57,24 @@ void VmmDispatcher::StopVm() {
   if (vm_) (void)vm_->Stop();
 }
 
-absl::Status VmmDispatcher::Create(const v1::VmmCreate& create, UniqueFd memfd) {
+absl::Status VmmDispatcher::Create(const v1::VmmCreate& create, std::vector<UniqueFd> fds) {
   if (vm_) return absl::FailedPreconditionError("this VMM already runs a VM");
   const v1::VmmStartMode mode = create.mode();
   if (mode != v1::VMM_START_MODE_BOOT && mode != v1::VMM_START_MODE_RESTORE && mode != v1::VMM_START_MODE_TAKE_OVER) {
     return absl::InvalidArgumentError("create: mode must be boot, restore or take-over");
   }
-  if (mode == v1::VMM_START_MODE_TAKE_OVER && !memfd.valid()) {
-    return absl::InvalidArgumentError("create: take-over needs the guest-memory descriptor beside the request");
+  // Take-over: the memfd, then the handed disks, then the lock (VmmCreate.handed_*).
+  const size_t expected_fds = mode == v1::VMM_START_MODE_TAKE_OVER ? 1 + create.handed_disks() + create.handed_lock() : 0;
+  if (fds.size() != expected_fds || (expected_fds && !fds[0].valid())) {
+    return absl::InvalidArgumentError(
+        mode == v1::VMM_START_MODE_TAKE_OVER
+            ? absl::StrCat("create: take-over needs ", expected_fds, " descriptors beside the request (guest memory, ",
+                           create.handed_disks(), " disks", create.handed_lock() ? ", the lock" : "", "), got ", fds.size())
+            : absl::StrCat("create: ", fds.size(), " descriptors beside a ",
+                           mode == v1::VMM_START_MODE_BOOT ? "boot" : "restore", " request, which takes none"));
+  }
+  if (create.handed_lock() && !create.has_lock()) {
+    return absl::InvalidArgumentError("create: a lock descriptor was handed over for a VM without a lock");
   }
   ASSIGN_OR_RETURN(VmSpec spec, VmSpecFromProto(create.spec()));
   spec.console_log_path = create.console_log_path();
@@ -72,12 +83,16 @@ absl::Status VmmDispatcher::Create(const v1::VmmCreate& create, UniqueFd memfd) 
     RETURN_IF_ERROR(lock_.Configure(create.lock(), spec.name));
     // A boot runs the VM: the lock first, so a VM another holder runs is never built here.
     if (mode == v1::VMM_START_MODE_BOOT) RETURN_IF_ERROR(lock_.Take());
+    // A take-over holds it with its old VMM from here (one description): never released on the way.
+    if (create.handed_lock()) RETURN_IF_ERROR(lock_.Adopt(std::move(fds.back())));
   }
   absl::StatusOr<std::unique_ptr<Vm>> vm;
   if (mode == v1::VMM_START_MODE_TAKE_OVER) {
     // The memfd is the running guest's RAM: mapped shared, never resized or written here.
-    ASSIGN_OR_RETURN(auto memory, GuestMemory::WrapExisting(std::move(memfd), spec.memory_bytes));
-    vm = CreateVmForTakeOver(spec, std::move(memory));
+    ASSIGN_OR_RETURN(auto memory, GuestMemory::WrapExisting(std::move(fds[0]), spec.memory_bytes));
+    std::vector<UniqueFd> disks;
+    for (uint32_t i = 0; i < create.handed_disks(); ++i) disks.push_back(std::move(fds[1 + i]));
+    vm = CreateVmForTakeOver(spec, std::move(memory), std::move(disks));
   } else {
     vm = mode == v1::VMM_START_MODE_BOOT ? CreateVmForBoot(spec) : CreateVmForRestore(spec);
   }
@@ -107,9 +122,9 @@ void VmmDispatcher::Describe(v1::VmmReply& reply) const {
   reply.set_lock_held(lock_.held());
 }
 
-absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply& reply, int* pass_fd,
-                                     UniqueFd received_fd) {
-  if (request.kind_case() == v1::VmmRequest::kCreate) return Create(request.create(), std::move(received_fd));
+absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply& reply, std::vector<int>* pass_fds,
+                                     std::vector<UniqueFd> received_fds) {
+  if (request.kind_case() == v1::VmmRequest::kCreate) return Create(request.create(), std::move(received_fds));
   if (request.kind_case() == v1::VmmRequest::KIND_NOT_SET) return absl::InvalidArgumentError("empty VMM request");
   if (!vm_) {
     if (request.kind_case() == v1::VmmRequest::kStop) {
@@ -124,8 +139,9 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       return absl::OkStatus();
     case v1::VmmRequest::kMemory:
       reply.set_memory_bytes(vm_->memory().size());
-      *pass_fd = vm_->memory().fd();
+      pass_fds->push_back(vm_->memory().fd());
       return absl::OkStatus();
+    case v1::VmmRequest::kHandOverFiles: return HandOverFiles(reply, pass_fds);
     case v1::VmmRequest::kStart: {
       RETURN_IF_ERROR(lock_.RequireHeldToRun());
       absl::Status st = vm_->Start();
@@ -164,6 +180,7 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       return lock_.Take();
     case v1::VmmRequest::kClaimSocket:
       if (!claim_socket_) return absl::FailedPreconditionError("claim_socket: this VMM cannot move its socket");
+      lock_.SyncRecord();  // renamed in the upgrade's pause; the guest runs now
       return claim_socket_();
     case v1::VmmRequest::kRetire:
       // Only a paused copy may be retired: its successor resumed the guest from its saved state.
@@ -210,6 +227,18 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       return vm_->SetThrottle(request.set_throttle());
     default: return absl::InvalidArgumentError(absl::StrCat("unknown VMM request kind ", request.kind_case()));
   }
+}
+
+absl::Status VmmDispatcher::HandOverFiles(v1::VmmReply& reply, std::vector<int>* pass_fds) {
+  // A VM that runs without its lock (a restore awaiting take_lock) has none to hand over.
+  RETURN_IF_ERROR(lock_.RequireHeldToRun());
+  const std::vector<int> disks = DiskDescriptors(*vm_);
+  pass_fds->insert(pass_fds->end(), disks.begin(), disks.end());
+  reply.set_handed_disks(static_cast<uint32_t>(disks.size()));
+  if (lock_.held()) pass_fds->push_back(lock_.fd());
+  reply.set_handed_lock(lock_.held());
+  spdlog::info("event=vmm_files_handed_over vm={} disks={} lock={}", vm_->spec().name, disks.size(), lock_.held());
+  return absl::OkStatus();
 }
 
 }  // namespace ferry

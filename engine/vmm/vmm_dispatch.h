@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "engine/base/unique_fd.h"
 #include "engine/vm/vm.h"
@@ -14,9 +15,11 @@ namespace ferry {
 
 class VmmDispatcher {
  public:
-  // `pass_fd` is set to a descriptor to send beside the reply (the memfd), else left at -1.
-  // `received_fd` came beside the request (the guest memory of a take-over create); unused ones close.
-  v1::VmmReply Handle(const v1::VmmRequest& request, int* pass_fd, UniqueFd received_fd = UniqueFd());
+  // `pass_fds` gets the descriptors to send beside the reply (the memfd; an upgrade's disks and
+  // lock), else stays empty. `received_fds` came beside the request (a take-over create's memfd,
+  // disks and lock); unused ones close.
+  v1::VmmReply Handle(const v1::VmmRequest& request, std::vector<int>* pass_fds,
+                      std::vector<UniqueFd> received_fds = {});
 
   bool has_vm() const { return vm_ != nullptr; }
   // The VM ran at some point: its VMM outlives an agent that goes away.
@@ -34,8 +37,11 @@ class VmmDispatcher {
   void OnAgentGone();
 
  private:
-  absl::Status Create(const v1::VmmCreate& create, UniqueFd memfd);
-  absl::Status Dispatch(const v1::VmmRequest& request, v1::VmmReply& reply, int* pass_fd, UniqueFd received_fd);
+  absl::Status Create(const v1::VmmCreate& create, std::vector<UniqueFd> fds);
+  absl::Status Dispatch(const v1::VmmRequest& request, v1::VmmReply& reply, std::vector<int>* pass_fds,
+                        std::vector<UniqueFd> received_fds);
+  // hand_over_files: this VMM's file disks and lock, for its successor (an upgrade).
+  absl::Status HandOverFiles(v1::VmmReply& reply, std::vector<int>* pass_fds);
   void Describe(v1::VmmReply& reply) const;
 
   std::unique_ptr<Vm> vm_;

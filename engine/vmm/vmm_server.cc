@@ -128,8 +128,8 @@ void VmmServer::Serve(int conn, const std::atomic<bool>& terminate) {
     pollfd p{conn, POLLIN | POLLRDHUP, 0};
     if (poll(&p, 1, kTickMs) <= 0) continue;
     v1::VmmRequest request;
-    UniqueFd received_fd;
-    absl::Status read = ReadVmmFrame(conn, request, 0, kVmmFrameRestTimeoutMs, &received_fd);
+    std::vector<UniqueFd> received_fds;
+    absl::Status read = ReadVmmFrame(conn, request, 0, kVmmFrameRestTimeoutMs, &received_fds);
     if (!read.ok()) {
       if (read.code() == absl::StatusCode::kInvalidArgument) {
         // Tell the agent why, then drop a connection whose framing cannot be trusted any more.
@@ -141,9 +141,9 @@ void VmmServer::Serve(int conn, const std::atomic<bool>& terminate) {
       }
       return;
     }
-    int pass_fd = -1;
-    v1::VmmReply reply = dispatcher_.Handle(request, &pass_fd, std::move(received_fd));
-    if (absl::Status st = WriteVmmFrame(conn, reply, kReplyTimeoutMs, pass_fd); !st.ok()) {
+    std::vector<int> pass_fds;
+    v1::VmmReply reply = dispatcher_.Handle(request, &pass_fds, std::move(received_fds));
+    if (absl::Status st = WriteVmmFrame(conn, reply, kReplyTimeoutMs, std::span<const int>(pass_fds)); !st.ok()) {
       spdlog::warn("event=vmm_reply_failed error=\"{}\"", std::string(st.message()));
       return;
     }

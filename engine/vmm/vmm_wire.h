@@ -3,6 +3,8 @@
 // one serialized VmmRequest or VmmReply. A file descriptor may ride beside a frame (SCM_RIGHTS).
 
 #include <cstdint>
+#include <span>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "engine/base/unique_fd.h"
@@ -17,7 +19,14 @@ inline constexpr uint32_t kMaxVmmFrameBytes = 64u << 20;
 // Once a frame began, its rest must arrive within this (the VMM's bound on a stalled peer).
 inline constexpr int kVmmFrameRestTimeoutMs = 10'000;
 
-// Writes `msg` as one frame, with `pass_fd` (if >= 0) attached. Bounded by `timeout_ms`.
+// Descriptors beside one frame at most: the memfd, every file disk (FERRY_VIRTIO_MAX_DISKS) and the
+// lock, with room to spare. More arriving is an error, never a silent loss.
+inline constexpr size_t kMaxVmmFdsPerFrame = 24;
+
+// Writes `msg` as one frame, with `pass_fds` attached (in order). Bounded by `timeout_ms`.
+absl::Status WriteVmmFrame(int fd, const google::protobuf::MessageLite& msg, int timeout_ms,
+                           std::span<const int> pass_fds);
+// The same with one descriptor, `pass_fd`, when >= 0.
 absl::Status WriteVmmFrame(int fd, const google::protobuf::MessageLite& msg, int timeout_ms, int pass_fd = -1);
 
 // Reads one frame into `out`. Waits up to `first_byte_timeout_ms` for it to begin (-1: forever),
@@ -26,5 +35,8 @@ absl::Status WriteVmmFrame(int fd, const google::protobuf::MessageLite& msg, int
 // up), InvalidArgument (oversized or unparsable frame).
 absl::Status ReadVmmFrame(int fd, google::protobuf::MessageLite& out, int first_byte_timeout_ms, int rest_timeout_ms,
                           UniqueFd* received_fd = nullptr);
+// The same, keeping every descriptor that came with it (in order) in `received_fds`.
+absl::Status ReadVmmFrame(int fd, google::protobuf::MessageLite& out, int first_byte_timeout_ms, int rest_timeout_ms,
+                          std::vector<UniqueFd>* received_fds);
 
 }  // namespace ferry

@@ -38,8 +38,8 @@ class VmmAgentGone : public ::testing::Test {
   }
   v1::VmmReply Ask(v1::VmmRequest r) {
     r.set_version(kVmmProtocolVersion);
-    int fd = -1;
-    return d_.Handle(r, &fd);
+    std::vector<int> fds;
+    return d_.Handle(r, &fds);
   }
   v1::VmmReply Verb(void (v1::VmmRequest::*set)(bool)) {
     v1::VmmRequest r;

@@ -29,9 +29,12 @@ absl::StatusOr<std::unique_ptr<VirtioBlkDevice>> VirtioBlkDevice::Create(const s
                                                                          const GuestRamAccess& ram,
                                                                          std::function<void(bool)> set_irq,
                                                                          DiskWriteSink on_disk_write,
-                                                                         HostCache host_cache) {
+                                                                         HostCache host_cache,
+                                                                         UniqueFd open_file) {
   // Twice the queue: a request holds one submission, and the ring never needs to refuse one.
-  ASSIGN_OR_RETURN(auto file, UringBlockFile::Open(path, 2 * FERRY_VIRTIO_BLK_QUEUE_NUM_MAX));
+  constexpr unsigned kDepth = 2 * FERRY_VIRTIO_BLK_QUEUE_NUM_MAX;
+  ASSIGN_OR_RETURN(auto file, open_file.valid() ? UringBlockFile::OverDescriptor(path, std::move(open_file), kDepth)
+                                                : UringBlockFile::Open(path, kDepth));
   std::unique_ptr<VirtioBlkDevice> dev(new VirtioBlkDevice(std::move(file), disk_index, ram, std::move(set_irq),
                                                                 std::move(on_disk_write), host_cache));
   dev->thread_ = std::thread([d = dev.get()] { d->Loop(); });

@@ -55,12 +55,14 @@ class VirtioBlkDevice : public MmioDevice {
   };
 
   // `set_irq(level)` drives the device's interrupt line (may be empty: no interrupt controller).
-  // `ram` must outlive the device. `on_disk_write` may be empty.
+  // `ram` must outlive the device. `on_disk_write` may be empty. `open_file`, when valid, is `path`
+  // open read-write already (handed over in a same-host VMM upgrade): used, never reopened.
   static absl::StatusOr<std::unique_ptr<VirtioBlkDevice>> Create(const std::string& path, uint32_t disk_index,
                                                                  const GuestRamAccess& ram,
                                                                  std::function<void(bool)> set_irq,
                                                                  DiskWriteSink on_disk_write = nullptr,
-                                                                 HostCache host_cache = HostCache::kMayBeStale);
+                                                                 HostCache host_cache = HostCache::kMayBeStale,
+                                                                 UniqueFd open_file = UniqueFd());
   // Waits for requests in flight, then ends the device thread.
   ~VirtioBlkDevice() override;
 
@@ -79,6 +81,7 @@ class VirtioBlkDevice : public MmioDevice {
   absl::Status Restore(const v1::VirtioBlkState& s);
 
   uint64_t capacity_sectors() const { return file_->size_bytes() / kVirtioBlkSectorBytes; }
+  int file_fd() const { return file_->fd(); }
   VirtioBlkCounters counters() const;
 
  private:

@@ -22,6 +22,11 @@ UringBlockFile::~UringBlockFile() {
 absl::StatusOr<std::unique_ptr<UringBlockFile>> UringBlockFile::Open(const std::string& path, unsigned depth) {
   UniqueFd fd(open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd.valid()) return ErrnoError(absl::StrCat("disk ", path, ": open read-write"));
+  return OverDescriptor(path, std::move(fd), depth);
+}
+
+absl::StatusOr<std::unique_ptr<UringBlockFile>> UringBlockFile::OverDescriptor(const std::string& path, UniqueFd fd,
+                                                                               unsigned depth) {
   struct stat st {};
   if (fstat(fd.get(), &st) != 0) return ErrnoError(absl::StrCat("disk ", path, ": stat"));
   uint64_t size = 0;

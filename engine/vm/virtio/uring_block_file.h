@@ -21,12 +21,17 @@ class UringBlockFile {
  public:
   // Opens `path` read-write; `depth` bounds the requests in flight.
   static absl::StatusOr<std::unique_ptr<UringBlockFile>> Open(const std::string& path, unsigned depth);
+  // The same over `fd`, `path` already open read-write (a same-host VMM upgrade's handed-over disk).
+  static absl::StatusOr<std::unique_ptr<UringBlockFile>> OverDescriptor(const std::string& path, UniqueFd fd,
+                                                                        unsigned depth);
   ~UringBlockFile();
   UringBlockFile(const UringBlockFile&) = delete;
   UringBlockFile& operator=(const UringBlockFile&) = delete;
 
   uint64_t size_bytes() const { return size_bytes_; }
   const std::string& path() const { return path_; }
+  // The disk's descriptor (a same-host VMM upgrade hands it to the new VMM).
+  int fd() const { return fd_.get(); }
 
   // Queue one operation (sent by Submit). `iov` must stay valid until its completion is reaped.
   // False when the submission queue is full.
