@@ -190,6 +190,37 @@ absl::Status RemoteVm::CollectDiskWrites(uint32_t disk, DirtyBitmap& out) {
   return absl::OkStatus();
 }
 
+absl::Status RemoteVm::StartDiskMirror() {
+  v1::VmmRequest request;
+  request.mutable_disk_mirror()->set_op(v1::VMM_DISK_MIRROR_OP_START);
+  return Call(std::move(request), kOperationTimeoutMs).status();
+}
+
+absl::StatusOr<uint64_t> RemoteVm::DiskMirrorStep(uint32_t disk, uint64_t release_through, uint32_t wait_ms,
+                                                  DirtyBitmap& out) {
+  v1::VmmRequest request;
+  v1::VmmDiskMirror& m = *request.mutable_disk_mirror();
+  m.set_op(v1::VMM_DISK_MIRROR_OP_STEP);
+  m.set_disk(disk);
+  m.set_blocks(out.num_pages());
+  m.set_release_through(release_through);
+  m.set_wait_ms(wait_ms);
+  ASSIGN_OR_RETURN(v1::VmmReply reply, Call(std::move(request), kOperationTimeoutMs));
+  const uint64_t words = (out.num_pages() + 63) / 64;
+  if (reply.disk_write_blocks() != out.num_pages() || static_cast<uint64_t>(reply.disk_write_words_size()) != words) {
+    return absl::DataLossError(absl::StrCat("the VMM's mirror cut of disk ", disk, " covers ", reply.disk_write_blocks(),
+                                            " blocks; expected ", out.num_pages()));
+  }
+  out.OrWords(0, std::span<const uint64_t>(reply.disk_write_words().data(), words));
+  return reply.disk_mirror_cut();
+}
+
+absl::Status RemoteVm::EndDiskMirror() {
+  v1::VmmRequest request;
+  request.mutable_disk_mirror()->set_op(v1::VMM_DISK_MIRROR_OP_END);
+  return Call(std::move(request), kOperationTimeoutMs).status();
+}
+
 absl::StatusOr<v1::VmState> RemoteVm::SaveState() {
   ASSIGN_OR_RETURN(v1::VmmReply reply, Call(Verb(&v1::VmmRequest::set_save_state), kOperationTimeoutMs));
   return std::move(*reply.mutable_state());

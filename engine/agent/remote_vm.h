@@ -41,6 +41,10 @@ class RemoteVm : public Vm {
   absl::Status CollectDirtyPages(DirtyBitmap& out) override;
   // A storage migration: the blocks file disk `disk`'s device wrote (CollectDiskWrites in the VMM).
   absl::Status CollectDiskWrites(uint32_t disk, DirtyBitmap& out);
+  // A storage migration's synchronous mirror (DiskMirrorStep etc. of engine/vm/micro_vm.h, in the VMM).
+  absl::Status StartDiskMirror();
+  absl::StatusOr<uint64_t> DiskMirrorStep(uint32_t disk, uint64_t release_through, uint32_t wait_ms, DirtyBitmap& out);
+  absl::Status EndDiskMirror();
   absl::StatusOr<v1::VmState> SaveState() override;
   absl::Status RestoreState(const v1::VmState& state) override;
   absl::Status SetThrottle(uint32_t percent) override;

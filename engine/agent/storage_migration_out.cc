@@ -25,6 +25,15 @@ absl::Status PrepareStorageMigration(const VmOwnership& ownership, const std::st
     if (auto* remote = dynamic_cast<RemoteVm*>(&vm)) return remote->CollectDiskWrites(disk, out);
     return CollectDiskWrites(vm, disk, out);
   };
+  // Mirror mode: the VMM holds write completions until their cut was acknowledged.
+  auto* remote = dynamic_cast<RemoteVm*>(&vm);
+  config.disk_mirror.start = [&vm, remote]() { return remote ? remote->StartDiskMirror() : StartDiskMirror(vm); };
+  config.disk_mirror.step = [&vm, remote](uint32_t disk, uint64_t release_through, uint32_t wait_ms,
+                                          DirtyBitmap& out) -> absl::StatusOr<uint64_t> {
+    if (remote) return remote->DiskMirrorStep(disk, release_through, wait_ms, out);
+    return DiskMirrorStep(vm, disk, release_through, std::chrono::milliseconds(wait_ms), out);
+  };
+  config.disk_mirror.end = [&vm, remote]() { return remote ? remote->EndDiskMirror() : EndDiskMirror(vm); };
   return absl::OkStatus();
 }
 

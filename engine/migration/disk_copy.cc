@@ -127,8 +127,14 @@ absl::Status DiskCopySource::SendPending(MigrationChannel& channel, uint32_t rou
   return absl::OkStatus();
 }
 
+absl::Status DiskCopySource::SendMirrorCut(MigrationChannel& channel, uint32_t index, const DirtyBitmap& blocks,
+                                           uint64_t cut, DiskCopyCounters& out) {
+  // Round 2: after the bulk copy, as the first iteration would be.
+  return SendBlocks(channel, index, blocks, /*round=*/2, /*final=*/false, out, cut);
+}
+
 absl::Status DiskCopySource::SendBlocks(MigrationChannel& channel, uint32_t index, const DirtyBitmap& blocks,
-                                        uint32_t round, bool final, DiskCopyCounters& out) {
+                                        uint32_t round, bool final, DiskCopyCounters& out, uint64_t mirror_cut) {
   const Disk& d = disks_[index];
   v1::PeerMessage msg;
   uint64_t in_msg = 0;
@@ -182,6 +188,13 @@ absl::Status DiskCopySource::SendBlocks(MigrationChannel& channel, uint32_t inde
     }
   });
   RETURN_IF_ERROR(st);
+  if (mirror_cut != 0) {
+    begin();  // the cut's mark rides on its last message (an empty one when the last was full)
+    msg.mutable_disk_blocks()->set_mirror_cut(mirror_cut);
+    if (cancel_.load()) return absl::CancelledError("migration cancelled by request");
+    out.wire_bytes += msg.ByteSizeLong();
+    return channel.Send(msg);
+  }
   return flush();
 }
 

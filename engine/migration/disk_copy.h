@@ -58,6 +58,13 @@ class DiskCopySource {
   uint64_t pending_blocks() const;
   // Sends the pending blocks as `round` (final: the guest is paused) and clears them.
   absl::Status SendPending(MigrationChannel& channel, uint32_t round, bool final, DiskCopyCounters& out);
+  // The synchronous mirror (disk_mirror.h): sends `blocks` of disk `index`, the last message
+  // marked with `cut` so the destination acknowledges it. Safe beside SendBulk/SendPending of
+  // other threads (reads only the files).
+  absl::Status SendMirrorCut(MigrationChannel& channel, uint32_t index, const DirtyBitmap& blocks, uint64_t cut,
+                             DiskCopyCounters& out);
+  uint64_t disk_blocks(uint32_t index) const { return disks_[index].pending.num_pages(); }
+  uint32_t disk_count() const { return static_cast<uint32_t>(disks_.size()); }
   // From any thread: the running send stops at the next message with a Cancelled error.
   void Cancel() { cancel_.store(true); }
 
@@ -71,7 +78,7 @@ class DiskCopySource {
   DiskCopySource(std::vector<Disk> disks, DiskWriteLog log) : disks_(std::move(disks)), log_(std::move(log)) {}
   // Sends the blocks set in `blocks` of disk `index`.
   absl::Status SendBlocks(MigrationChannel& channel, uint32_t index, const DirtyBitmap& blocks, uint32_t round,
-                          bool final, DiskCopyCounters& out);
+                          bool final, DiskCopyCounters& out, uint64_t mirror_cut = 0);
 
   std::vector<Disk> disks_;
   DiskWriteLog log_;

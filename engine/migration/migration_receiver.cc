@@ -156,6 +156,7 @@ std::optional<v1::PeerReply> MigrationReceiver::OnStart(const v1::StartMigration
   state_ = State::kStarted;
   r.mutable_started()->set_destination_agent(hooks_.agent_name);
   r.mutable_started()->set_destination_boot_id(hooks_.boot_id);
+  if (disks_) r.mutable_started()->set_disk_mirror_acks(true);
   return r;
 }
 
@@ -185,7 +186,13 @@ std::optional<v1::PeerReply> MigrationReceiver::OnDiskBlocks(const v1::DiskBlock
   if (absl::IsInvalidArgument(st)) return Fail(v1::PEER_ERROR_CODE_LENGTH_MISMATCH, std::string(st.message()));
   if (!st.ok()) return Fail(v1::PEER_ERROR_CODE_RESOURCE, absl::StrCat("cannot write disk blocks: ", st.message()));
   state_ = State::kReceiving;
-  return std::nullopt;
+  if (b.mirror_cut() == 0) return std::nullopt;
+  // A mirrored cut is written (page cache, as the source's own write): the source may now show
+  // its writes complete to the guest.
+  v1::PeerReply r;
+  r.mutable_disk_mirror_ack()->set_disk(b.disk());
+  r.mutable_disk_mirror_ack()->set_cut(b.mirror_cut());
+  return r;
 }
 
 std::optional<v1::PeerReply> MigrationReceiver::OnDeviceState(const v1::DeviceStateMessage& d) {

@@ -78,7 +78,8 @@ const char* SourceOutcomeName(SourceOutcome o) {
 
 PrecopySource::PrecopySource(Vm& vm, MigrationChannel& channel, SourceConfig config, ProgressFn progress)
     : vm_(vm),
-      channel_(channel),
+      serialized_channel_(channel),
+      channel_(serialized_channel_),
       config_(std::move(config)),
       convergence_(ConvergenceOptionsFrom(config_.options)),
       planner_(convergence_),
@@ -212,6 +213,9 @@ absl::Status PrecopySource::Start() {
   if (config_.home) *start->mutable_home() = *config_.home;
   if (!config_.storage_datastore.empty()) {
     if (!config_.disk_write_log) return absl::InternalError("a storage migration without the disks' write log");
+    if (DiskCopyModeOf(config_.options) == v1::DISK_COPY_MODE_MIRROR && !config_.disk_mirror.step) {
+      return absl::InternalError("a mirror-mode storage migration without the VMM's mirror hooks");
+    }
     ASSIGN_OR_RETURN(disk_copy_, DiskCopySource::Open(vm_.spec(), config_.disk_write_log));
     disk_copy_ptr_.store(disk_copy_.get());
     if (cancelled()) disk_copy_->Cancel();
@@ -234,6 +238,10 @@ absl::Status PrecopySource::Start() {
     start_refused_for_now_ = !st.ok() && reply.has_error() && reply.error().temporary();
     RETURN_IF_ERROR(st);
   }
+  if (mirror_mode() && !reply.started().disk_mirror_acks()) {
+    return absl::FailedPreconditionError(
+        "the destination does not acknowledge mirrored disk writes (an older agent); retry with --disk-copy iterate");
+  }
   same_clock_ = !config_.boot_id.empty() && reply.started().destination_boot_id() == config_.boot_id;
   return OpenPageSender(reply.started());
 }
@@ -246,7 +254,32 @@ void PrecopySource::SetThrottle(uint32_t percent) {
   }
 }
 
+v1::DiskCopyMode DiskCopyModeOf(const v1::MigrationOptions& options) {
+  return options.disk_copy() == v1::DISK_COPY_MODE_UNSPECIFIED ? kDefaultDiskCopyMode : options.disk_copy();
+}
+
+absl::Status PrecopySource::StopMirror() {
+  if (!disk_mirror_) return absl::OkStatus();
+  absl::Status st = disk_mirror_->Stop();
+  if (mirror_start_ns_ != 0) {
+    const DiskMirrorCounters c = disk_mirror_->counters();
+    stats_.set_disk_mirror_ms(NanosToMillis(MonotonicNanos() - mirror_start_ns_));
+    stats_.set_disk_mirror_cuts(c.cuts);
+    stats_.set_disk_mirror_blocks(c.copy.blocks);
+    stats_.set_disk_blocks_sent(stats_.disk_blocks_sent() + c.copy.blocks);
+    stats_.set_disk_bytes(stats_.disk_bytes() + c.copy.data_bytes);
+    stats_.set_bytes_transferred(stats_.bytes_transferred() + c.copy.wire_bytes);
+    mirror_start_ns_ = 0;
+  }
+  return st;
+}
+
 std::string PrecopySource::DestinationReason() {
+  // The mirror's thread reads the replies while it runs: stop it first; a refusal it read is the reason.
+  if (disk_mirror_) {
+    absl::Status m = StopMirror();
+    if (absl::IsAborted(m)) return std::string(m.message());
+  }
   // After a failed send the destination has usually said why on the control stream; wait for it
   // briefly (a dead destination breaks the stream at once, a hung one is cut off).
   std::mutex mu;
@@ -372,6 +405,15 @@ absl::Status PrecopySource::Precopy(bool& force) {
     int64_t t0 = MonotonicNanos();
     RETURN_IF_ERROR(SendDiskBlocks(1, /*final=*/false));
     stats_.set_disk_bulk_ms(NanosToMillis(MonotonicNanos() - t0));
+    stats_.set_disk_copy(DiskCopyModeOf(config_.options));
+    if (mirror_mode()) {
+      // From here the guest sees a write complete only once the destination has it; the first
+      // cut also carries what was written during the bulk copy.
+      disk_mirror_ = std::make_unique<DiskMirror>(*disk_copy_, channel_, config_.disk_mirror, config_.reply_timeout);
+      RETURN_IF_ERROR(disk_mirror_->Start());
+      mirror_start_ns_ = MonotonicNanos();
+      Emit(v1::MIGRATION_PHASE_PRECOPY, "mirroring disk writes");
+    }
   }
   for (round_ = 1;; ++round_) {
     Emit(v1::MIGRATION_PHASE_PRECOPY, absl::StrFormat("round %u: %u pages", round_, pages.Count()));
@@ -384,13 +426,14 @@ absl::Status PrecopySource::Precopy(bool& force) {
       vm_.memory().MarkPopulatedPages(populated);
     }
     // Disk blocks written since the last collection go first (round 1: since the bulk copy).
-    if (disk_copy_) RETURN_IF_ERROR(SendDiskBlocks(round_ + 1, /*final=*/false));
+    if (disk_copy_ && !mirror_mode()) RETURN_IF_ERROR(SendDiskBlocks(round_ + 1, /*final=*/false));
+    if (disk_mirror_ && disk_mirror_->failed()) return StopMirror();
     RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/false, round_ == 1 ? &populated : nullptr));
     if (round_ == 1) round1_sent_bytes_ = vm_.memory().size();
     if (cancelled()) return absl::CancelledError("migration cancelled by request");
     pages.ClearAll();
     RETURN_IF_ERROR(vm_.CollectDirtyPages(pages));
-    if (disk_copy_) RETURN_IF_ERROR(disk_copy_->CollectWrites());
+    if (disk_copy_ && !mirror_mode()) RETURN_IF_ERROR(disk_copy_->CollectWrites());
     double round_s = static_cast<double>(MonotonicNanos() - round_start) / 1e9;
     // Dirty disk blocks count like dirty pages: both must move inside the pause.
     uint64_t dirty = pages.Count() + (disk_copy_ ? disk_copy_->pending_blocks() : 0);
@@ -447,6 +490,10 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
   if (cancelled()) return absl::CancelledError("migration cancelled by request");
   v1::PauseBreakdown& pause = *stats_.mutable_pause();
   SetThrottle(0);  // the pause stops the vCPUs anyway; a rollback resumes them at full speed
+  // Mirror mode: the mirror ends with its last cut acknowledged before the pause begins (its idle
+  // wait in the VMM would otherwise delay the pause); writes completing from here are held by the
+  // VMM and go with the final blocks.
+  if (disk_mirror_) RETURN_IF_ERROR(StopMirror());
   pause_ns_ = MonotonicNanos();
   // From here the guest stands still: at most max_pause_ms until commit is sent, or the link is
   // broken and the rollback resumes it.
@@ -457,19 +504,23 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
   int64_t t_paused = MonotonicNanos();
   pause.set_vcpu_pause_ms(NanosToMillis(t_paused - pause_ns_));
   ++round_;
+  int64_t t_disk = t_paused;
+  if (disk_copy_) {
+    // Pause quiesced the disks: every write is in the log. The last blocks go before the final
+    // pages and the device state, on the stream that then carries the state. Mirror mode: the
+    // mirror's cuts are all acknowledged; what is left are the writes completed since it stopped
+    // (their completions held), shown to the guest once sent (it cannot see them before it
+    // resumes: here after a rollback, or there after the blocks were written).
+    RETURN_IF_ERROR(disk_copy_->CollectWrites());
+    RETURN_IF_ERROR(SendDiskBlocks(round_ + 1, /*final=*/true));
+    if (disk_mirror_) RETURN_IF_ERROR(disk_mirror_->End());  // before the final dirty log: it writes the used ring
+    t_disk = MonotonicNanos();
+    pause.set_final_disk_ms(NanosToMillis(t_disk - t_paused));
+  }
   DirtyBitmap& pages = pending_;  // still holds what the last pre-copy round found dirty
   RETURN_IF_ERROR(vm_.CollectDirtyPages(pages));
   int64_t t_log = MonotonicNanos();
-  pause.set_dirty_log_ms(NanosToMillis(t_log - t_paused));
-  if (disk_copy_) {
-    // Pause quiesced the disks: every write is in the log. The last blocks go before the final
-    // pages and the device state, on the stream that then carries the state.
-    RETURN_IF_ERROR(disk_copy_->CollectWrites());
-    RETURN_IF_ERROR(SendDiskBlocks(round_ + 1, /*final=*/true));
-    const int64_t t_disk = MonotonicNanos();
-    pause.set_final_disk_ms(NanosToMillis(t_disk - t_log));
-    t_log = t_disk;
-  }
+  pause.set_dirty_log_ms(NanosToMillis(t_log - t_disk));
   remaining_bytes_ = pages.Count() * kPageSize;
   v1::RoundStats rs;
   RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/true));
@@ -559,6 +610,11 @@ void PrecopySource::RollBack(const absl::Status& why) {
   // Before commit (or after a commit the destination refused or never saw) the source owns the
   // VM: tell the destination to discard its copy and let the guest run on here as before.
   if (pause_watchdog_) pause_watchdog_->Disarm();
+  if (disk_mirror_) {
+    // The guest's writes are all on its own disk: show the held ones complete and run on.
+    (void)StopMirror();
+    (void)disk_mirror_->End();
+  }
   if (PageSender* s = sender_.exchange(nullptr)) s->Cancel();
   page_sender_.reset();  // closes the data connections
   v1::PeerMessage abort;

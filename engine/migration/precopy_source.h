@@ -25,8 +25,10 @@
 #include "engine/migration/auto_converge.h"
 #include "engine/migration/convergence.h"
 #include "engine/migration/disk_copy.h"
+#include "engine/migration/disk_mirror.h"
 #include "engine/migration/migration_channel.h"
 #include "engine/migration/page_sender.h"
+#include "engine/migration/serialized_channel.h"
 #include "engine/migration/watchdog.h"
 #include "engine/vm/vm.h"
 #include "proto/ferry/v1/migration.pb.h"
@@ -67,7 +69,13 @@ struct SourceConfig {
   // last dirty blocks move inside stop-and-copy. Empty: the disks stay where they are.
   std::string storage_datastore;
   DiskWriteLog disk_write_log;
+  // The mirror mode's hooks into the VMM (options.disk_copy = DISK_COPY_MODE_MIRROR).
+  DiskMirrorHooks disk_mirror;
 };
+
+// The disk copy mode options ask for (UNSPECIFIED: kDefaultDiskCopyMode, docs/storage_migration.md).
+inline constexpr v1::DiskCopyMode kDefaultDiskCopyMode = v1::DISK_COPY_MODE_ITERATE;
+v1::DiskCopyMode DiskCopyModeOf(const v1::MigrationOptions& options);
 
 inline constexpr uint32_t kDefaultMaxPauseMs = 5000;
 
@@ -157,11 +165,18 @@ class PrecopySource {
   bool cancelled() const { return cancel_.load(); }
 
   Vm& vm_;
+  SerializedSendChannel serialized_channel_;  // the disk mirror sends beside the pre-copy
   MigrationChannel& channel_;
   std::unique_ptr<PageSender> page_sender_;
   std::atomic<PageSender*> sender_{nullptr};  // for Cancel from another thread
   std::unique_ptr<DiskCopySource> disk_copy_;  // a storage migration's disks
   std::atomic<DiskCopySource*> disk_copy_ptr_{nullptr};  // for Cancel from another thread
+  std::unique_ptr<DiskMirror> disk_mirror_;  // mirror mode, from the bulk copy's end to the pause
+  int64_t mirror_start_ns_ = 0;
+  // Mirror mode: stops the mirror (its cuts were all acknowledged, or its error is returned) and
+  // adds its figures to the statistics.
+  absl::Status StopMirror();
+  bool mirror_mode() const { return disk_copy_ && DiskCopyModeOf(config_.options) == v1::DISK_COPY_MODE_MIRROR; }
   SourceConfig config_;
   ConvergenceOptions convergence_;
   SwitchoverPlanner planner_;

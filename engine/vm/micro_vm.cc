@@ -166,6 +166,10 @@ class MicroVm : public Vm {
   void set_handed_disks(std::vector<UniqueFd> fds) { handed_disks_ = std::move(fds); }
   DirtyLogPath dirty_log_path() const { return dirty_log_path_; }
   absl::Status CollectDiskWrites(uint32_t disk, DirtyBitmap& out);
+  void StartDiskMirror();
+  absl::StatusOr<uint64_t> DiskMirrorStep(uint32_t disk, uint64_t release_through, std::chrono::milliseconds wait,
+                                          DirtyBitmap& out);
+  void EndDiskMirror();
 
  private:
   void VcpuLoop(uint32_t index);
@@ -826,6 +830,48 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateMicroVmWithCode(const VmSpec& spec, ui
   std::memcpy(vm->memory().data() + load_gpa, code.data(), code.size());
   RETURN_IF_ERROR(vm->BootAt(static_cast<uint32_t>(load_gpa), 0));
   return std::unique_ptr<Vm>(std::move(vm));
+}
+
+void MicroVm::StartDiskMirror() {
+  for (auto& d : disks_) d->StartMirror();
+}
+
+absl::StatusOr<uint64_t> MicroVm::DiskMirrorStep(uint32_t disk, uint64_t release_through,
+                                                 std::chrono::milliseconds wait, DirtyBitmap& out) {
+  if (disk >= disks_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("disk ", disk, ": the VM has ", disks_.size(), " file disks"));
+  }
+  disks_[disk]->ReleaseMirrored(release_through);
+  absl::Status st;
+  // Under the device's lock, so the log holds exactly the writes of the completions this cut holds.
+  const uint64_t cut = disks_[disk]->CutMirror(wait, [&] { st = CollectDiskWrites(disk, out); });
+  RETURN_IF_ERROR(st);
+  return cut;
+}
+
+void MicroVm::EndDiskMirror() {
+  for (auto& d : disks_) d->EndMirror();
+}
+
+absl::Status StartDiskMirror(Vm& vm) {
+  auto* micro = dynamic_cast<MicroVm*>(&vm);
+  if (!micro) return absl::InvalidArgumentError("disk mirror: not a KVM microVM (only it has disks)");
+  micro->StartDiskMirror();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> DiskMirrorStep(Vm& vm, uint32_t disk, uint64_t release_through,
+                                        std::chrono::milliseconds wait, DirtyBitmap& out) {
+  auto* micro = dynamic_cast<MicroVm*>(&vm);
+  if (!micro) return absl::InvalidArgumentError("disk mirror: not a KVM microVM (only it has disks)");
+  return micro->DiskMirrorStep(disk, release_through, wait, out);
+}
+
+absl::Status EndDiskMirror(Vm& vm) {
+  auto* micro = dynamic_cast<MicroVm*>(&vm);
+  if (!micro) return absl::InvalidArgumentError("disk mirror: not a KVM microVM (only it has disks)");
+  micro->EndDiskMirror();
+  return absl::OkStatus();
 }
 
 std::vector<int> DiskDescriptors(Vm& vm) {

@@ -1,6 +1,7 @@
 #pragma once
 // The KVM backend.
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -61,6 +62,17 @@ absl::Status CollectDiskWrites(Vm& vm, uint32_t disk, DirtyBitmap& out);
 // A same-host VMM upgrade: the descriptors of the microVM's file disks (VmSpec order), which the
 // VMM hands to its successor. Empty for another backend (it opens no disk).
 std::vector<int> DiskDescriptors(Vm& vm);
+
+// A storage migration's synchronous mirror (docs/storage_migration.md): from StartDiskMirror on,
+// the guest sees a write complete only once DiskMirrorStep released the cut that holds it (the
+// caller copied that cut's blocks to the destination and it acknowledged them). DiskMirrorStep
+// releases the cuts up to `release_through`, waits up to `wait` for a new held write, cuts, and
+// ORs the cut's blocks (the write log, as CollectDiskWrites) into `out`; returns the cut.
+// EndDiskMirror shows every held completion to the guest and stops holding them.
+absl::Status StartDiskMirror(Vm& vm);
+absl::StatusOr<uint64_t> DiskMirrorStep(Vm& vm, uint32_t disk, uint64_t release_through,
+                                        std::chrono::milliseconds wait, DirtyBitmap& out);
+absl::Status EndDiskMirror(Vm& vm);
 
 // The dirty-log path a microVM took; InvalidArgument for another backend.
 absl::StatusOr<DirtyLogPath> MicroVmDirtyLogPath(const Vm& vm);

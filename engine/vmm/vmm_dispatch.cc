@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +36,8 @@ v1::VmmReply VmmDispatcher::Handle(const v1::VmmRequest& request, std::vector<in
 }
 
 void VmmDispatcher::OnAgentGone() {
+  // A disk mirror nobody drives any more must not keep the guest's writes from completing.
+  if (vm_) (void)EndDiskMirror(*vm_);
   if (!vm_ || stop_requested_ || (!migration_tracking_ && !paused_by_migration_)) return;
   const std::string& name = vm_->spec().name;
   if (vm_->throttle_percent() > 0) (void)vm_->SetThrottle(0);
@@ -215,6 +220,7 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       reply.mutable_disk_write_words()->Add(blocks.words().begin(), blocks.words().end());
       return absl::OkStatus();
     }
+    case v1::VmmRequest::kDiskMirror: return DiskMirror(request.disk_mirror(), reply);
     case v1::VmmRequest::kSaveState: {
       ASSIGN_OR_RETURN(*reply.mutable_state(), vm_->SaveState());
       return absl::OkStatus();
@@ -226,6 +232,24 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       }
       return vm_->SetThrottle(request.set_throttle());
     default: return absl::InvalidArgumentError(absl::StrCat("unknown VMM request kind ", request.kind_case()));
+  }
+}
+
+absl::Status VmmDispatcher::DiskMirror(const v1::VmmDiskMirror& m, v1::VmmReply& reply) {
+  switch (m.op()) {
+    case v1::VMM_DISK_MIRROR_OP_START: return StartDiskMirror(*vm_);
+    case v1::VMM_DISK_MIRROR_OP_END: return EndDiskMirror(*vm_);
+    case v1::VMM_DISK_MIRROR_OP_STEP: {
+      // Bounded: the socket serves one request at a time.
+      const auto wait = std::chrono::milliseconds(std::min<uint32_t>(m.wait_ms(), 50));
+      DirtyBitmap blocks(m.blocks());
+      ASSIGN_OR_RETURN(uint64_t cut, DiskMirrorStep(*vm_, m.disk(), m.release_through(), wait, blocks));
+      reply.set_disk_mirror_cut(cut);
+      reply.set_disk_write_blocks(blocks.num_pages());
+      reply.mutable_disk_write_words()->Add(blocks.words().begin(), blocks.words().end());
+      return absl::OkStatus();
+    }
+    default: return absl::InvalidArgumentError(absl::StrCat("disk_mirror: unknown op ", static_cast<int>(m.op())));
   }
 }
 

@@ -42,6 +42,8 @@ class VmmDispatcher {
                         std::vector<UniqueFd> received_fds);
   // hand_over_files: this VMM's file disks and lock, for its successor (an upgrade).
   absl::Status HandOverFiles(v1::VmmReply& reply, std::vector<int>* pass_fds);
+  // A storage migration's synchronous disk mirror (VmmRequest.disk_mirror).
+  absl::Status DiskMirror(const v1::VmmDiskMirror& m, v1::VmmReply& reply);
   void Describe(v1::VmmReply& reply) const;
 
   std::unique_ptr<Vm> vm_;

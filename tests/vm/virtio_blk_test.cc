@@ -462,6 +462,52 @@ TEST_F(VirtioBlkDeviceTest, EveryWriteIsReportedForStorageMigrationAndNothingEls
   EXPECT_EQ(writes[0].second, 1536u);
 }
 
+// A storage migration's mirror mode: a write's completion waits until the cut that holds it is
+// released (its blocks are on the destination); reads and flushes are not held; the device can
+// quiesce with completions held but not save them; EndMirror publishes what is left.
+TEST_F(VirtioBlkDeviceTest, MirrorHoldsAWriteCompletionUntilItsCutIsReleased) {
+  std::atomic<int> logged{0};
+  driver_.reset();
+  dev_.reset();
+  auto dev = VirtioBlkDevice::Create(path_, 0, *ram_, nullptr, [&](uint64_t, uint64_t) { ++logged; });
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  dev_ = std::move(*dev);
+  dev_->Resume();
+  driver_ = std::make_unique<TestBlkDriver>(*mem_, *dev_);
+  ASSERT_TRUE(driver_->Init());
+  dev_->StartMirror();
+  Fill(TestBlkDriver::kDataGpa, 4096, 9);
+  const uint16_t write = driver_->Post(kVirtioBlkTypeOut, 8, {{TestBlkDriver::kDataGpa, 4096}});
+  const uint16_t read = driver_->Post(kVirtioBlkTypeIn, 0, {{TestBlkDriver::kDataGpa + 8192, 512}});
+  driver_->Notify();
+  std::vector<virtio_test::UsedElem> used = driver_->WaitUsed(1);
+  ASSERT_EQ(used.size(), 1u);
+  EXPECT_EQ(used[0].id, read) << "only the read completes while the write waits for the mirror";
+  // The write is on the disk and in the log already; only its completion waits.
+  int collected_at_cut = -1;
+  const uint64_t cut = dev_->CutMirror(std::chrono::milliseconds(5000), [&] { collected_at_cut = logged.load(); });
+  EXPECT_EQ(collected_at_cut, 1) << "the cut collects the log with the write it holds";
+  EXPECT_EQ(ReadFile(8 * 512, 4096), Mem(TestBlkDriver::kDataGpa, 4096));
+  dev_->ReleaseMirrored(cut - 1);  // publishes synchronously: an earlier cut releases nothing of this one
+  EXPECT_EQ(driver_->UsedIdx(), 1);
+  dev_->ReleaseMirrored(cut);
+  used = driver_->WaitUsed(1);
+  ASSERT_EQ(used.size(), 1u);
+  EXPECT_EQ(used[0].id, write);
+  EXPECT_EQ(driver_->StatusOf(write), kVirtioBlkStatusOk);
+
+  // Held at a pause: the device quiesces, refuses to save, and EndMirror publishes.
+  driver_->Post(kVirtioBlkTypeOut, 16, {{TestBlkDriver::kDataGpa, 4096}});
+  driver_->Notify();
+  for (int i = 0; i < 1000 && dev_->counters().mirror_held < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_EQ(dev_->counters().mirror_held, 2u);
+  dev_->Quiesce();
+  EXPECT_FALSE(dev_->Save().ok()) << "saved a device whose guest never saw a write complete";
+  dev_->EndMirror();
+  ASSERT_EQ(driver_->WaitUsed(1).size(), 1u);
+  EXPECT_TRUE(dev_->Save().ok());
+}
+
 TEST(VirtioBlkCreate, MissingDiskFileIsAClearError) {
   auto mem = GuestMemory::Create(8ull << 20);
   ASSERT_TRUE(mem.ok());

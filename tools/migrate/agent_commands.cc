@@ -96,11 +96,21 @@ absl::Status SetDiskWorkload(const CreateArgs& a, v1::VmSpec& spec) {
 struct MigrateArgs {
   std::string vm, to, to_name, policy = "cancel", max_bandwidth = "0";
   std::string to_datastore;  // a storage migration (docs/storage_migration.md)
+  std::string disk_copy;     // iterate | mirror ("" = the agent's default)
   uint32_t max_downtime_ms = 300, timeout_s = 0, max_rounds = 30;
   bool json = false;
   DataPathFlags data;
   std::string priority = "standard";
 };
+
+// --disk-copy iterate|mirror (docs/storage_migration.md); only with --to-datastore.
+absl::StatusOr<v1::DiskCopyMode> ParseDiskCopy(const std::string& text, const std::string& to_datastore) {
+  if (text.empty()) return v1::DISK_COPY_MODE_UNSPECIFIED;
+  if (to_datastore.empty()) return absl::InvalidArgumentError("--disk-copy needs --to-datastore (only disks that move are copied)");
+  if (text == "iterate") return v1::DISK_COPY_MODE_ITERATE;
+  if (text == "mirror") return v1::DISK_COPY_MODE_MIRROR;
+  return absl::InvalidArgumentError(absl::StrCat("--disk-copy '", text, "' must be iterate or mirror"));
+}
 
 }  // namespace
 
@@ -312,6 +322,9 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
   migrate->add_option("--to-name", m->to_name, "name on the destination's host certificate (default: HOST)");
   migrate->add_option("--to-datastore", m->to_datastore,
                       "also move the VM's directory and disks to this datastore of the destination");
+  migrate->add_option("--disk-copy", m->disk_copy,
+                      "with --to-datastore: iterate (write log copied in rounds; the default) | mirror "
+                      "(writes mirrored synchronously after the bulk copy)");
   migrate->add_option("--max-downtime", m->max_downtime_ms, "switch over when the pause fits (ms, default 300)");
   migrate->add_option("--max-bandwidth", m->max_bandwidth, "cap the transfer rate (MiB/s, 0 = unlimited)");
   migrate->add_option("--timeout", m->timeout_s, "give up pre-copy after S seconds (then --policy)");
@@ -327,6 +340,9 @@ void AddAgentCommands(CLI::App& app, Globals& g) {
     auto priority = ParsePriority(m->priority);
     if (!priority.ok()) return void(g.exit_code = Fail(priority.status(), "vm migrate", m->json));
     opts->set_priority(*priority);
+    auto disk_copy = ParseDiskCopy(m->disk_copy, m->to_datastore);
+    if (!disk_copy.ok()) return void(g.exit_code = Fail(disk_copy.status(), "vm migrate", m->json));
+    opts->set_disk_copy(*disk_copy);
     auto stub = DialAgent(ClientTlsOf(g), g.agent, g.agent_name);
     if (!stub.ok()) return void(g.exit_code = Fail(stub.status(), "vm migrate", m->json));
     v1::MigrateRequest req;

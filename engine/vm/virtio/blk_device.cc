@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "engine/base/status.h"
@@ -168,7 +169,58 @@ void VirtioBlkDevice::CompleteLocked(uint64_t tag, int32_t result) {
     spdlog::warn("virtio-blk {}: request type {} failed: {}", disk_index_, f.type,
                  result < 0 ? strerror(-result) : absl::StrCat("short transfer of ", result, " bytes"));
   }
-  PublishLocked(f.head, f.status, ok ? kVirtioBlkStatusOk : kVirtioBlkStatusIoErr, written);
+  const uint8_t value = ok ? kVirtioBlkStatusOk : kVirtioBlkStatusIoErr;
+  if (f.type == kVirtioBlkTypeOut && mirroring_) {
+    // Logged above; the guest sees it complete once the destination has its blocks.
+    held_.push_back(HeldCompletion{f.head, f.status, value, written, 0});
+    ++counters_.mirror_held;
+    cv_.notify_all();
+    return;
+  }
+  PublishLocked(f.head, f.status, value, written);
+}
+
+void VirtioBlkDevice::StartMirror() {
+  std::lock_guard lock(mu_);
+  mirroring_ = true;
+}
+
+uint64_t VirtioBlkDevice::CutMirror(std::chrono::milliseconds wait, const std::function<void()>& collect) {
+  std::unique_lock lock(mu_);
+  auto uncut = [this] { return std::any_of(held_.begin(), held_.end(), [](const HeldCompletion& h) { return h.cut == 0; }); };
+  if (wait.count() > 0) cv_.wait_for(lock, wait, uncut);
+  const uint64_t cut = ++last_cut_;
+  for (HeldCompletion& h : held_) {
+    if (h.cut == 0) h.cut = cut;
+  }
+  collect();
+  return cut;
+}
+
+void VirtioBlkDevice::ReleaseMirrored(uint64_t through) {
+  std::lock_guard lock(mu_);
+  PublishHeldLocked(through);
+}
+
+void VirtioBlkDevice::EndMirror() {
+  std::lock_guard lock(mu_);
+  mirroring_ = false;
+  PublishHeldLocked(UINT64_MAX);
+}
+
+void VirtioBlkDevice::PublishHeldLocked(uint64_t through) {
+  size_t kept = 0;
+  for (HeldCompletion& h : held_) {
+    // An uncut completion is released only by EndMirror (through = max).
+    const bool release = through == UINT64_MAX || (h.cut != 0 && h.cut <= through);
+    if (release) {
+      PublishLocked(h.head, h.status, h.value, h.written);
+    } else {
+      held_[kept++] = h;
+    }
+  }
+  held_.resize(kept);
+  cv_.notify_all();
 }
 
 void VirtioBlkDevice::PublishLocked(uint16_t head, const ChainSegment& status, uint8_t value, uint32_t written) {
@@ -227,6 +279,7 @@ void VirtioBlkDevice::MmioWrite(uint64_t offset, const uint8_t* data, uint32_t s
       return;
     case MmioEvent::kReset:
       DrainLocked(lock);
+      PublishHeldLocked(UINT64_MAX);  // still logged: the next mirror cut carries their blocks
       queue_.reset();
       if (transport_.registers().interrupt_status != 0 && set_irq_) set_irq_(false);
       transport_.Reset();
@@ -236,6 +289,7 @@ void VirtioBlkDevice::MmioWrite(uint64_t offset, const uint8_t* data, uint32_t s
     case MmioEvent::kQueueReady:
       if (transport_.registers().queue_ready == 0) {
         DrainLocked(lock);
+        PublishHeldLocked(UINT64_MAX);
         queue_.reset();
         return;
       }
@@ -269,6 +323,10 @@ absl::StatusOr<v1::VirtioBlkState> VirtioBlkDevice::Save() {
   std::lock_guard lock(mu_);
   if (!quiesced_ || in_flight_ != 0) {
     return absl::FailedPreconditionError(absl::StrCat("virtio-blk ", disk_index_, ": save needs a quiesced device"));
+  }
+  if (!held_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("virtio-blk ", disk_index_, ": ", held_.size(),
+                                                      " write completions still wait for the disk mirror"));
   }
   // What the guest wrote but never flushed may sit in this host's page cache only; the next host
   // (a shared datastore over NFS) reads the file server's copy.

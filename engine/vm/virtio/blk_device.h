@@ -6,8 +6,15 @@
 // runs without KVM in tests.
 //
 // Device thread states: quiesced (takes nothing from the ring; the state it is built in) and
-// taking. Quiesce() returns once nothing is in flight and every completion is published.
+// taking. Quiesce() returns once nothing is in flight on io_uring.
+//
+// Mirroring (a storage migration's synchronous mode, docs/storage_migration.md): between
+// StartMirror() and EndMirror() the completion of every write is held back from the guest until
+// the writes it belongs to were copied to the destination: CutMirror() numbers the held
+// completions while the write log is collected, ReleaseMirrored(cut) publishes them once the
+// destination acknowledged that cut.
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -40,6 +47,7 @@ struct VirtioBlkCounters {
   uint64_t io_errors = 0;     // of those, answered IOERR
   uint64_t max_in_flight = 0; // most requests on io_uring at once
   uint64_t flushes = 0;
+  uint64_t mirror_held = 0;   // write completions held until their blocks were mirrored
 };
 
 class VirtioBlkDevice : public MmioDevice {
@@ -74,7 +82,19 @@ class VirtioBlkDevice : public MmioDevice {
   // Takes requests again, starting with whatever the driver made available meanwhile.
   void Resume();
 
-  // Quiesced only. Save also writes the disk's data through (fdatasync) for the host that will
+  // From now on a write's completion is held (not shown to the guest) until ReleaseMirrored.
+  void StartMirror();
+  // Waits up to `wait` for a held completion without a cut, then, under the lock every write is
+  // logged under, gives each such completion the next cut number and runs `collect` (which reads
+  // the write log: exactly the blocks of the completions cut here, plus any logged before the
+  // mirror started). Returns the cut's number.
+  uint64_t CutMirror(std::chrono::milliseconds wait, const std::function<void()>& collect);
+  // Publishes the held completions of cuts up to `through` (their blocks are on the destination).
+  void ReleaseMirrored(uint64_t through);
+  // Publishes every held completion; completions are no longer held. Safe without StartMirror.
+  void EndMirror();
+
+  // Quiesced and no completion held only. Save also writes the disk's data through (fdatasync) for the host that will
   // run the VM next; Restore drops this host's cached pages of the disk first, unless they are
   // coherent (HostCache::kCoherent: dropping would only write back and re-read inside the pause).
   absl::StatusOr<v1::VirtioBlkState> Save();
@@ -111,6 +131,15 @@ class VirtioBlkDevice : public MmioDevice {
   void ActivateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DrainLocked(std::unique_lock<std::mutex>& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<uint32_t> FreeSlotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A completed write whose completion waits for the mirror.
+  struct HeldCompletion {
+    uint16_t head = 0;
+    ChainSegment status{};
+    uint8_t value = 0;
+    uint32_t written = 0;
+    uint64_t cut = 0;  // 0: not cut yet
+  };
+  void PublishHeldLocked(uint64_t through) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::unique_ptr<UringBlockFile> file_;
   const uint32_t disk_index_;
@@ -130,6 +159,9 @@ class VirtioBlkDevice : public MmioDevice {
   uint32_t draining_ ABSL_GUARDED_BY(mu_) = 0;  // callers waiting for in_flight_ == 0
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   VirtioBlkCounters counters_ ABSL_GUARDED_BY(mu_);
+  bool mirroring_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t last_cut_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<HeldCompletion> held_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ferry
