@@ -258,5 +258,75 @@ TEST_F(JobsE2E, FiftyConcurrentPeerStartsBeyondTheLimitAreRefusedClearly) {
   EXPECT_EQ(events.back().phase(), v1::MIGRATION_PHASE_COMPLETED) << events.back().error();
 }
 
+// The destination has one slot and it is busy: a second migration to it queues on the source,
+// visibly with the destination's reason (`migration list/show`), retries by itself and completes
+// once the slot frees; a third, cancelled while queued, ends CANCELLED and its VM runs on here.
+TEST(JobsQueueE2E, ADestinationWithItsSlotBusyQueuesTheNextJobVisiblyUntilItFrees) {
+  cli::LocalClusterOptions options;
+  options.extra_args = {{}, {"--max-migrations", "1"}};
+  auto c = cli::LocalCluster::Start(options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto a = (*c)->Stub(0), b = (*c)->Stub(1);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (const char* name : {"vm-first", "vm-second", "vm-cancel"}) {
+    ASSERT_TRUE(CreateVm(**a, GuestSpec(name, v1::BACKEND_KIND_SYNTHETIC, 64, 8, 1)).ok());
+    ASSERT_TRUE(WaitForHeartbeats(**a, name, 3, 20));
+  }
+  v1::MigrateRequest slow = MigrateTo(**c, 1, "vm-first");
+  slow.mutable_options()->set_max_bandwidth_mibps(1);  // holds the destination's only slot
+  slow.mutable_options()->set_skip_prechecks(true);
+  Follower first(**a, slow);
+  ASSERT_TRUE(WaitUntil([&] { return first.last().phase() == v1::MIGRATION_PHASE_PRECOPY; }, 20));
+  v1::MigrateRequest next = MigrateTo(**c, 1, "vm-second");
+  next.mutable_options()->set_skip_prechecks(true);
+  Follower second(**a, next);
+  v1::MigrateRequest doomed = MigrateTo(**c, 1, "vm-cancel");
+  doomed.mutable_options()->set_skip_prechecks(true);
+  Follower cancelled(**a, doomed);
+  auto queued_by_destination = [&](Follower& f) {
+    v1::MigrationInfo info = Info(**a, f.id());
+    return !f.id().empty() && info.last_event().phase() == v1::MIGRATION_PHASE_QUEUED &&
+           info.last_event().error().find("refused the migration") != std::string::npos;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return queued_by_destination(second) && queued_by_destination(cancelled); }, 30))
+      << Info(**a, second.id()).DebugString();
+
+  // Another process sees why they wait.
+  Cli show = RunMigrate(**c, "migration show " + second.id() + " --json");
+  ASSERT_EQ(show.exit_code, 0) << show.out;
+  nlohmann::json s = Json(show);
+  EXPECT_EQ(s["last_event"]["phase"], "MIGRATION_PHASE_QUEUED") << s.dump(2);
+  EXPECT_NE(s["last_event"]["error"].get<std::string>().find("1 of its 1 concurrent migrations"), std::string::npos)
+      << s.dump(2);
+  Cli list = RunMigrate(**c, "migration list");
+  ASSERT_EQ(list.exit_code, 0) << list.out;
+  EXPECT_NE(list.out.find("destination is busy"), std::string::npos) << list.out;
+
+  // Cancelled while queued: it ends at once and cleanly; its VM never left.
+  Cli cancel = RunMigrate(**c, "migration cancel " + cancelled.id());
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.out;
+  cancelled.Join();
+  EXPECT_EQ(cancelled.last().phase(), v1::MIGRATION_PHASE_CANCELLED) << cancelled.last().error();
+  v1::VmInfo kept;
+  ASSERT_TRUE(GetVm(**a, "vm-cancel", &kept).ok());
+  EXPECT_TRUE(kept.migration_id().empty()) << "the cancelled job still holds its VM";
+  EXPECT_EQ(kept.state(), v1::VM_POWER_STATE_RUNNING);
+
+  // The slot frees: the queued job retries by itself and completes.
+  Cli lift = RunMigrate(**c, "migration set " + first.id() + " --max-bandwidth 0");
+  EXPECT_EQ(lift.exit_code, 0) << lift.out;
+  first.Join();
+  second.Join();
+  EXPECT_EQ(first.last().phase(), v1::MIGRATION_PHASE_COMPLETED) << first.last().error();
+  ASSERT_TRUE(second.status().ok()) << second.status().error_message();
+  EXPECT_EQ(second.last().phase(), v1::MIGRATION_PHASE_COMPLETED) << second.last().error();
+  ExpectGuestHealthy(**b, "vm-first", 0.2);
+  ExpectGuestHealthy(**b, "vm-second", 0.2);
+  ExpectGuestHealthy(**a, "vm-cancel", 0.2);
+  v1::VmInfo gone;
+  EXPECT_FALSE(GetVm(**a, "vm-second", &gone).ok());
+  EXPECT_FALSE(GetVm(**b, "vm-cancel", &gone).ok());
+}
+
 }  // namespace
 }  // namespace ferry::e2e
