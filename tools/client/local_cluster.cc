@@ -210,6 +210,21 @@ LocalCluster::~LocalCluster() {
   }
 }
 
+namespace {
+
+// Whether `pid` is gone or a zombie (state Z or X in /proc/PID/stat, after the command's ')').
+bool ExitedOrZombie(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return true;
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return true;
+  const char state = stat[paren + 2];
+  return state == 'Z' || state == 'X';
+}
+
+}  // namespace
+
 int KillVmmProcessesUnder(const std::string& dir) {
   int killed = 0;
   std::error_code ec;
@@ -225,8 +240,9 @@ int KillVmmProcessesUnder(const std::string& dir) {
     std::string name;
     if (!(comm >> name) || name != "ferry-vmm") continue;  // gone, or the pid was reused
     if (kill(pid, SIGKILL) == 0) ++killed;
-    // Not our child: wait until its parent (init or an agent) has reaped it.
-    for (int t = 0; t < 200 && kill(pid, 0) == 0; ++t) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // Not our child: wait until it has exited. A zombie counts: it already let go of its memory,
+    // files and locks; its parent (init or an agent) reaps it whenever it gets to it.
+    for (int t = 0; t < 200 && !ExitedOrZombie(pid); ++t) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return killed;
 }
