@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/agent/host_facts_source.h"
+#include "engine/cluster/cluster_events.h"
 #include "engine/cluster/cluster_keys.h"
 #include "engine/cluster/cluster_store.h"
 #include "engine/host/host_memory.h"
@@ -188,7 +189,10 @@ void AgentCluster::ClaimRunningVms() {
   for (const auto& kv : *vms) {
     auto record = cluster::ProtectedVmFromJson(kv.value);
     if (!record.ok()) continue;
-    if (record->host == me && record->state == cluster::ProtectedVmState::kRunning) continue;
+    if (record->host == me && record->state == cluster::ProtectedVmState::kRunning) {
+      ReconcileGoneVm(*record);
+      continue;
+    }
     auto entry = ctx_.vms.Find(record->vm);
     std::optional<DatastoreVm> home = ctx_.ownership.Find(record->vm);
     if (!entry || !entry->vm || !home) continue;
@@ -206,6 +210,38 @@ void AgentCluster::ClaimRunningVms() {
     if (claimed.ok()) {
       spdlog::info("ha: event=protected_vm_claimed cluster={} vm={} host={}", cluster_, record->vm, me);
     }
+  }
+}
+
+void AgentCluster::ReconcileGoneVm(const cluster::ProtectedVm& record) {
+  auto entry = ctx_.vms.Find(record.vm);
+  if (entry && entry->vm) {
+    gone_rounds_.erase(record.vm);
+    return;
+  }
+  // A migration hands the lock over at commit: a held lock means it runs elsewhere (its new host
+  // claims it); two rounds let a stop or a commit in flight settle first.
+  auto holder = VmLock::CurrentHolder(record.dir + "/" + kVmLockFile);
+  if (!holder.ok() || holder->has_value()) {
+    gone_rounds_.erase(record.vm);
+    return;
+  }
+  if (++gone_rounds_[record.vm] < 2) return;
+  gone_rounds_.erase(record.vm);
+  const std::string& me = ctx_.config.name;
+  const std::string reason = absl::StrCat("recorded running on ", me, " but gone from it (VMM or host restarted)");
+  auto updated = cluster::UpdateProtectedVm(*etcd_, cluster_, record.vm, [&](cluster::ProtectedVm& r) {
+    if (r.host != me || r.state != cluster::ProtectedVmState::kRunning) return false;
+    r.state = cluster::ProtectedVmState::kRestartRequested;
+    r.exclude_host.clear();
+    r.target.clear();
+    r.attempts = 0;
+    r.detail = reason;
+    return true;
+  });
+  if (updated.ok() && updated->state == cluster::ProtectedVmState::kRestartRequested) {
+    spdlog::warn("ha: event=protected_vm_gone cluster={} vm={} host={} (restart requested)", cluster_, record.vm, me);
+    (void)cluster::RecordClusterEvent(*etcd_, cluster_, {0, me, "protected_vm_gone", record.vm, reason});
   }
 }
 

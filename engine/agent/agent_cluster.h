@@ -9,6 +9,7 @@
 //    survivors through their agents' StartVm (mutual TLS, with admission).
 
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -53,6 +54,10 @@ class AgentCluster {
   void Run();
   void ChooseHeartbeatDatastores();
   void ClaimRunningVms();
+  // A protected VM recorded running here that does not run here (its VMM died, or this agent came
+  // back after a crash before the master acted): once two rounds in a row saw it gone with its lock
+  // free, hand it to the master for a restart (any host, this one included).
+  void ReconcileGoneVm(const cluster::ProtectedVm& record);
   cluster::HostReport Report();
   absl::Status StartOn(const cluster::HostRecord& target, const cluster::ProtectedVm& vm);
 
@@ -63,6 +68,8 @@ class AgentCluster {
   std::unique_ptr<cluster::HeartbeatWriter> heartbeats_;
   std::unique_ptr<cluster::RestartCoordinator> restarts_;
   std::unique_ptr<AgentHaProtection> protection_;  // isolation response and VMCP
+
+  std::map<std::string, int> gone_rounds_;  // VM -> rounds seen gone from here (Run's thread only)
 
   std::mutex mu_;
   std::condition_variable stop_cv_;

@@ -4,6 +4,8 @@
 //   master          the master's host name, bound to its lease (the election key)
 //   hosts/<host>    HostRecord (JSON): a member of the cluster and its current lease
 //   vms/<vm>        ProtectedVm (JSON): the protected-VM list
+//   host-health/<host>  HostHealthRecord (JSON): the master's judgement of a host (cluster_events.h)
+//   events/<time>-<host>  ClusterEvent (JSON): the latest events, oldest first
 
 #include <string>
 
@@ -25,6 +27,9 @@ class ClusterKeys {
   std::string host(const std::string& name) const { return hosts() + name; }
   std::string vms() const { return prefix_ + "vms/"; }
   std::string vm(const std::string& name) const { return vms() + name; }
+  std::string host_health() const { return prefix_ + "host-health/"; }
+  std::string host_health(const std::string& name) const { return host_health() + name; }
+  std::string events() const { return prefix_ + "events/"; }
 
  private:
   std::string prefix_;

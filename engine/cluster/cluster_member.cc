@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "engine/cluster/cluster_events.h"
 #include "engine/cluster/cluster_keys.h"
 #include "engine/cluster/cluster_store.h"
 
@@ -141,6 +142,7 @@ absl::Duration ClusterMember::StepSlave() {
   // A retried create may have succeeded the first time: the key bound to our lease is ours.
   if (*created || (current->has_value() && (*current)->lease == lease_)) {
     Apply(HostEvent::kWonElection);
+    (void)RecordClusterEvent(etcd_, options_.cluster, {0, options_.host, "master_elected", options_.host, ""});
     return absl::ZeroDuration();
   }
   if (!current->has_value()) return absl::ZeroDuration();  // deleted meanwhile: campaign again

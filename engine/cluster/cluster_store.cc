@@ -1,5 +1,7 @@
 #include "engine/cluster/cluster_store.h"
 
+#include <map>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -82,6 +84,16 @@ absl::Status UnprotectVm(EtcdClient& etcd, const std::string& cluster, const std
   return etcd.Delete(ClusterKeys(cluster).vm(vm));
 }
 
+std::string ShownHealth(const HostStatus& h) {
+  if (h.network_heartbeat_alive) return HostHealthName(HostHealth::kAlive);
+  if (!h.judged || h.judged->health == HostHealth::kAlive) return "lost";  // not judged since it went
+  return HostHealthName(h.judged->health);
+}
+
+std::string ShownDatastoreHeartbeat(const HostStatus& h) {
+  return h.judged ? DatastoreHeartbeatStateName(h.judged->datastore_heartbeat) : "-";
+}
+
 absl::StatusOr<ClusterStatus> ReadClusterStatus(EtcdClient& etcd, const std::string& cluster) {
   ClusterStatus s;
   s.cluster = cluster;
@@ -92,6 +104,13 @@ absl::StatusOr<ClusterStatus> ReadClusterStatus(EtcdClient& etcd, const std::str
   auto master = etcd.Get(keys.master());
   if (!master.ok()) return master.status();
   if (master->has_value()) s.master = (*master)->value;
+  auto judged = etcd.GetPrefix(keys.host_health());
+  if (!judged.ok()) return judged.status();
+  std::map<std::string, HostHealthRecord> judgements;
+  for (const auto& kv : *judged) {
+    auto r = HostHealthRecordFromJson(kv.value);
+    if (r.ok()) judgements[r->host] = *r;  // a bad record is shown as not judged, never trusted
+  }
   auto hosts = etcd.GetPrefix(keys.hosts());
   if (!hosts.ok()) return hosts.status();
   for (const auto& kv : *hosts) {
@@ -108,6 +127,8 @@ absl::StatusOr<ClusterStatus> ReadClusterStatus(EtcdClient& etcd, const std::str
     // etcd rounds the remaining TTL down to whole seconds: 0 is a live lease, -1 an expired one.
     h.network_heartbeat_alive = lease->remaining_ttl_s >= 0;
     if (h.network_heartbeat_alive) h.since_keepalive_s = lease->granted_ttl_s - lease->remaining_ttl_s;
+    // Only the current master's judgement counts (an old master's record may be stale).
+    if (auto j = judgements.find(record->host); j != judgements.end() && j->second.by == s.master) h.judged = j->second;
     s.hosts.push_back(h);
   }
   auto vms = etcd.GetPrefix(keys.vms());
@@ -117,6 +138,9 @@ absl::StatusOr<ClusterStatus> ReadClusterStatus(EtcdClient& etcd, const std::str
     if (!vm.ok()) return absl::DataLossError(absl::StrCat(kv.key, ": ", vm.status().message()));
     s.vms.push_back(*vm);
   }
+  auto events = ReadClusterEvents(etcd, cluster);
+  if (!events.ok()) return events.status();
+  s.events = std::move(*events);
   return s;
 }
 
@@ -131,7 +155,10 @@ std::string ToJson(const ClusterStatus& s) {
     hj["host"] = h.record.host;
     hj["address"] = h.record.address;
     hj["role"] = h.master ? "master" : "slave";
+    hj["state"] = ShownHealth(h);
     hj["network_heartbeat"] = h.network_heartbeat_alive ? "alive" : "lost";
+    hj["datastore_heartbeat"] = ShownDatastoreHeartbeat(h);
+    hj["judged_since_unix_ns"] = h.judged ? h.judged->since_unix_ns : 0;
     hj["lease_remaining_s"] = h.lease_remaining_s;
     hj["since_keepalive_s"] = h.since_keepalive_s;
     hj["free_memory_bytes"] = h.record.free_memory_bytes;
@@ -142,6 +169,8 @@ std::string ToJson(const ClusterStatus& s) {
   for (const auto& vm : s.vms) {
     j["protected_vms"].push_back(nlohmann::ordered_json::parse(ToJson(vm)));
   }
+  j["events"] = nlohmann::ordered_json::array();
+  for (const auto& e : s.events) j["events"].push_back(nlohmann::ordered_json::parse(ToJson(e)));
   return j.dump();
 }
 

@@ -6,8 +6,11 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
 #include "absl/status/statusor.h"
 #include "engine/cluster/cluster_config.h"
+#include "engine/cluster/cluster_events.h"
 #include "engine/cluster/etcd_client.h"
 #include "engine/cluster/protected_vm.h"
 
@@ -49,13 +52,20 @@ struct HostStatus {
   int64_t lease_remaining_s = -1;        // -1 once expired
   int64_t since_keepalive_s = 0;         // granted TTL - remaining: how long since its last heartbeat
   bool master = false;
+  std::optional<HostHealthRecord> judged;  // the master's judgement (host-health/<host>), if any
 };
+// What `cluster status` shows for a host: alive while its lease is live, else the master's
+// judgement (judging, failed, isolated, partitioned, unknown), "lost" before any.
+std::string ShownHealth(const HostStatus& h);
+// Its datastore heartbeat as the master last read it; "-" when nobody judged it yet.
+std::string ShownDatastoreHeartbeat(const HostStatus& h);
 struct ClusterStatus {
   std::string cluster;
   ClusterConfig config;
   std::string master;  // "" while there is none
   std::vector<HostStatus> hosts;
   std::vector<ProtectedVm> vms;
+  std::vector<ClusterEvent> events;  // oldest first
 };
 absl::StatusOr<ClusterStatus> ReadClusterStatus(EtcdClient& etcd, const std::string& cluster);
 std::string ToJson(const ClusterStatus& s);

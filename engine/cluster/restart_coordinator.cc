@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "engine/cluster/cluster_keys.h"
+#include "engine/cluster/isolation.h"
 
 namespace ferry::cluster {
 namespace {
@@ -40,7 +41,8 @@ void RestartCoordinator::Step(EtcdClient& etcd) {
     if (!lease.ok()) return;  // cannot tell who is alive: decide nothing this round
     hosts[record->host] = HostView{*record, lease->remaining_ttl_s >= 0};
   }
-  JudgeLostHosts(hosts);
+  JudgeLostHosts(etcd, hosts);
+  PublishHostHealth(etcd, hosts);
   auto vm_kvs = etcd.GetPrefix(ClusterKeys(options_.cluster).vms());
   if (!vm_kvs.ok()) return;
   std::vector<ProtectedVm> vms;
@@ -63,9 +65,15 @@ std::vector<std::string> RestartCoordinator::HeartbeatPathsOf(const HostRecord& 
   return paths;
 }
 
-void RestartCoordinator::JudgeLostHosts(const std::map<std::string, HostView>& hosts) {
+void RestartCoordinator::Event(EtcdClient& etcd, const std::string& kind, const std::string& subject,
+                               const std::string& detail) {
+  (void)RecordClusterEvent(etcd, options_.cluster, {0, options_.host, kind, subject, detail});
+}
+
+void RestartCoordinator::JudgeLostHosts(EtcdClient& etcd, const std::map<std::string, HostView>& hosts) {
   for (auto it = lost_.begin(); it != lost_.end();) {
     auto h = hosts.find(it->first);
+    if (h != hosts.end() && h->second.alive) Event(etcd, "host_back", it->first, "its network heartbeat is back");
     it = (h == hosts.end() || h->second.alive) ? lost_.erase(it) : std::next(it);
   }
   const absl::Time now = absl::Now();
@@ -80,6 +88,8 @@ void RestartCoordinator::JudgeLostHosts(const std::map<std::string, HostView>& h
       }
       spdlog::warn("ha: event=host_lost cluster={} host={} datastores={} (judging by its datastore heartbeats)",
                    options_.cluster, name, sample.before.size());
+      Event(etcd, "host_lost", name,
+            absl::StrCat("network heartbeat lost; judging by ", sample.before.size(), " datastore heartbeat(s)"));
       continue;
     }
     if (sample.verdict || now - sample.first_read < options_.interval * kVerdictIntervals) continue;
@@ -94,6 +104,61 @@ void RestartCoordinator::JudgeLostHosts(const std::map<std::string, HostView>& h
                               : LostHostVerdict::kUnknown;
     spdlog::warn("ha: event=host_verdict cluster={} host={} verdict={} after_ms={}", options_.cluster, name,
                  VerdictName(*sample.verdict), absl::ToInt64Milliseconds(now - sample.first_read));
+    Event(etcd, "host_verdict", name,
+          absl::StrCat("verdict=", VerdictName(*sample.verdict),
+                       " after_ms=", absl::ToInt64Milliseconds(now - sample.first_read)));
+  }
+}
+
+DatastoreHeartbeatState RestartCoordinator::ReadDatastoreHeartbeat(const HostRecord& host) {
+  const std::vector<std::string> paths = HeartbeatPathsOf(host);
+  if (paths.empty()) return DatastoreHeartbeatState::kNone;
+  std::optional<uint64_t> sequence;
+  for (const auto& path : paths) {
+    auto r = ReadHeartbeat(path, options_.cluster, host.host);
+    if (r.ok()) sequence = std::max(sequence.value_or(0), r->sequence);
+  }
+  if (!sequence) return DatastoreHeartbeatState::kUnreadable;
+  const absl::Time now = absl::Now();
+  auto [it, fresh] = datastore_seen_.try_emplace(host.host, DatastoreSeen{*sequence, now});
+  if (!fresh && it->second.sequence != *sequence) it->second = {*sequence, now};
+  return now - it->second.moved <= options_.interval * (kVerdictIntervals + 1) ? DatastoreHeartbeatState::kAlive
+                                                                                : DatastoreHeartbeatState::kStopped;
+}
+
+void RestartCoordinator::PublishHostHealth(EtcdClient& etcd, const std::map<std::string, HostView>& hosts) {
+  for (const auto& [name, view] : hosts) {
+    if (name == options_.host) continue;
+    HostHealthRecord r{name, HostHealth::kAlive, ReadDatastoreHeartbeat(view.record), options_.host, 0};
+    if (!view.alive) {
+      auto sample = lost_.find(name);
+      if (sample == lost_.end() || !sample->second.verdict) {
+        r.health = HostHealth::kJudging;
+      } else if (*sample->second.verdict == LostHostVerdict::kFailed) {
+        r.health = HostHealth::kFailed;
+      } else if (*sample->second.verdict == LostHostVerdict::kUnknown) {
+        r.health = HostHealth::kUnknown;
+      } else {
+        // Alive on its datastores: cut from etcd only (partitioned) if its agent still answers us.
+        auto answers = view.record.address.empty() ? absl::StatusOr<bool>(false)
+                                                   : TcpAnswers(view.record.address, absl::Milliseconds(300));
+        r.health = answers.ok() && *answers ? HostHealth::kPartitioned : HostHealth::kIsolated;
+      }
+    }
+    auto last = published_.find(name);
+    if (last != published_.end() && last->second.health == r.health &&
+        last->second.datastore_heartbeat == r.datastore_heartbeat) {
+      continue;
+    }
+    r.since_unix_ns = last != published_.end() && last->second.health == r.health ? last->second.since_unix_ns
+                                                                                    : absl::GetCurrentTimeNanos();
+    if (!etcd.Put(ClusterKeys(options_.cluster).host_health(name), ToJson(r)).ok()) continue;
+    if (last != published_.end() && last->second.health != r.health && r.health != HostHealth::kJudging &&
+        r.health != HostHealth::kFailed && r.health != HostHealth::kUnknown) {
+      Event(etcd, absl::StrCat("host_", HostHealthName(r.health)), name,
+            absl::StrCat("datastore heartbeat ", DatastoreHeartbeatStateName(r.datastore_heartbeat)));
+    }
+    published_[name] = r;
   }
 }
 
@@ -145,6 +210,7 @@ void RestartCoordinator::RequestRestarts(EtcdClient& etcd, const std::map<std::s
     if (updated->state == ProtectedVmState::kRestartRequested) {
       spdlog::warn("ha: event=vm_restart_needed cluster={} vm={} priority={} host={} reason=\"{}\"",
                    options_.cluster, vm.vm, RestartPriorityName(vm.priority), lost_host, reason);
+      Event(etcd, "vm_restart_needed", vm.vm, reason);
     }
     vm = *updated;
   }
@@ -205,15 +271,17 @@ void RestartCoordinator::PlaceAndStart(EtcdClient& etcd, const std::map<std::str
         result.host = t;
         result.attempts = 0;
         placed[t] += vm->memory_bytes;
+        const int64_t start_ms = absl::ToInt64Milliseconds(absl::Now() - started);
         spdlog::warn("ha: event=vm_restarted cluster={} vm={} priority={} host={} from={} start_ms={}",
-                     options_.cluster, vm->vm, RestartPriorityName(vm->priority), t, vm->exclude_host,
-                     absl::ToInt64Milliseconds(absl::Now() - started));
+                     options_.cluster, vm->vm, RestartPriorityName(vm->priority), t, vm->exclude_host, start_ms);
+        Event(etcd, "vm_restarted", vm->vm, absl::StrCat("host=", t, " from=", vm->exclude_host, " start_ms=", start_ms));
       } else if (absl::IsFailedPrecondition(st) && absl::StrContains(st.message(), "is locked by")) {
         // The lock is the owner: it runs somewhere. Never start it elsewhere.
         result.state = ProtectedVmState::kHeld;
         result.detail = std::string(st.message());
         spdlog::warn("ha: event=vm_restart_refused_locked cluster={} vm={} target={} error=\"{}\"", options_.cluster,
                      vm->vm, t, std::string(st.message()));
+        Event(etcd, "vm_restart_refused_locked", vm->vm, std::string(st.message()));
       } else {
         if (absl::IsResourceExhausted(st)) full.insert(t);
         outcome = absl::StrCat(t, ": ", st.message());
@@ -249,10 +317,12 @@ void RestartCoordinator::PlaceAndStart(EtcdClient& etcd, const std::map<std::str
     if (waiting.ok() && waiting->attempts == 1) {
       spdlog::warn("ha: event=vm_waiting_capacity cluster={} vm={} priority={} detail=\"{}\"", options_.cluster,
                    vm->vm, RestartPriorityName(vm->priority), outcome);
+      Event(etcd, "vm_waiting_capacity", vm->vm, outcome);
     }
     if (waiting.ok() && waiting->state == ProtectedVmState::kRestartFailed) {
       spdlog::error("ha: event=vm_restart_failed cluster={} vm={} attempts={} detail=\"{}\"", options_.cluster,
                     vm->vm, waiting->attempts, outcome);
+      Event(etcd, "vm_restart_failed", vm->vm, outcome);
     }
   }
 }

@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/cluster/cluster_events.h"
 #include "engine/cluster/cluster_store.h"
 #include "engine/cluster/datastore_heartbeat.h"
 #include "engine/cluster/etcd_client.h"
@@ -56,14 +57,23 @@ class RestartCoordinator {
   // One round (the master's AgentCluster thread calls it every interval).
   void Step(EtcdClient& etcd);
   // Forget what a previous mastership learnt (verdict samples start again).
-  void Reset() { lost_.clear(); }
+  void Reset() {
+    lost_.clear();
+    datastore_seen_.clear();
+    published_.clear();
+  }
 
  private:
   struct HostView {
     HostRecord record;
     bool alive = false;
   };
-  void JudgeLostHosts(const std::map<std::string, HostView>& hosts);
+  void JudgeLostHosts(EtcdClient& etcd, const std::map<std::string, HostView>& hosts);
+  // host-health/<host> for every other host (cluster_events.h), rewritten when it changed.
+  void PublishHostHealth(EtcdClient& etcd, const std::map<std::string, HostView>& hosts);
+  DatastoreHeartbeatState ReadDatastoreHeartbeat(const HostRecord& host);
+  // Logged by the caller; this also publishes it (events/) for `cluster status`.
+  void Event(EtcdClient& etcd, const std::string& kind, const std::string& subject, const std::string& detail);
   std::vector<std::string> HeartbeatPathsOf(const HostRecord& host) const;
   void RequestRestarts(EtcdClient& etcd, const std::map<std::string, HostView>& hosts, std::vector<ProtectedVm>& vms);
   void PlaceAndStart(EtcdClient& etcd, const std::map<std::string, HostView>& hosts, std::vector<ProtectedVm>& vms);
@@ -72,6 +82,12 @@ class RestartCoordinator {
 
   const RestartCoordinatorOptions options_;
   std::map<std::string, LostHostSample> lost_;  // lapsed host -> its verdict sampling
+  struct DatastoreSeen {
+    uint64_t sequence = 0;
+    absl::Time moved;  // when the master last saw the sequence change (or first read it)
+  };
+  std::map<std::string, DatastoreSeen> datastore_seen_;  // host -> its heartbeat as last read
+  std::map<std::string, HostHealthRecord> published_;    // host -> its last published health
 };
 
 }  // namespace ferry::cluster

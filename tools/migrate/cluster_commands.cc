@@ -14,6 +14,7 @@
 #include "engine/agent/certs.h"
 #include "engine/cluster/cluster_join_config.h"
 #include "engine/cluster/cluster_store.h"
+#include "tools/client/cluster_status_render.h"
 #include "tools/migrate/cli_error.h"
 #include "tools/migrate/commands.h"
 
@@ -65,27 +66,6 @@ void PrintConfig(const cluster::ClusterConfig& c) {
   for (const auto& [k, v] : j.items()) {
     std::printf("  %-32s %s\n", k.c_str(), v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
   }
-}
-
-void PrintStatus(const cluster::ClusterStatus& s) {
-  std::printf("cluster %s\n", s.cluster.c_str());
-  std::printf("master  %s\n", s.master.empty() ? "(none: election in progress or no live host)" : s.master.c_str());
-  std::printf("\n%-20s %-7s %-18s %-10s %s\n", "HOST", "ROLE", "NETWORK HEARTBEAT", "LEASE LEFT", "ADDRESS");
-  for (const auto& h : s.hosts) {
-    std::string left = h.network_heartbeat_alive ? absl::StrCat(h.lease_remaining_s, " s") : "expired";
-    std::printf("%-20s %-7s %-18s %-10s %s\n", h.record.host.c_str(), h.master ? "master" : "slave",
-                h.network_heartbeat_alive ? "alive" : "lost", left.c_str(), h.record.address.c_str());
-  }
-  std::printf("\nprotected VMs: %zu\n", s.vms.size());
-  if (!s.vms.empty()) {
-    std::printf("  %-20s %-8s %-17s %-14s %s\n", "VM", "PRIORITY", "STATE", "OWNER", "DETAIL");
-  }
-  for (const auto& vm : s.vms) {
-    std::printf("  %-20s %-8s %-17s %-14s %s\n", vm.vm.c_str(), cluster::RestartPriorityName(vm.priority).c_str(),
-                cluster::ProtectedVmStateName(vm.state).c_str(), vm.host.c_str(), vm.detail.c_str());
-  }
-  std::printf("\nconfig\n");
-  PrintConfig(s.config);
 }
 
 // Sets the `cluster:` section of an agent's YAML config file, keeping the file 0600.
@@ -168,7 +148,7 @@ void AddClusterCommands(CLI::App& app, Globals& g) {
     std::printf("%s: joins cluster %s when the agent starts\n", opts->agent_config.c_str(), opts->name.c_str());
   });
 
-  auto* status = cluster->add_subcommand("status", "the master, each host's network heartbeat, the protected VMs");
+  auto* status = cluster->add_subcommand("status", "the master, each host's state (network and datastore heartbeats), the protected VMs, recent events");
   status->add_option("NAME", opts->name, "cluster name")->required();
   status->add_flag("--json", opts->json, "print JSON");
   AddEtcdFlags(status, opts->etcd);
@@ -183,7 +163,7 @@ void AddClusterCommands(CLI::App& app, Globals& g) {
     if (opts->json) {
       std::printf("%s\n", cluster::ToJson(*s).c_str());
     } else {
-      PrintStatus(*s);
+      std::fputs(RenderClusterStatus(*s).c_str(), stdout);
     }
   });
 

@@ -58,6 +58,7 @@ void AddDatastoreVmCommands(CLI::App* vm, Globals& g);  // vm start|delete|regis
 void AddVmmUpgradeCommand(CLI::App* vm, Globals& g);    // vm upgrade (vmm_upgrade_command.cc)
 void AddPrecheckCommands(CLI::App& app, Globals& g);  // precheck --vm --source --destination, host cpu-baseline
 void AddDemoCommand(CLI::App& app, Globals& g);       // demo
+void AddDemoHaCommand(CLI::App* demo, Globals& g);    // demo ha (demo_ha_command.cc)
 void AddCertsCommands(CLI::App& app, Globals& g);     // certs ...
 void AddMigrationCommands(CLI::App& app, Globals& g); // migration list|show|watch|cancel|set (jobs on --agent)
 void AddClusterCommands(CLI::App& app, Globals& g);   // cluster create|join|status|config (etcd)

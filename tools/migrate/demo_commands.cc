@@ -240,7 +240,11 @@ void AddDemoCommand(CLI::App& app, Globals& g) {
   demo->add_flag("--keep", a->keep, "keep the temporary directory (agent logs, console logs)");
   demo->add_flag("--json", a->json, "print the summary as JSON");
   AddDataPathFlags(demo, a->data);
-  demo->callback([&g, a] { g.exit_code = RunDemo(*a); });
+  AddDemoHaCommand(demo, g);
+  demo->callback([&g, a, demo] {
+    if (demo->got_subcommand("ha")) return;  // `demo ha` ran instead
+    g.exit_code = RunDemo(*a);
+  });
 }
 
 }  // namespace ferry::cli
