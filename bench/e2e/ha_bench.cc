@@ -78,11 +78,9 @@ int main(int argc, char** argv) {
       o.cancelled = &g_interrupted;
       nlohmann::json run = {{"heartbeat_interval_ms", interval}, {"heartbeat_misses", misses}, {"repetition", rep}};
       auto scenario = ferry::cli::HaScenario::Start(o);
-      absl::StatusOr<ferry::cli::HaRunResult> result = scenario.status();
-      if (scenario.ok()) {
-        absl::Status st = (*scenario)->CreateProtectedVms();
-        result = st.ok() ? (*scenario)->KillVictimAndFollow(/*verify=*/false) : absl::StatusOr<ferry::cli::HaRunResult>(st);
-      }
+      absl::Status st = scenario.ok() ? (*scenario)->CreateProtectedVms() : scenario.status();
+      absl::StatusOr<ferry::cli::HaRunResult> result =
+          st.ok() ? (*scenario)->KillVictimAndFollow(/*verify=*/false) : absl::StatusOr<ferry::cli::HaRunResult>(st);
       if (!result.ok()) {
         run["error"] = std::string(result.status().message());
         std::fprintf(stderr, "ha-bench: interval %u ms run %d: %s\n", interval, rep,
