@@ -95,7 +95,7 @@ void StartThreeAgents(HaAgents& s) {
 }
 
 TEST(HaMaster, MasterAgentKilledANewMasterIsElected) {
-  FERRY_START_ETCD_OR_SKIP(etcd, 1);
+  FERRY_START_ETCD_OR_SKIP(etcd, 3);
   HaAgents s;
   s.etcd = std::move(etcd);
   StartThreeAgents(s);
@@ -120,7 +120,7 @@ TEST(HaMaster, MasterAgentKilledANewMasterIsElected) {
 }
 
 TEST(HaHostFailure, KilledAgentsHostIsSeenWithItsNetworkHeartbeatLost) {
-  FERRY_START_ETCD_OR_SKIP(etcd, 1);
+  FERRY_START_ETCD_OR_SKIP(etcd, 3);
   HaAgents s;
   s.etcd = std::move(etcd);
   StartThreeAgents(s);

@@ -168,7 +168,7 @@ class HaHostFailureRestart : public ::testing::Test {
 };
 
 TEST_F(HaHostFailureRestart, ProtectedVmsRestartByPriorityWithAdmissionExactlyOnce) {
-  FERRY_START_ETCD_OR_SKIP(etcd, 1);
+  FERRY_START_ETCD_OR_SKIP(etcd, 3);
   StartAgents(*etcd);
   if (HasFatalFailure()) return;
   CreateAndProtect("vm-high", "high");
