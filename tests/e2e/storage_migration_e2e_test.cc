@@ -1,7 +1,9 @@
 // Storage migration, "change both host and datastore" (docs/storage_migration.md), over real
 // agents and a KVM guest whose disk workload writes and verifies its blocks throughout: the guest
-// finds its disk intact on the destination's datastore; a block lost from the final round is
-// caught by the guest (negative control).
+// finds its disk intact on the destination's datastore (both disk copy modes: the write log
+// iterated, or writes mirrored synchronously); a block lost from the final round is caught by the
+// guest (negative control); a cancel, in pre-copy or while writes are mirrored, leaves the source
+// running on its intact disk.
 
 #include <filesystem>
 #include <fstream>
@@ -24,8 +26,9 @@ class StorageMigrationE2E : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!KvmUsable()) GTEST_SKIP() << "needs /dev/kvm: the guest's own disk workload is the oracle";
-    dir_ = fs::temp_directory_path() / ("ferry-smig-" + std::to_string(getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    // Short: a VMM's socket lives under <ds>/<vm>/vmm-<agent>/ and must fit 107 bytes.
+    static int test_index = 0;
+    dir_ = fs::temp_directory_path() / ("ferry-smig-" + std::to_string(getpid()) + "-" + std::to_string(++test_index));
     fs::remove_all(dir_);
     // Two local datastores, one per host, each its own storage (its own identity).
     fs::create_directories(dir_ / "ds-a");
@@ -91,9 +94,11 @@ class StorageMigrationE2E : public ::testing::Test {
   bool WaitForDiskSweeps(int agent, const std::string& name, uint64_t sweeps) {
     return e2e::WaitForDiskSweeps(*stubs_[agent], name, sweeps);
   }
-  v1::MigrateRequest StorageMove(const std::string& name) {
+  v1::MigrateRequest StorageMove(const std::string& name,
+                                 v1::DiskCopyMode mode = v1::DISK_COPY_MODE_ITERATE) {
     v1::MigrateRequest req = MigrateTo(*cluster_, 1, name);
     req.set_to_datastore("local-b");
+    req.mutable_options()->set_disk_copy(mode);
     return req;
   }
   void ExpectDiskIntact(int agent, const std::string& name) { e2e::ExpectDiskIntact(*stubs_[agent], name); }
@@ -218,6 +223,93 @@ TEST_F(StorageMigrationE2E, ACancelledStorageMigrationLeavesTheSourceIntact) {
 
   ExpectGuestHealthy(*stubs_[0], "disk3", 1.0);
   ExpectDiskIntact(0, "disk3");
+}
+
+// Mirror mode: after the bulk copy each guest write completes only once the destination wrote
+// it. The guest's disk workload finds its disk intact on the destination; the source's files stay
+// until the commit (checked at every event before the last), then go.
+TEST_F(StorageMigrationE2E, MirrorModeGuestDiskIsIntactAndTheSourceGoesOnlyAfterCommit) {
+  StartAgents();
+  CreateGuest("mirror1");
+  grpc::ClientContext ctx;
+  auto reader = stubs_[0]->Migrate(&ctx, StorageMove("mirror1", v1::DISK_COPY_MODE_MIRROR));
+  v1::MigrationEvent e, last;
+  bool saw_mirroring = false;
+  int events_before_commit = 0;
+  while (reader->Read(&e)) {
+    last = e;
+    if (e.phase() == v1::MIGRATION_PHASE_COMPLETED) continue;
+    saw_mirroring |= e.message() == "mirroring disk writes";
+    ++events_before_commit;
+    EXPECT_TRUE(fs::exists(dir_ / "ds-a" / "mirror1" / "disk0.raw"))
+        << "the source's disk was gone before the commit, at: " << e.message();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_EQ(last.phase(), v1::MIGRATION_PHASE_COMPLETED) << last.error();
+  EXPECT_GT(events_before_commit, 0);
+  EXPECT_TRUE(saw_mirroring) << "no 'mirroring disk writes' progress event";
+  EXPECT_EQ(last.stats().disk_copy(), v1::DISK_COPY_MODE_MIRROR);
+  EXPECT_GT(last.stats().disk_mirror_cuts(), 0u) << "the guest writes 4 MiB/s: some cuts were mirrored";
+  EXPECT_GT(last.stats().disk_mirror_blocks(), 0u);
+
+  EXPECT_FALSE(fs::exists(dir_ / "ds-a" / "mirror1")) << "the source's directory outlived the commit";
+  EXPECT_TRUE(fs::exists(dir_ / "ds-b" / "mirror1" / "disk0.raw"));
+  v1::VmInfo info;
+  ASSERT_TRUE(GetVm(*stubs_[1], "mirror1", &info).ok());
+  EXPECT_EQ(info.datastore(), "local-b");
+  ExpectDiskIntact(1, "mirror1");
+}
+
+// Cancelled while writes are mirrored (a 1 MiB/s cap keeps the guest's memory in round 1 for
+// seconds after the disk's bulk copy): the VMM shows its held writes complete, the guest runs on
+// in its source VMM on its own intact disk with its lock, and the destination removes its copy.
+TEST_F(StorageMigrationE2E, ACancelWhileMirroringLeavesTheSourceRunningWithItsDiskIntact) {
+  StartAgents();
+  CreateGuest("mirror2");
+  const pid_t vmm = SourceVmmPid("mirror2");
+  ASSERT_GT(vmm, 0) << "mirror2 does not run in its own VMM process";
+  v1::MigrateRequest req = StorageMove("mirror2", v1::DISK_COPY_MODE_MIRROR);
+  req.mutable_options()->set_max_bandwidth_mibps(1);
+  grpc::ClientContext ctx;
+  auto reader = stubs_[0]->Migrate(&ctx, req);
+  v1::MigrationEvent e, last;
+  bool cancelled = false;
+  while (reader->Read(&e)) {
+    last = e;
+    if (cancelled || e.message() != "mirroring disk writes") continue;
+    // Let some writes go through the mirror first.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    grpc::ClientContext cctx;
+    v1::CancelMigrationRequest cancel;
+    cancel.set_migration_id(e.migration_id());
+    v1::MigrationInfo info;
+    grpc::Status st = stubs_[0]->CancelMigration(&cctx, cancel, &info);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    cancelled = true;
+  }
+  grpc::Status finished = reader->Finish();
+  ASSERT_TRUE(cancelled) << "the migration never reported mirroring; it ended in phase " << last.phase() << ": "
+                         << last.error() << " " << finished.error_message();
+  EXPECT_EQ(last.phase(), v1::MIGRATION_PHASE_CANCELLED) << last.error();
+
+  auto holder = VmLock::CurrentHolder((dir_ / "ds-a" / "mirror2" / "vm.lock").string());
+  ASSERT_TRUE(holder.ok()) << holder.status();
+  ASSERT_TRUE(holder->has_value()) << "nobody holds the source directory's lock";
+  EXPECT_EQ((*holder)->pid, vmm) << "the source's VMM does not hold its lock";
+  EXPECT_TRUE(fs::exists(dir_ / "ds-a" / "mirror2" / "disk0.raw"));
+  EXPECT_EQ(VmsAfterSettling(*stubs_[1], 30), 0) << "a VM was left on the destination";
+  for (int i = 0; i < 600 && fs::exists(dir_ / "ds-b" / "mirror2"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "ds-b" / "mirror2")) << "the destination's partial directory outlived the cancel";
+  // The guest's writes complete again (no completion left held): it sweeps its disk twice more
+  // and finds every block it wrote, including those mirrored before the cancel.
+  v1::VmInfo before;
+  ASSERT_TRUE(GetVm(*stubs_[0], "mirror2", &before).ok());
+  ExpectDiskIntact(0, "mirror2");
+  v1::VmInfo after;
+  ASSERT_TRUE(GetVm(*stubs_[0], "mirror2", &after).ok());
+  EXPECT_GT(after.health().disk_blocks_written(), before.health().disk_blocks_written());
 }
 
 }  // namespace
