@@ -31,8 +31,11 @@ elif [[ "${1:-}" == "--tsan" ]]; then
   # (copying RAM while the device writes it): the device writes guest RAM as hardware does, and
   # that concurrency is what dirty tracking exists for, not a lock TSan could see. The device's own
   # locking runs under TSan in VirtioBlkDeviceTest.
+  # HaHostFailureKvm (a KVM guest under real agent processes; plain and ASan run it): once in two
+  # TSan runs its exit reported gRPC's timer thread freeing a shared_ptr the main thread had written,
+  # an ordering made inside uninstrumented gRPC that TSan cannot see (docs/sanitizers.md).
   ctest --output-on-failure -j2 -LE e2e \
-    -E "$SANITIZER_SKIP|_NOT_BUILT|MicroBigGuest|RestoredVmContinuesFromTheSavedRegistersAndTsc|HalfThrottle|VirtioBlkMicroVm|VirtioBlkBuiltInGuest|VirtioBlkGuest"
+    -E "$SANITIZER_SKIP|_NOT_BUILT|MicroBigGuest|RestoredVmContinuesFromTheSavedRegistersAndTsc|HalfThrottle|VirtioBlkMicroVm|VirtioBlkBuiltInGuest|VirtioBlkGuest|HaHostFailureKvm"
 else
   scripts/build.sh
   cd build
