@@ -149,7 +149,13 @@ TEST_F(StorageMigrationE2E, DroppingOneFinalDiskBlockIsCaughtByTheGuest) {
   o.extra_args = {{"--fault", "drop-final-disk-block"}, {}};
   StartAgents(o);
   CreateGuest("disk2");
-  std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], StorageMove("disk2"));
+  // The final round carries the blocks written since the last round's collection: at full link
+  // speed the last round can take a millisecond or two and the guest (1024 blocks/s) may write
+  // none in it (it happened once in a plain run). A 16 MiB/s cap makes every round last long
+  // enough that the guest writes blocks the final round must carry.
+  v1::MigrateRequest req = StorageMove("disk2");
+  req.mutable_options()->set_max_bandwidth_mibps(16);
+  std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], req);
   ASSERT_FALSE(events.empty());
   ASSERT_EQ(events.back().phase(), v1::MIGRATION_PHASE_COMPLETED) << events.back().error();
   ASSERT_GT(events.back().stats().disk_final_blocks(), 0u) << "no block moved in the final round: nothing to drop";
