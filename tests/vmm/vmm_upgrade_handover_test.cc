@@ -25,6 +25,7 @@
 #include "engine/vm/disks.h"
 #include "engine/vm/multiboot_loader.h"
 #include "engine/vmm/vmm_client.h"
+#include "tests/vmm/upgrade_guest_specs.h"
 #include "tests/vmm/vmm_test_util.h"
 
 namespace ferry {
@@ -93,29 +94,8 @@ class VmmUpgradeHandover : public ::testing::Test {
   std::string LockPath() const { return VmDir() + "/vm.lock"; }
   std::string DiskPath() const { return VmDir() + "/disk0.raw"; }
 
-  VmSpec SyntheticSpec() const {
-    VmSpec s;
-    s.name = "web1";
-    s.backend = Backend::kSynthetic;
-    s.memory_bytes = 32 * kMiB;
-    s.workload.working_set_bytes = 4 * kMiB;
-    s.workload.dirty_rate_mibps = 40;
-    return s;
-  }
-  VmSpec KvmSpecWithDisk() {
-    VmSpec s;
-    s.name = "web1";
-    s.memory_bytes = 64 * kMiB;
-    s.vcpus = 2;  // the disk workload runs on the last worker
-    s.workload.working_set_bytes = 8 * kMiB;
-    s.workload.dirty_rate_mibps = 20;
-    s.workload.disk_working_set_bytes = 2 * kMiB;
-    s.workload.disk_rate_mibps = 4;
-    s.image_path = DefaultGuestImagePath();
-    MakeDisk(DiskPath(), kDiskBytes);
-    s.disks.push_back(DiskSpec{DiskKind::kFile, DiskPath(), "", kDiskBytes});
-    return s;
-  }
+  VmSpec SyntheticSpec() const { return vmm_test::UpgradeSyntheticSpec("web1"); }
+  VmSpec KvmSpecWithDisk() { return vmm_test::UpgradeKvmSpecWithDisk("web1", DiskPath(), kDiskBytes); }
   static void MakeDisk(const std::string& path, uint64_t bytes) {
     int fd = open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
     ASSERT_GE(fd, 0);

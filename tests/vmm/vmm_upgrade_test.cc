@@ -19,6 +19,7 @@
 #include "engine/agent/vmm_launcher.h"
 #include "engine/vm/multiboot_loader.h"
 #include "engine/vmm/vmm_client.h"
+#include "tests/vmm/upgrade_guest_specs.h"
 #include "tests/vmm/vmm_test_util.h"
 
 namespace ferry {
@@ -60,33 +61,8 @@ class VmmUpgrade : public ::testing::Test {
     fs::remove_all(dir_, ec_);
   }
 
-  VmSpec SyntheticSpec() {
-    VmSpec s;
-    s.name = "upg";
-    s.backend = Backend::kSynthetic;
-    s.memory_bytes = 32 * kMiB;
-    s.workload.working_set_bytes = 4 * kMiB;
-    s.workload.dirty_rate_mibps = 40;
-    return s;
-  }
-  VmSpec KvmSpecWithDisk() {
-    VmSpec s;
-    s.name = "upg";
-    s.memory_bytes = 64 * kMiB;
-    s.vcpus = 2;  // the disk workload runs on the last worker
-    s.workload.working_set_bytes = 8 * kMiB;
-    s.workload.dirty_rate_mibps = 20;
-    s.workload.disk_working_set_bytes = 2 * kMiB;
-    s.workload.disk_rate_mibps = 4;
-    s.image_path = DefaultGuestImagePath();
-    const std::string disk = dir_ + "/disk.raw";
-    int fd = open(disk.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-    EXPECT_GE(fd, 0);
-    EXPECT_EQ(ftruncate(fd, kDiskBytes), 0);
-    close(fd);
-    s.disks.push_back(DiskSpec{DiskKind::kFile, disk, "", kDiskBytes});
-    return s;
-  }
+  VmSpec SyntheticSpec() { return vmm_test::UpgradeSyntheticSpec("upg"); }
+  VmSpec KvmSpecWithDisk() { return vmm_test::UpgradeKvmSpecWithDisk("upg", dir_ + "/disk.raw", kDiskBytes); }
 
   // Launches the VM in its own ferry-vmm and runs it until the guest beats.
   RemoteVm* Run(VmSpec spec) {
