@@ -73,6 +73,15 @@ inline grpc::Status GetVm(v1::Agent::Stub& stub, const std::string& name, v1::Vm
   return stub.GetVm(&ctx, req, info);
 }
 
+// Cancels migration `id` on the agent behind `stub` (the source's, or the destination's).
+inline grpc::Status CancelMigration(v1::Agent::Stub& stub, const std::string& id) {
+  grpc::ClientContext ctx;
+  v1::CancelMigrationRequest req;
+  req.set_migration_id(id);
+  v1::MigrationInfo info;
+  return stub.CancelMigration(&ctx, req, &info);
+}
+
 inline v1::ListVmsResponse ListVms(v1::Agent::Stub& stub) {
   grpc::ClientContext ctx;
   v1::ListVmsResponse resp;

@@ -216,11 +216,7 @@ TEST_P(FaultMatrix, OneHostRunsTheGuestAndTheOutcomeIsTrue) {
   auto inject = [&](const std::string& id) {
     switch (cell.fault) {
       case Fault::kCancel: {
-        grpc::ClientContext cctx;
-        v1::CancelMigrationRequest creq;
-        creq.set_migration_id(id);
-        v1::MigrationInfo info;
-        grpc::Status st = (*a)->CancelMigration(&cctx, creq, &info);
+        grpc::Status st = CancelMigration(**a, id);
         cancel_answer = st.ok() ? absl::OkStatus() : absl::FailedPreconditionError(st.error_message());
         break;
       }

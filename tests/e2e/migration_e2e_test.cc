@@ -127,11 +127,7 @@ TEST_P(MigrationE2E, CancelDuringPrecopyLeavesTheSourceRunningAndTheDestinationE
     if (!cancelled && e.phase() == v1::MIGRATION_PHASE_PRECOPY && e.round() == 1) {
       EXPECT_EQ(e.connections() > 0, transport() == v1::TRANSPORT_DATA) << e.connections() << " connections";
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      grpc::ClientContext cctx;
-      v1::CancelMigrationRequest creq;
-      creq.set_migration_id(e.migration_id());
-      v1::MigrationInfo info;
-      ASSERT_TRUE((*a)->CancelMigration(&cctx, creq, &info).ok());
+      ASSERT_TRUE(CancelMigration(**a, e.migration_id()).ok());
       cancelled = true;
     }
   }

@@ -193,11 +193,7 @@ TEST_F(StorageMigrationE2E, ACancelledStorageMigrationLeavesTheSourceIntact) {
     last = e;
     if (cancelled || e.phase() != v1::MIGRATION_PHASE_PRECOPY) continue;
     destination_dir_seen = fs::exists(dir_ / "ds-b" / "disk3");
-    grpc::ClientContext cctx;
-    v1::CancelMigrationRequest cancel;
-    cancel.set_migration_id(e.migration_id());
-    v1::MigrationInfo info;
-    grpc::Status st = stubs_[0]->CancelMigration(&cctx, cancel, &info);
+    grpc::Status st = e2e::CancelMigration(*stubs_[0], e.migration_id());
     ASSERT_TRUE(st.ok()) << st.error_message();
     cancelled = true;
   }
@@ -285,11 +281,7 @@ TEST_F(StorageMigrationE2E, ACancelWhileMirroringLeavesTheSourceRunningWithItsDi
     if (cancelled || e.message() != "mirroring disk writes") continue;
     // Let some writes go through the mirror first.
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    grpc::ClientContext cctx;
-    v1::CancelMigrationRequest cancel;
-    cancel.set_migration_id(e.migration_id());
-    v1::MigrationInfo info;
-    grpc::Status st = stubs_[0]->CancelMigration(&cctx, cancel, &info);
+    grpc::Status st = e2e::CancelMigration(*stubs_[0], e.migration_id());
     ASSERT_TRUE(st.ok()) << st.error_message();
     cancelled = true;
   }
