@@ -95,11 +95,11 @@ std::string DataPathSummary(const std::vector<RunRecord>& runs) {
   }
   std::string out =
       "| scenario | runs ok | total (median) | engine pause | guest stall (median) | rounds | round-1 link | "
-      "same-run TCP | ratio | max throttle | transport |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+      "same-run TCP | ratio | TCP, guest running | ratio to it | max throttle | transport |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   std::string parts;
   for (const std::string& label : order) {
-    std::vector<double> total, pause, stall, r1, base, ratio, rounds, throttle;
+    std::vector<double> total, pause, stall, r1, base, ratio, guest_base, guest_ratio, rounds, throttle;
     int ok = 0;
     std::string transport, errors;
     const RunRecord* median_run = nullptr;
@@ -115,6 +115,10 @@ std::string DataPathSummary(const std::vector<RunRecord>& runs) {
       r1.push_back(r->round1_mib_s);
       base.push_back(r->run_baseline_mib_s);
       ratio.push_back(r->round1_ratio);
+      if (r->guest_running_baseline_mib_s > 0) {
+        guest_base.push_back(r->guest_running_baseline_mib_s);
+        guest_ratio.push_back(r->round1_mib_s / r->guest_running_baseline_mib_s);
+      }
       rounds.push_back(r->rounds);
       throttle.push_back(r->max_throttle_percent);
       transport = r->transport;
@@ -126,11 +130,11 @@ std::string DataPathSummary(const std::vector<RunRecord>& runs) {
       }
     }
     absl::StrAppend(&out, absl::StrFormat("| %s | %d/%zu | %.0f ms | %.1f ms | %.1f ms | %.0f | %.0f MiB/s | %.0f MiB/s | "
-                                          "%.2f | %.0f %% | %s |\n",
+                                          "%.2f | %.0f MiB/s | %.2f | %.0f %% | %s |\n",
                                           label, ok, by[label].size(), Median(total), Median(pause), mstall,
-                                          Median(rounds), Median(r1), Median(base), Median(ratio), Median(throttle),
-                                          transport));
-    if (!errors.empty()) absl::StrAppend(&out, "|  ↳ ", errors, " |||||||||||\n");
+                                          Median(rounds), Median(r1), Median(base), Median(ratio), Median(guest_base),
+                                          Median(guest_ratio), Median(throttle), transport));
+    if (!errors.empty()) absl::StrAppend(&out, "|  ↳ ", errors, " |||||||||||||\n");
     if (median_run && !median_run->pause_parts.empty()) {
       absl::StrAppend(&parts, "- ", label, " (median-stall run):");
       for (const auto& [k, v] : median_run->pause_parts) absl::StrAppend(&parts, absl::StrFormat(" %s %.2f", k, v));

@@ -66,6 +66,7 @@ json RunJson(const RunRecord& r) {
       {"round1_mib_s", r.round1_mib_s},
       {"run_baseline_tcp_mib_s", r.run_baseline_mib_s},
       {"round1_ratio_to_run_baseline", r.round1_ratio},
+      {"guest_running_baseline_tcp_mib_s", r.guest_running_baseline_mib_s},
       {"max_throttle_percent", r.max_throttle_percent},
       {"throttle_by_round", r.throttle_by_round},
       {"hole_pages", r.hole_pages},

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/e2e/tcp_baseline.h"
 #include "engine/base/clock.h"
 #include "tools/client/agent_client.h"
 
@@ -135,6 +136,9 @@ RunRecord RunScenario(cli::LocalCluster& cluster, const Scenario& s, const Runne
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(s.warmup_ms >= 0 ? s.warmup_ms : o.warmup_ms));
   r.create_ms = create_watch.ElapsedMillis();
+  if (o.baseline_with_guest_running) {
+    if (auto b = MeasureLoopbackTcp(1, std::chrono::milliseconds(500)); b.ok()) r.guest_running_baseline_mib_s = b->mib_s;
+  }
   if (auto before = GetVm(**src, name); before.ok()) {
     r.guest_stall_before_ms = before->health().max_heartbeat_gap_ms();
     r.source_heartbeats = before->health().heartbeats();

@@ -17,6 +17,9 @@ struct RunnerOptions {
   uint32_t timeout_s = 120;
   bool force_switchover = true;  // a dirty rate above the link still completes (and says so)
   int settle_ms = 200;           // destination running before its heartbeat gap is read
+  // Also measure raw loopback TCP after the warm-up, while the guest runs (RunRecord::
+  // guest_running_baseline_mib_s): what the link gets on this host while the workload holds its CPU.
+  bool baseline_with_guest_running = false;
 };
 
 // Never fails as a call: a run that could not be done is a record with ok=false and an error.
