@@ -80,31 +80,55 @@ std::vector<uint64_t> DiskCopySource::disk_bytes() const {
   return out;
 }
 
+absl::StatusOr<DirtyBitmap> DiskCopySource::ForgetLogAndFindData(uint32_t index) {
+  Disk& d = disks_[index];
+  // From here every write the device completes is logged: a block the bulk copy reads before a
+  // write lands goes again in a later round.
+  DirtyBitmap forget(d.pending.num_pages());
+  RETURN_IF_ERROR(log_(index, forget));
+  DirtyBitmap data(d.pending.num_pages());
+  off_t pos = 0;
+  while (static_cast<uint64_t>(pos) < d.bytes) {
+    off_t start = lseek(d.fd.get(), pos, SEEK_DATA);
+    if (start < 0 && errno == ENXIO) break;  // only a hole is left
+    if (start < 0) {                         // no SEEK_DATA here: copy everything
+      data.SetAll();
+      break;
+    }
+    off_t end = lseek(d.fd.get(), start, SEEK_HOLE);
+    if (end < 0) end = static_cast<off_t>(d.bytes);
+    const uint64_t first = static_cast<uint64_t>(start) / kDiskBlockBytes;
+    data.SetRange(first, BlocksOf(static_cast<uint64_t>(end)) - first);
+    pos = end;
+  }
+  return data;
+}
+
 absl::Status DiskCopySource::SendBulk(MigrationChannel& channel, DiskCopyCounters& out) {
   for (uint32_t i = 0; i < disks_.size(); ++i) {
-    Disk& d = disks_[i];
-    // From here every write the device completes is logged: a block the bulk copy reads before a
-    // write lands goes again in a later round.
-    DirtyBitmap forget(d.pending.num_pages());
-    RETURN_IF_ERROR(log_(i, forget));
-    DirtyBitmap data(d.pending.num_pages());
-    off_t pos = 0;
-    while (static_cast<uint64_t>(pos) < d.bytes) {
-      off_t start = lseek(d.fd.get(), pos, SEEK_DATA);
-      if (start < 0 && errno == ENXIO) break;  // only a hole is left
-      if (start < 0) {                         // no SEEK_DATA here: copy everything
-        data.SetAll();
-        break;
-      }
-      off_t end = lseek(d.fd.get(), start, SEEK_HOLE);
-      if (end < 0) end = static_cast<off_t>(d.bytes);
-      const uint64_t first = static_cast<uint64_t>(start) / kDiskBlockBytes;
-      data.SetRange(first, BlocksOf(static_cast<uint64_t>(end)) - first);
-      pos = end;
-    }
+    ASSIGN_OR_RETURN(DirtyBitmap data, ForgetLogAndFindData(i));
     RETURN_IF_ERROR(SendBlocks(channel, i, data, /*round=*/1, /*final=*/false, out));
   }
   return absl::OkStatus();
+}
+
+absl::Status DiskCopySource::MarkBulk() {
+  for (uint32_t i = 0; i < disks_.size(); ++i) {
+    ASSIGN_OR_RETURN(disks_[i].pending, ForgetLogAndFindData(i));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<RoundDisk> DiskCopySource::PendingRoundDisks() const {
+  std::vector<RoundDisk> out;
+  for (uint32_t i = 0; i < disks_.size(); ++i) {
+    out.push_back(RoundDisk{i, disks_[i].fd.get(), disks_[i].bytes, &disks_[i].pending});
+  }
+  return out;
+}
+
+void DiskCopySource::ClearPending() {
+  for (Disk& d : disks_) d.pending.ClearAll();
 }
 
 absl::Status DiskCopySource::CollectWrites() {
@@ -247,25 +271,35 @@ absl::Status DiskCopyReceiver::Apply(const v1::DiskBlocks& b) {
                                                    kMaxDiskBlocksPerMessage));
   }
   for (const v1::PageRun& r : b.runs()) {
-    const uint64_t offset = r.first_page() * kDiskBlockBytes;
-    // The last block of a disk whose size is not a multiple of 4 KiB is written only up to the end.
-    const uint64_t bytes = std::min<uint64_t>(uint64_t{r.count()} * kDiskBlockBytes, d.bytes - offset);
-    if (r.zero()) {
-      // A block that became zero: its old content must go (punch a hole, or write zeros).
-      if (fallocate(d.fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                    static_cast<off_t>(bytes)) != 0) {
-        std::string zeros(bytes, '\0');
-        RETURN_IF_ERROR(WriteFully(d.fd.get(), zeros.data(), zeros.size(), offset));
-      }
-    } else {
-      RETURN_IF_ERROR(WriteFully(d.fd.get(), r.data().data(), bytes, offset));
-      // Start the write-back now (without waiting for it), so the copied data is on its way to
-      // disk before the pause instead of left dirty in the cache for it.
-      (void)sync_file_range(d.fd.get(), static_cast<off64_t>(offset), static_cast<off64_t>(bytes),
-                            SYNC_FILE_RANGE_WRITE);
-    }
-    blocks_written_ += r.count();
+    RETURN_IF_ERROR(WriteBlocks(b.disk(), r.first_page(), r.count(),
+                                r.zero() ? nullptr : reinterpret_cast<const uint8_t*>(r.data().data())));
   }
+  return absl::OkStatus();
+}
+
+absl::Status DiskCopyReceiver::WriteBlocks(uint32_t disk, uint64_t first, uint32_t count, const uint8_t* data) {
+  if (disk >= disks_.size() || count == 0 || first >= disks_[disk].blocks || count > disks_[disk].blocks - first) {
+    return absl::OutOfRangeError(absl::StrCat("disk blocks ", first, "+", count, " lie outside disk ", disk));
+  }
+  const Disk& d = disks_[disk];
+  const uint64_t offset = first * kDiskBlockBytes;
+  // The last block of a disk whose size is not a multiple of 4 KiB is written only up to the end.
+  const uint64_t bytes = std::min<uint64_t>(uint64_t{count} * kDiskBlockBytes, d.bytes - offset);
+  if (data == nullptr) {
+    // A block that became zero: its old content must go (punch a hole, or write zeros).
+    if (fallocate(d.fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                  static_cast<off_t>(bytes)) != 0) {
+      std::string zeros(bytes, '\0');
+      RETURN_IF_ERROR(WriteFully(d.fd.get(), zeros.data(), zeros.size(), offset));
+    }
+  } else {
+    RETURN_IF_ERROR(WriteFully(d.fd.get(), reinterpret_cast<const char*>(data), bytes, offset));
+    // Start the write-back now (without waiting for it), so the copied data is on its way to
+    // disk before the pause instead of left dirty in the cache for it.
+    (void)sync_file_range(d.fd.get(), static_cast<off64_t>(offset), static_cast<off64_t>(bytes),
+                          SYNC_FILE_RANGE_WRITE);
+  }
+  blocks_written_.fetch_add(count, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 // A storage migration's disks ("change both host and datastore", docs/storage_migration.md): the
 // source copies each file disk while the guest runs (a bulk copy of every block the file holds
-// data for, then iterations of the blocks the VM's virtio-blk devices wrote since), as DiskBlocks
-// messages on the control channel; the destination writes them into its new disk files.
+// data for, then iterations of the blocks the VM's virtio-blk devices wrote since), in the rounds
+// of the data connections (PageSender::SendRound's RoundDisks) or, on the gRPC transport, as
+// DiskBlocks messages on the control channel; the destination writes them into its new disk files.
 // Blocks are 4 KiB (kDiskWriteBlockBytes, the device's write-log granularity).
 
 #include <atomic>
@@ -16,6 +17,7 @@
 #include "engine/base/unique_fd.h"
 #include "engine/memory/dirty_bitmap.h"
 #include "engine/migration/migration_channel.h"
+#include "engine/migration/page_sender.h"
 #include "engine/vm/vm_spec.h"
 #include "proto/ferry/v1/peer.pb.h"
 
@@ -53,6 +55,12 @@ class DiskCopySource {
   // Round 1: forgets the writes logged so far (the copy reads the files after this), then sends
   // every block the files hold data for (SEEK_DATA; holes are never read nor sent).
   absl::Status SendBulk(MigrationChannel& channel, DiskCopyCounters& out);
+  // Round 1 on the data connections: forgets the writes logged so far, then marks pending every
+  // block the files hold data for (the round carrying PendingRoundDisks() sends them).
+  absl::Status MarkBulk();
+  // The pending blocks of every disk, for PageSender::SendRound (valid until the next change).
+  std::vector<RoundDisk> PendingRoundDisks() const;
+  void ClearPending();
   // Adds the blocks written since the last collection to the pending set.
   absl::Status CollectWrites();
   uint64_t pending_blocks() const;
@@ -76,6 +84,8 @@ class DiskCopySource {
     DirtyBitmap pending;  // one bit per block
   };
   DiskCopySource(std::vector<Disk> disks, DiskWriteLog log) : disks_(std::move(disks)), log_(std::move(log)) {}
+  // Forgets the writes logged so far on disk `index` and returns the blocks its file holds data for.
+  absl::StatusOr<DirtyBitmap> ForgetLogAndFindData(uint32_t index);
   // Sends the blocks set in `blocks` of disk `index`.
   absl::Status SendBlocks(MigrationChannel& channel, uint32_t index, const DirtyBitmap& blocks, uint32_t round,
                           bool final, DiskCopyCounters& out, uint64_t mirror_cut = 0);
@@ -85,8 +95,9 @@ class DiskCopySource {
   std::atomic<bool> cancel_{false};
 };
 
-// The destination's side: writes DiskBlocks into the VM's new disk files.
-class DiskCopyReceiver {
+// The destination's side: writes DiskBlocks (control stream) or disk frames (data connections,
+// through IncomingDisks) into the VM's new disk files.
+class DiskCopyReceiver : public IncomingDisks {
  public:
   // Opens every file disk of `spec` for writing; their sizes must equal `expected_bytes`.
   static absl::StatusOr<std::unique_ptr<DiskCopyReceiver>> Open(const VmSpec& spec,
@@ -95,7 +106,11 @@ class DiskCopyReceiver {
   // of it. InvalidArgument / OutOfRange for a bad message, an errno error for a failed write.
   // Starts (never waits for) the write-back of every block it writes.
   absl::Status Apply(const v1::DiskBlocks& blocks);
-  uint64_t blocks_written() const { return blocks_written_; }
+  uint64_t blocks_written() const { return blocks_written_.load(); }
+
+  uint32_t disk_count() const override { return static_cast<uint32_t>(disks_.size()); }
+  uint64_t disk_blocks(uint32_t disk) const override { return disks_[disk].blocks; }
+  absl::Status WriteBlocks(uint32_t disk, uint64_t first, uint32_t count, const uint8_t* data) override;
 
  private:
   struct Disk {
@@ -105,7 +120,7 @@ class DiskCopyReceiver {
   };
   explicit DiskCopyReceiver(std::vector<Disk> disks) : disks_(std::move(disks)) {}
   std::vector<Disk> disks_;
-  uint64_t blocks_written_ = 0;
+  std::atomic<uint64_t> blocks_written_{0};
 };
 
 }  // namespace ferry

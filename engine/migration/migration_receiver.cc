@@ -144,6 +144,8 @@ std::optional<v1::PeerReply> MigrationReceiver::OnStart(const v1::StartMigration
       return Fail(v1::PEER_ERROR_CODE_RESOURCE, absl::StrCat("cannot open the data port: ", dp.status().message()));
     }
     data_path_ = std::move(dp->pages);
+    // Disk frames go into the new disk files (before `started`: no connection exists yet).
+    if (disks_) data_path_->ReceiveDisksInto(disks_.get());
     r.mutable_started()->mutable_data_path()->set_port(dp->port);
     r.mutable_started()->mutable_data_path()->set_connections(s.data_path().connections());
   }

@@ -319,6 +319,7 @@ absl::Status PrecopySource::OpenPageSender(const v1::Started& started) {
   page_sender_->SetMaxBandwidth(max_bandwidth_mibps_.load());
   sender_.store(page_sender_.get());
   if (cancelled()) page_sender_->Cancel();
+  disks_on_data_path_ = disk_copy_ && page_sender_->carries_disk_blocks();
   stats_.set_connections(page_sender_->connections());
   stats_.set_encrypted(page_sender_->encrypted());
   stats_.set_zero_copy(page_sender_->zero_copy());
@@ -330,11 +331,12 @@ absl::Status PrecopySource::OpenPageSender(const v1::Started& started) {
 }
 
 absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, v1::RoundStats& rs,
-                                      bool final_round, const DirtyBitmap* populated) {
+                                      bool final_round, const DirtyBitmap* populated,
+                                      std::span<const RoundDisk> disks) {
   int64_t t0 = MonotonicNanos();
   PageSender* sender = sender_.load();
   RoundCounters c;
-  absl::Status sent = sender->SendRound(vm_.memory(), pages, round, populated, c);
+  absl::Status sent = sender->SendRound(vm_.memory(), pages, round, populated, disks, c);
   if (!sent.ok() && !absl::IsCancelled(sent)) {
     std::string why = DestinationReason();
     if (!why.empty()) {
@@ -358,6 +360,12 @@ absl::Status PrecopySource::SendPages(const DirtyBitmap& pages, uint32_t round, 
   stats_.set_pages_sent(stats_.pages_sent() + c.pages);
   stats_.set_zero_pages(stats_.zero_pages() + c.zero_pages);
   stats_.set_hole_pages(stats_.hole_pages() + c.hole_pages);
+  if (!disks.empty()) {
+    stats_.set_disk_blocks_sent(stats_.disk_blocks_sent() + c.disk_blocks);
+    stats_.set_disk_bytes(stats_.disk_bytes() + c.disk_data_bytes);
+    if (round > 1) stats_.set_disk_rounds(stats_.disk_rounds() + 1);
+    if (final_round) stats_.set_disk_final_blocks(c.disk_blocks);
+  }
   double secs = static_cast<double>(t1 - t0) / 1e9;
   // Rounds of a few pages finish in microseconds and say nothing about the link; keep the last
   // bandwidth measured on a round big enough to mean something.
@@ -399,7 +407,13 @@ absl::Status PrecopySource::Precopy(bool& force) {
   DirtyBitmap scratch(num_pages);
   RETURN_IF_ERROR(vm_.CollectDirtyPages(scratch));
   remaining_bytes_ = vm_.memory().size();
-  if (disk_copy_) {
+  if (disks_on_data_path_) {
+    // The disks' bulk copy rides in round 1 beside the pages (before them on each connection);
+    // what the guest writes meanwhile is in the log and goes in round 2.
+    Emit(v1::MIGRATION_PHASE_PRECOPY, "copying the disks on the data connections");
+    RETURN_IF_ERROR(disk_copy_->MarkBulk());
+    stats_.set_disk_copy(DiskCopyModeOf(config_.options));
+  } else if (disk_copy_) {
     // The disks' bulk copy first, while the guest runs; what it writes meanwhile is in the log.
     Emit(v1::MIGRATION_PHASE_PRECOPY, "copying the disks");
     int64_t t0 = MonotonicNanos();
@@ -426,10 +440,26 @@ absl::Status PrecopySource::Precopy(bool& force) {
       vm_.memory().MarkPopulatedPages(populated);
     }
     // Disk blocks written since the last collection go first (round 1: since the bulk copy).
-    if (disk_copy_ && !mirror_mode()) RETURN_IF_ERROR(SendDiskBlocks(round_ + 1, /*final=*/false));
+    if (disk_copy_ && !mirror_mode() && !disks_on_data_path_) RETURN_IF_ERROR(SendDiskBlocks(round_ + 1, /*final=*/false));
     if (disk_mirror_ && disk_mirror_->failed()) return StopMirror();
-    RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/false, round_ == 1 ? &populated : nullptr));
+    // On the data connections the round carries the disks' pending blocks: the bulk copy in
+    // round 1, then what the last collection found (mirror mode: the mirror moves those).
+    std::vector<RoundDisk> disks;
+    if (disks_on_data_path_ && (round_ == 1 || !mirror_mode())) disks = disk_copy_->PendingRoundDisks();
+    RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/false, round_ == 1 ? &populated : nullptr, disks));
+    if (!disks.empty()) disk_copy_->ClearPending();
     if (round_ == 1) round1_sent_bytes_ = vm_.memory().size();
+    if (round_ == 1 && disks_on_data_path_) {
+      stats_.set_disk_bulk_ms(NanosToMillis(MonotonicNanos() - round_start));  // with memory round 1
+      if (mirror_mode()) {
+        // Only now: a cut on the control stream must not be overtaken by a bulk copy of its
+        // block still in flight on a data connection. Round 1 is applied everywhere.
+        disk_mirror_ = std::make_unique<DiskMirror>(*disk_copy_, channel_, config_.disk_mirror, config_.reply_timeout);
+        RETURN_IF_ERROR(disk_mirror_->Start());
+        mirror_start_ns_ = MonotonicNanos();
+        Emit(v1::MIGRATION_PHASE_PRECOPY, "mirroring disk writes");
+      }
+    }
     if (cancelled()) return absl::CancelledError("migration cancelled by request");
     pages.ClearAll();
     RETURN_IF_ERROR(vm_.CollectDirtyPages(pages));
@@ -511,8 +541,10 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
     // mirror's cuts are all acknowledged; what is left are the writes completed since it stopped
     // (their completions held), shown to the guest once sent (it cannot see them before it
     // resumes: here after a rollback, or there after the blocks were written).
+    // On the data connections the final blocks go in the final round with the pages (before the
+    // device state, which loads only once that round ended on every connection).
     RETURN_IF_ERROR(disk_copy_->CollectWrites());
-    RETURN_IF_ERROR(SendDiskBlocks(round_ + 1, /*final=*/true));
+    if (!disks_on_data_path_) RETURN_IF_ERROR(SendDiskBlocks(round_ + 1, /*final=*/true));
     if (disk_mirror_) RETURN_IF_ERROR(disk_mirror_->End());  // before the final dirty log: it writes the used ring
     t_disk = MonotonicNanos();
     pause.set_final_disk_ms(NanosToMillis(t_disk - t_paused));
@@ -523,7 +555,10 @@ absl::Status PrecopySource::StopAndCopy(bool force) {
   pause.set_dirty_log_ms(NanosToMillis(t_log - t_disk));
   remaining_bytes_ = pages.Count() * kPageSize;
   v1::RoundStats rs;
-  RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/true));
+  std::vector<RoundDisk> disks;
+  if (disks_on_data_path_) disks = disk_copy_->PendingRoundDisks();
+  RETURN_IF_ERROR(SendPages(pages, round_, rs, /*final_round=*/true, nullptr, disks));
+  if (!disks.empty()) disk_copy_->ClearPending();
   *stats_.add_round_stats() = rs;
   stats_.set_rounds(round_);
   int64_t t_pages = MonotonicNanos();

@@ -131,9 +131,10 @@ class PrecopySource {
   absl::Status StopAndCopy(bool force);
   // `refused`: the destination answered the commit with an error (it discarded its copy).
   absl::Status Commit(bool& refused);
-  // Sends every page set in `pages`; fills round statistics.
+  // Sends every page set in `pages` (and `disks`' blocks, on the data connections); fills round
+  // statistics.
   absl::Status SendPages(const DirtyBitmap& pages, uint32_t round, v1::RoundStats& rs, bool final_round,
-                         const DirtyBitmap* populated = nullptr);
+                         const DirtyBitmap* populated = nullptr, std::span<const RoundDisk> disks = {});
   absl::Status OpenPageSender(const v1::Started& started);
   // Storage migration: sends the disks' pending blocks as `round` and adds them to the statistics.
   absl::Status SendDiskBlocks(uint32_t round, bool final);
@@ -171,6 +172,10 @@ class PrecopySource {
   std::atomic<PageSender*> sender_{nullptr};  // for Cancel from another thread
   std::unique_ptr<DiskCopySource> disk_copy_;  // a storage migration's disks
   std::atomic<DiskCopySource*> disk_copy_ptr_{nullptr};  // for Cancel from another thread
+  // The disks' blocks ride in the data connections' rounds with the pages (bulk copy in round 1,
+  // each round's blocks beside its pages, the final blocks in the final round); false: they are
+  // DiskBlocks messages on the control stream (--transport grpc).
+  bool disks_on_data_path_ = false;
   std::unique_ptr<DiskMirror> disk_mirror_;  // mirror mode, from the bulk copy's end to the pause
   int64_t mirror_start_ns_ = 0;
   // Mirror mode: stops the mirror (its cuts were all acknowledged, or its error is returned) and

@@ -7,7 +7,10 @@
 namespace ferry {
 
 absl::Status StreamPageSender::SendRound(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t round,
-                                         const DirtyBitmap* populated, RoundCounters& out) {
+                                         const DirtyBitmap* populated, std::span<const RoundDisk> disks,
+                                         RoundCounters& out) {
+  // Disk blocks on this transport are DiskBlocks messages the engine sends itself.
+  if (!disks.empty()) return absl::InternalError("disk blocks handed to the control stream's page sender");
   BandwidthLimiter limiter(max_mibps_.load());
   BatchCounters c;
   absl::Status send_status;

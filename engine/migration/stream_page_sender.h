@@ -13,7 +13,8 @@ class StreamPageSender : public PageSender {
  public:
   explicit StreamPageSender(MigrationChannel& channel) : channel_(channel) {}
   absl::Status SendRound(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t round,
-                         const DirtyBitmap* populated, RoundCounters& out) override;
+                         const DirtyBitmap* populated, std::span<const RoundDisk> disks,
+                         RoundCounters& out) override;
   void Cancel() override { cancel_.store(true); }
   void SetMaxBandwidth(double mibps) override { max_mibps_.store(mibps); }
   uint32_t connections() const override { return 0; }

@@ -92,6 +92,7 @@ class ExpectedSession : public IncomingPages {
     session_->Close();
   }
   uint64_t pages_received() const override { return session_->pages_received(); }
+  void ReceiveDisksInto(IncomingDisks* disks) override { session_->ReceiveDisksInto(disks); }
 
  private:
   DataListener& listener_;

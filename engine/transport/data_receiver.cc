@@ -41,6 +41,12 @@ absl::Status IncomingSession::status() const {
   return error_;
 }
 
+void IncomingSession::ReceiveDisksInto(IncomingDisks* disks) {
+  // Connection threads start under mu_ in Attach, after this: they see it.
+  std::lock_guard<std::mutex> lock(mu_);
+  options_.disks = disks;
+}
+
 DataVerdict IncomingSession::Attach(uint32_t index, UniqueFd& fd) {
   std::lock_guard<std::mutex> lock(mu_);
   if (closing_ || !error_.ok() || index >= conns_.size() || conns_[index]) return DataVerdict::kBadConnection;
@@ -207,6 +213,12 @@ absl::Status IncomingSession::ReceiveLoop(Conn& c) {
       ++round;
       continue;
     }
+    if (h.type == FrameType::kDiskBatch) {
+      RETURN_IF_ERROR(ReceiveDiskFrame(c, h, table.data() + kDataHeaderBytes, round, runs));
+      std::lock_guard<std::mutex> lock(mu_);
+      ++progress_;
+      continue;
+    }
     RETURN_IF_ERROR(DecodeRuns(h, table.data() + kDataHeaderBytes, mem_.num_pages(), runs));
     if (options_.before_apply) options_.before_apply(c.index, round);
     if (options_.refuse_batch) RETURN_IF_ERROR(options_.refuse_batch(c.index, round));
@@ -260,6 +272,53 @@ absl::Status IncomingSession::ReceiveLoop(Conn& c) {
     std::lock_guard<std::mutex> lock(mu_);
     ++progress_;
   }
+}
+
+absl::Status IncomingSession::ReceiveDiskFrame(Conn& c, const FrameHeader& h, const uint8_t* run_table,
+                                              uint32_t round, std::vector<WireRun>& runs) {
+  IncomingDisks* disks = options_.disks;
+  if (disks == nullptr) {
+    return absl::DataLossError(absl::StrCat("frame ", h.index, " carries disk blocks, but this migration moves no disk"));
+  }
+  if (h.disk >= disks->disk_count()) {
+    return absl::InvalidArgumentError(absl::StrCat("frame ", h.index, " carries blocks of disk ", h.disk,
+                                                   "; the VM has ", disks->disk_count(), " file disks"));
+  }
+  // Every run inside the disk before anything of the frame is written.
+  RETURN_IF_ERROR(DecodeRuns(h, run_table, disks->disk_blocks(h.disk), runs));
+  if (options_.before_apply) options_.before_apply(c.index, round);
+  if (options_.refuse_batch) RETURN_IF_ERROR(options_.refuse_batch(c.index, round));
+  const size_t data_bytes = size_t{h.data_pages} * kPageSize;
+  const uint8_t* data = nullptr;
+  if (data_bytes > 0) {
+    if (c.record.size() < kSealOverheadBytes + data_bytes) {
+      c.record.resize(kSealOverheadBytes + size_t{kMaxDataPagesPerFrame} * kPageSize);
+    }
+    if (c.opener) {
+      // Opened in place: nothing unauthenticated reaches the disk.
+      const size_t want = kSealOverheadBytes + data_bytes;
+      iovec head{c.record.data(), kSealHeaderBytes};
+      RETURN_IF_ERROR(c.io->RecvAll(&head, 1, kSealHeaderBytes, false, true).status());
+      ASSIGN_OR_RETURN(size_t size, SealedRecordSize(c.record.data(), kSealHeaderBytes));
+      if (size != want) {
+        return absl::DataLossError(absl::StrCat("frame ", h.index, " data record is ", size, " bytes, expected ", want));
+      }
+      iovec rest{c.record.data() + kSealHeaderBytes, want - kSealHeaderBytes};
+      RETURN_IF_ERROR(c.io->RecvAll(&rest, 1, rest.iov_len, false, true).status());
+      ASSIGN_OR_RETURN(size_t plain, c.opener->OpenInPlace(c.record.data(), want));
+      if (plain != data_bytes) return absl::DataLossError(absl::StrCat("frame ", h.index, " data record opened short"));
+      data = c.record.data() + kSealHeaderBytes;
+    } else {
+      iovec bounce{c.record.data(), data_bytes};
+      RETURN_IF_ERROR(c.io->RecvAll(&bounce, 1, data_bytes, false, true).status());
+      data = c.record.data();
+    }
+  }
+  for (const WireRun& r : runs) {
+    RETURN_IF_ERROR(disks->WriteBlocks(h.disk, r.first_page, r.count, r.zero() ? nullptr : data));
+    if (!r.zero()) data += uint64_t{r.count} * kPageSize;
+  }
+  return absl::OkStatus();
 }
 
 // `data` holds the data runs' pages back to back, in the order of `runs`.

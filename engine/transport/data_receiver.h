@@ -3,7 +3,8 @@
 // frames into guest memory (plaintext) or opens sealed records into it (round 1 through the
 // memfd, later rounds straight into the mapping), and enforces the ordering rule: a connection
 // that reaches the end of round N waits until every connection has, before it applies anything of
-// round N+1 (docs/wire_protocol.md "Ordering").
+// round N+1 (docs/wire_protocol.md "Ordering"). A storage migration's disk frames are written
+// into the destination's disk files (IncomingDisks) under the same rule.
 
 #include <atomic>
 #include <condition_variable>
@@ -33,6 +34,10 @@ struct IncomingOptions {
   // cache allocates them without a page fault each) instead of through the mapping. Off: every
   // round writes through the mapping (tests compare the two).
   bool fresh_pages_through_file = true;
+  // A storage migration: the new disk files disk frames are written into (owned by the
+  // receiver, alive until Close; or set by ReceiveDisksInto). Null: a disk frame fails the data
+  // path.
+  IncomingDisks* disks = nullptr;
   // Called once, from a connection thread, when the data path fails (the agent answers the source).
   std::function<void(const absl::Status&)> on_error;
   // Test seams (never set in production): run before a connection applies a batch (e.g. to delay
@@ -58,6 +63,7 @@ class IncomingSession : public IncomingPages {
   absl::Status WaitRoundComplete(uint32_t round, int64_t timeout_ms) override;
   void Close() override;
   uint64_t pages_received() const override { return pages_.load(); }
+  void ReceiveDisksInto(IncomingDisks* disks) override;
   absl::Status status() const;
 
  private:
@@ -66,6 +72,10 @@ class IncomingSession : public IncomingPages {
   absl::Status ReceiveLoop(Conn& c);
   absl::Status ReadTable(Conn& c, uint8_t* table, size_t& table_bytes, bool& eof);
   absl::Status WriteRunsThroughFile(const std::vector<WireRun>& runs, const uint8_t* data);
+  // A disk frame whose header and run table were read: checks its runs against the disk,
+  // receives its data and writes it into the disk file.
+  absl::Status ReceiveDiskFrame(Conn& c, const FrameHeader& h, const uint8_t* run_table, uint32_t round,
+                                std::vector<WireRun>& runs);
   void Fail(const absl::Status& st);
   void RoundDone(Conn& c, uint32_t round);
 

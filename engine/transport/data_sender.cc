@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -65,6 +66,21 @@ absl::StatusOr<UniqueFd> ConnectTcp(const std::string& host, uint16_t port, int6
   return last;
 }
 
+// Reads `n` bytes of a disk at `offset`; what lies past its end reads as zero.
+absl::Status ReadDisk(const RoundDisk& d, uint8_t* buf, size_t n, uint64_t offset) {
+  size_t done = 0;
+  const size_t in_disk = offset >= d.bytes ? 0 : static_cast<size_t>(std::min<uint64_t>(n, d.bytes - offset));
+  while (done < in_disk) {
+    ssize_t r = pread(d.fd, buf + done, in_disk - done, static_cast<off_t>(offset + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return ErrnoError(absl::StrCat("cannot read disk ", d.disk, " to send it"));
+    if (r == 0) break;
+    done += static_cast<size_t>(r);
+  }
+  std::memset(buf + done, 0, n - done);
+  return absl::OkStatus();
+}
+
 void SetTimeouts(int fd, int64_t ms) {
   timeval tv{ms / 1000, (ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -86,6 +102,7 @@ struct DataSender::Conn {
     std::vector<uint8_t> table;   // header + run table (plaintext), or both sealed records
     std::vector<iovec> iov;
     size_t bytes = 0;
+    std::vector<uint8_t> disk_data;  // a disk frame's blocks, read from the disk file (1 MiB)
   };
   Slot slots[2];
   int next_slot = 0;
@@ -101,6 +118,9 @@ struct DataSender::Round {
   uint64_t num_chunks = 0;
   std::atomic<uint64_t> next_chunk{0};
   std::vector<WireRun> holes;  // sent by connection 0
+  std::span<const RoundDisk> disks;
+  std::vector<std::pair<uint32_t, uint64_t>> disk_chunks;  // (position in disks, chunk) with blocks to send
+  std::atomic<uint64_t> next_disk_chunk{0};
   LinkShareMembership* share = nullptr;  // this round's place in the host's link share
 };
 
@@ -185,7 +205,8 @@ void DataSender::Fail(const absl::Status& st) {
 }
 
 absl::Status DataSender::SendRound(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t round,
-                                   const DirtyBitmap* populated, RoundCounters& out) {
+                                   const DirtyBitmap* populated, std::span<const RoundDisk> disks,
+                                   RoundCounters& out) {
   LinkShareMembership share(options_.link_share, options_.link_weight, options_.migration_id);
   Round r;
   r.share = &share;
@@ -194,6 +215,15 @@ absl::Status DataSender::SendRound(const GuestMemory& mem, const DirtyBitmap& pa
   r.populated = populated;
   r.round = round;
   r.num_chunks = (pages.num_pages() + kChunkPages - 1) / kChunkPages;
+  r.disks = disks;
+  for (uint32_t i = 0; i < disks.size(); ++i) {
+    const auto words = disks[i].blocks->words();
+    for (uint64_t w = 0; w < words.size(); w += kChunkPages / 64) {
+      bool any = false;
+      for (uint64_t k = w; k < std::min<uint64_t>(w + kChunkPages / 64, words.size()) && !any; ++k) any = words[k] != 0;
+      if (any) r.disk_chunks.emplace_back(i, w / (kChunkPages / 64));
+    }
+  }
   if (populated) {
     // Never-touched ranges travel as one zero run each, unread.
     DirtyBitmap holes(pages.num_pages());
@@ -220,6 +250,9 @@ absl::Status DataSender::SendRound(const GuestMemory& mem, const DirtyBitmap& pa
       out.hole_pages += c->counters.hole_pages;
       out.data_bytes += c->counters.data_bytes;
       out.wire_bytes += c->counters.wire_bytes;
+      out.disk_blocks += c->counters.disk_blocks;
+      out.disk_zero_blocks += c->counters.disk_zero_blocks;
+      out.disk_data_bytes += c->counters.disk_data_bytes;
     }
     if (!error_.ok()) return error_;
   }
@@ -261,6 +294,7 @@ absl::Status DataSender::SendWork(Conn& c, Round& r) {
   std::vector<WireRun> runs;
   runs.reserve(kMaxRunsPerFrame);
   uint32_t data_pages = 0;
+  uint32_t frame_disk = 0;  // the disk whose blocks the frame being built holds (disk frames)
 
   auto emit = [&](FrameType type) -> absl::Status {
     if (cancel_.load()) return absl::CancelledError("migration cancelled by request");
@@ -272,6 +306,7 @@ absl::Status DataSender::SendWork(Conn& c, Round& r) {
     h.round = r.round;
     h.data_pages = data_pages;
     h.index = c.frames++;
+    h.disk = frame_disk;
     // Header and run table, in plaintext at the start of the slot (or past the record header).
     uint8_t* table = slot.table.data() + (sealed ? kSealHeaderBytes : 0);
     EncodeFrameHeader(h, table);
@@ -279,11 +314,16 @@ absl::Status DataSender::SendWork(Conn& c, Round& r) {
     size_t table_bytes = kDataHeaderBytes + runs.size() * kDataRunBytes;
     slot.iov.clear();
     std::vector<iovec> data;
-    for (const WireRun& run : runs) {
-      if (run.zero()) continue;
-      data.push_back(iovec{const_cast<uint8_t*>(r.mem->page(run.first_page)), run.count * kPageSize});
-    }
     size_t data_bytes = size_t{data_pages} * kPageSize;
+    if (type == FrameType::kDiskBatch) {
+      // The blocks were read into this slot's buffer back to back, in the order of the runs.
+      if (data_bytes > 0) data.push_back(iovec{slot.disk_data.data(), data_bytes});
+    } else {
+      for (const WireRun& run : runs) {
+        if (run.zero()) continue;
+        data.push_back(iovec{const_cast<uint8_t*>(r.mem->page(run.first_page)), run.count * kPageSize});
+      }
+    }
     if (sealed) {
       RETURN_IF_ERROR(c.sealer->SealInPlace(slot.table.data(), table_bytes));
       size_t at = kSealOverheadBytes + table_bytes;
@@ -306,7 +346,7 @@ absl::Status DataSender::SendWork(Conn& c, Round& r) {
     RETURN_IF_ERROR(c.io->WaitSend());
     RETURN_IF_ERROR(c.io->StartSend(slot.iov.data(), slot.iov.size(), slot.bytes, zero_copy_ && data_bytes > 0));
     c.counters.wire_bytes += slot.bytes;
-    c.counters.data_bytes += data_bytes;
+    (type == FrameType::kDiskBatch ? c.counters.disk_data_bytes : c.counters.data_bytes) += data_bytes;
     runs.clear();
     data_pages = 0;
     return absl::OkStatus();
@@ -334,6 +374,57 @@ absl::Status DataSender::SendWork(Conn& c, Round& r) {
     }
     return absl::OkStatus();
   };
+
+  // Disk blocks first: read from the disk files into the slot being built, zero blocks kept as
+  // markers, at most one frame's worth per read (a frame never spans two disks).
+  for (;;) {
+    uint64_t item = r.next_disk_chunk.fetch_add(1, std::memory_order_relaxed);
+    if (item >= r.disk_chunks.size()) break;
+    if (cancel_.load()) return absl::CancelledError("migration cancelled by request");
+    const RoundDisk& d = r.disks[r.disk_chunks[item].first];
+    if (!runs.empty() && frame_disk != d.disk) RETURN_IF_ERROR(emit(FrameType::kDiskBatch));
+    frame_disk = d.disk;
+    const uint64_t num_blocks = d.blocks->num_pages();
+    const uint64_t chunk_end = std::min(num_blocks, (r.disk_chunks[item].second + 1) * kChunkPages);
+    uint64_t blk = r.disk_chunks[item].second * kChunkPages;
+    while (blk < chunk_end) {
+      if (!d.blocks->Test(blk)) {
+        ++blk;
+        continue;
+      }
+      uint64_t end = blk + 1;
+      while (end < chunk_end && d.blocks->Test(end)) ++end;
+      while (blk < end) {
+        // Each block adds at most one run: never more than the frame still holds.
+        uint64_t take = std::min<uint64_t>({end - blk, kMaxDataPagesPerFrame - data_pages, kMaxRunsPerFrame - runs.size()});
+        if (take == 0) {
+          RETURN_IF_ERROR(emit(FrameType::kDiskBatch));
+          continue;
+        }
+        std::vector<uint8_t>& buf = c.slots[c.next_slot].disk_data;
+        if (buf.size() < size_t{kMaxDataPagesPerFrame} * kPageSize) buf.resize(size_t{kMaxDataPagesPerFrame} * kPageSize);
+        uint8_t* at = buf.data() + size_t{data_pages} * kPageSize;
+        RETURN_IF_ERROR(ReadDisk(d, at, take * kPageSize, blk * kPageSize));
+        for (uint64_t i = 0; i < take; ++i) {
+          const uint8_t* block = at + i * kPageSize;
+          const bool zero = IsZeroPage(block);
+          uint8_t* dst = buf.data() + size_t{data_pages} * kPageSize;
+          if (!zero && dst != block) std::memmove(dst, block, kPageSize);
+          const uint32_t flags = zero ? kRunZero : 0u;
+          if (!runs.empty() && runs.back().flags == flags && runs.back().first_page + runs.back().count == blk + i) {
+            ++runs.back().count;
+          } else {
+            runs.push_back(WireRun{blk + i, 1, flags});
+          }
+          ++c.counters.disk_blocks;
+          if (zero) ++c.counters.disk_zero_blocks;
+          if (!zero) ++data_pages;
+        }
+        blk += take;
+      }
+    }
+  }
+  if (!runs.empty()) RETURN_IF_ERROR(emit(FrameType::kDiskBatch));
 
   if (c.index == 0) {
     for (const WireRun& hole : r.holes) {

@@ -5,7 +5,9 @@
 // dirty bitmap that the connection threads take in turn; each thread detects zero pages, builds
 // batches of page runs, and sends a header followed by the page data straight from guest memory
 // (plaintext) or sealed from guest memory into one record (AES-256-GCM, per-connection keys).
-// Every round ends with a round-end frame on every connection.
+// Every round ends with a round-end frame on every connection. A storage migration's disk blocks
+// of a round go first, as disk frames read from the source's disk files, spread over the
+// connections the same way (1 MiB chunks of each disk's block bitmap).
 
 #include <atomic>
 #include <condition_variable>
@@ -47,7 +49,9 @@ class DataSender : public PageSender {
   ~DataSender() override;
 
   absl::Status SendRound(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t round,
-                         const DirtyBitmap* populated, RoundCounters& out) override;
+                         const DirtyBitmap* populated, std::span<const RoundDisk> disks,
+                         RoundCounters& out) override;
+  bool carries_disk_blocks() const override { return true; }
   void Cancel() override;
   void SetMaxBandwidth(double mibps) override;
   uint32_t connections() const override { return static_cast<uint32_t>(conns_.size()); }

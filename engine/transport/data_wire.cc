@@ -40,6 +40,7 @@ void EncodeFrameHeader(const FrameHeader& h, uint8_t* out) {
   Put32(out + 8, h.round);
   Put32(out + 12, h.data_pages);
   Put64(out + 16, h.index);
+  if (h.type == FrameType::kDiskBatch) Put32(out + 24, h.disk);
 }
 
 void EncodeRun(const WireRun& r, uint8_t* out) {
@@ -53,10 +54,12 @@ absl::Status DecodeFrameHeader(const uint8_t* in, uint64_t expected_index, Frame
     return absl::DataLossError(absl::StrCat("frame ", expected_index, " does not start with the FDP2 magic"));
   }
   uint8_t type = in[4];
-  if (type != static_cast<uint8_t>(FrameType::kBatch) && type != static_cast<uint8_t>(FrameType::kRoundEnd)) {
+  if (type != static_cast<uint8_t>(FrameType::kBatch) && type != static_cast<uint8_t>(FrameType::kRoundEnd) &&
+      type != static_cast<uint8_t>(FrameType::kDiskBatch)) {
     return absl::DataLossError(absl::StrCat("frame ", expected_index, " has unknown type ", type));
   }
-  if (in[5] != 0 || Get64(in + 24) != 0) {
+  const bool disk = type == static_cast<uint8_t>(FrameType::kDiskBatch);
+  if (in[5] != 0 || Get32(in + 28) != 0 || (!disk && Get32(in + 24) != 0)) {
     return absl::DataLossError(absl::StrCat("frame ", expected_index, " has non-zero reserved bytes"));
   }
   out.type = static_cast<FrameType>(type);
@@ -64,6 +67,7 @@ absl::Status DecodeFrameHeader(const uint8_t* in, uint64_t expected_index, Frame
   out.round = Get32(in + 8);
   out.data_pages = Get32(in + 12);
   out.index = Get64(in + 16);
+  out.disk = disk ? Get32(in + 24) : 0;
   if (out.index != expected_index) {
     return absl::DataLossError(absl::StrCat("frame ", out.index, " arrived where frame ", expected_index,
                                             " was expected (replayed, dropped or reordered)"));
@@ -80,7 +84,7 @@ absl::Status DecodeFrameHeader(const uint8_t* in, uint64_t expected_index, Frame
     return absl::DataLossError(absl::StrCat("frame ", out.index, " carries ", out.data_pages,
                                             " pages of data (at most ", kMaxDataPagesPerFrame, ")"));
   }
-  if (out.type == FrameType::kBatch && out.run_count == 0) {
+  if (out.type != FrameType::kRoundEnd && out.run_count == 0) {
     return absl::DataLossError(absl::StrCat("batch frame ", out.index, " has no runs"));
   }
   return absl::OkStatus();
@@ -98,6 +102,10 @@ absl::Status DecodeRuns(const FrameHeader& h, const uint8_t* in, uint64_t num_pa
     }
     if ((r.flags & ~kRunZero) != 0) {
       return absl::InvalidArgumentError(absl::StrCat("frame ", h.index, " run ", i, " has unknown flags ", r.flags));
+    }
+    if ((r.first_page >= num_pages || r.count > num_pages - r.first_page) && h.type == FrameType::kDiskBatch) {
+      return absl::OutOfRangeError(absl::StrCat("disk blocks ", r.first_page, "..", r.first_page + r.count - 1,
+                                                " are outside disk ", h.disk, " of ", num_pages, " blocks"));
     }
     if (r.first_page >= num_pages || r.count > num_pages - r.first_page) {
       return absl::OutOfRangeError(absl::StrCat("pages ", r.first_page, "..", r.first_page + r.count - 1,

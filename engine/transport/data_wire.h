@@ -4,8 +4,12 @@
 //
 //   frame  = header (32 bytes) [run table: run_count x 16 bytes] [page data: data_pages x 4096]
 //   header = u32 magic "FDP2" | u8 type | u8 0 | u16 run_count | u32 round | u32 data_pages |
-//            u64 frame index on this connection | u64 0              (little-endian)
+//            u64 frame index on this connection | u32 disk (disk frames; else 0) | u32 0
+//                                                                      (little-endian)
 //   run    = u64 first_page | u32 count | u32 flags (bit 0: zero, no data)
+//
+// A disk frame (type 3, a storage migration's blocks) has the same shape: its runs name 4 KiB
+// blocks of file disk `disk` instead of guest pages, its data the blocks' bytes.
 //
 // Sealed connections carry the header and run table as one AES-GCM record and the page data as
 // a second one (absent when data_pages = 0).
@@ -28,6 +32,7 @@ inline constexpr uint32_t kRunZero = 1;
 enum class FrameType : uint8_t {
   kBatch = 1,     // page runs of the current round
   kRoundEnd = 2,  // this connection sent every page of `round` it had
+  kDiskBatch = 3, // block runs of one file disk, in the current round
 };
 
 struct FrameHeader {
@@ -36,6 +41,7 @@ struct FrameHeader {
   uint32_t round = 0;
   uint32_t data_pages = 0;
   uint64_t index = 0;
+  uint32_t disk = 0;  // kDiskBatch only
 };
 
 struct WireRun {
@@ -60,8 +66,9 @@ void EncodeRun(const WireRun& r, uint8_t* out);
 // this connection so far (a skipped or repeated frame is an error).
 absl::Status DecodeFrameHeader(const uint8_t* in, uint64_t expected_index, FrameHeader& out);
 
-// Parses the run table and checks every run against guest memory of `num_pages` pages: inside
-// it, count > 0, only known flags, data runs adding up to exactly header.data_pages.
+// Parses the run table and checks every run against guest memory of `num_pages` pages (a disk
+// frame: the disk's `num_pages` blocks): inside it, count > 0, only known flags, data runs adding
+// up to exactly header.data_pages.
 absl::Status DecodeRuns(const FrameHeader& h, const uint8_t* in, uint64_t num_pages, std::vector<WireRun>& out);
 
 }  // namespace ferry

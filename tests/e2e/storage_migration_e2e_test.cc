@@ -1,9 +1,10 @@
 // Storage migration, "change both host and datastore" (docs/storage_migration.md), over real
 // agents and a KVM guest whose disk workload writes and verifies its blocks throughout: the guest
 // finds its disk intact on the destination's datastore (both disk copy modes: the write log
-// iterated, or writes mirrored synchronously); a block lost from the final round is caught by the
-// guest (negative control); a cancel, in pre-copy or while writes are mirrored, leaves the source
-// running on its intact disk.
+// iterated, or writes mirrored synchronously; disk blocks on the data connections by default, on
+// the gRPC stream with --transport grpc); a block lost from the final round is caught by the
+// guest (negative control); a block outside the disk fails the migration and the guest runs on;
+// a cancel, in pre-copy or while writes are mirrored, leaves the source running on its intact disk.
 
 #include <filesystem>
 #include <fstream>
@@ -21,6 +22,18 @@ namespace {
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
+
+bool HasEvent(const std::vector<v1::MigrationEvent>& events, const std::string& message) {
+  for (const auto& e : events) {
+    if (e.message() == message) return true;
+  }
+  return false;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
 
 class StorageMigrationE2E : public ::testing::Test {
  protected:
@@ -102,6 +115,7 @@ class StorageMigrationE2E : public ::testing::Test {
     return req;
   }
   void ExpectDiskIntact(int agent, const std::string& name) { e2e::ExpectDiskIntact(*stubs_[agent], name); }
+  void DropOneFinalDiskBlock(const std::string& name, v1::Transport transport);
   // The VMM process host-a runs `name` in, from its datastore directory (docs/vmm_process.md).
   pid_t SourceVmmPid(const std::string& name) { return VmmPid("ds-a", "host-a", name); }
   pid_t VmmPid(const std::string& datastore_dir, const std::string& agent, const std::string& name) {
@@ -126,6 +140,9 @@ TEST_F(StorageMigrationE2E, GuestDiskIsIntactOnTheDestinationDatastore) {
   EXPECT_GT(last.stats().disk_blocks_sent(), 0u);
   EXPECT_GT(last.stats().disk_bytes(), 0u);
   EXPECT_GE(last.stats().disk_rounds(), 1u) << "the write log was iterated at least once";
+  EXPECT_GT(last.stats().connections(), 0u);
+  EXPECT_TRUE(HasEvent(events, "copying the disks on the data connections"))
+      << "the disk blocks did not ride the data connections";
 
   // The VM runs on host-b from its new directory, whose lock host-b holds; host-a's files are gone.
   EXPECT_FALSE(fs::exists(dir_ / "ds-a" / "disk1")) << "the source's directory outlived the commit";
@@ -143,17 +160,37 @@ TEST_F(StorageMigrationE2E, GuestDiskIsIntactOnTheDestinationDatastore) {
   ExpectDiskIntact(1, "disk1");
 }
 
-TEST_F(StorageMigrationE2E, DroppingOneFinalDiskBlockIsCaughtByTheGuest) {
+// --transport grpc keeps the disks' blocks on the control stream (DiskBlocks messages).
+TEST_F(StorageMigrationE2E, GuestDiskIsIntactOnTheDestinationOverTheGrpcTransport) {
+  StartAgents();
+  CreateGuest("disk5");
+  std::vector<v1::MigrationEvent> events =
+      MigrateCollectingEvents(*stubs_[0], WithTransport(StorageMove("disk5"), v1::TRANSPORT_GRPC));
+  ASSERT_FALSE(events.empty());
+  const v1::MigrationEvent& last = events.back();
+  ASSERT_EQ(last.phase(), v1::MIGRATION_PHASE_COMPLETED) << last.error();
+  EXPECT_EQ(last.stats().connections(), 0u);
+  EXPECT_TRUE(HasEvent(events, "copying the disks"));
+  EXPECT_FALSE(HasEvent(events, "copying the disks on the data connections"));
+  EXPECT_GT(last.stats().disk_blocks_sent(), 0u);
+  EXPECT_GE(last.stats().disk_rounds(), 1u);
+  EXPECT_FALSE(fs::exists(dir_ / "ds-a" / "disk5"));
+  ExpectDiskIntact(1, "disk5");
+}
+
+// The negative control on either transport: the test agent loses one block of the final round,
+// on a data connection (the default) or as a DiskBlocks message on the gRPC stream.
+void StorageMigrationE2E::DropOneFinalDiskBlock(const std::string& name, v1::Transport transport) {
   cli::LocalClusterOptions o;
   o.agent_binary = "ferry-agent-faults";  // tests/fault_agent: the fault lives outside the production agent
   o.extra_args = {{"--fault", "drop-final-disk-block"}, {}};
   StartAgents(o);
-  CreateGuest("disk2");
+  CreateGuest(name);
   // The final round carries the blocks written since the last round's collection: at full link
   // speed the last round can take a millisecond or two and the guest (1024 blocks/s) may write
   // none in it (it happened once in a plain run). A 16 MiB/s cap makes every round last long
   // enough that the guest writes blocks the final round must carry.
-  v1::MigrateRequest req = StorageMove("disk2");
+  v1::MigrateRequest req = WithTransport(StorageMove(name), transport);
   req.mutable_options()->set_max_bandwidth_mibps(16);
   std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], req);
   ASSERT_FALSE(events.empty());
@@ -162,7 +199,7 @@ TEST_F(StorageMigrationE2E, DroppingOneFinalDiskBlockIsCaughtByTheGuest) {
   bool caught = false;
   v1::VmInfo info;
   for (int i = 0; i < 400 && !caught; ++i) {
-    ASSERT_TRUE(GetVm(*stubs_[1], "disk2", &info).ok());
+    ASSERT_TRUE(GetVm(*stubs_[1], name, &info).ok());
     caught = info.health().disk_corruptions() > 0;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -170,6 +207,52 @@ TEST_F(StorageMigrationE2E, DroppingOneFinalDiskBlockIsCaughtByTheGuest) {
                       << "event=test_fault_dropped_disk_block); " << info.health().disk_sweeps() << " sweeps";
   ASSERT_GT(info.health().corruption_reports_size(), 0);
   EXPECT_THAT(info.health().corruption_reports(0), HasSubstr("CORRUPTION block="));
+  // The block was lost where the transport carries disk blocks.
+  EXPECT_THAT(ReadFile(cluster_->log_path(0)),
+              HasSubstr(transport == v1::TRANSPORT_GRPC ? "event=test_fault_dropped_disk_block via=control-stream"
+                                                        : "event=test_fault_dropped_disk_block via=data-connection"));
+}
+
+TEST_F(StorageMigrationE2E, DroppingOneFinalDiskBlockIsCaughtByTheGuest) {
+  DropOneFinalDiskBlock("disk2", v1::TRANSPORT_DATA);
+}
+
+TEST_F(StorageMigrationE2E, DroppingOneFinalDiskBlockOverTheGrpcTransportIsCaughtByTheGuest) {
+  DropOneFinalDiskBlock("disk6", v1::TRANSPORT_GRPC);
+}
+
+// A source that sends a block past the end of the disk on a data connection: the destination
+// refuses it before writing anything (DATA_PATH naming the block and the disk), discards its
+// copy and its directory; the VM runs on in its source VMM with its lock, disk intact.
+TEST_F(StorageMigrationE2E, ABlockOutsideTheDiskFailsTheMigrationAndTheSourceRunsOn) {
+  cli::LocalClusterOptions o;
+  o.agent_binary = "ferry-agent-faults";
+  o.extra_args = {{"--fault", "disk-block-outside-disk"}, {}};
+  StartAgents(o);
+  CreateGuest("disk4");
+  const pid_t vmm = SourceVmmPid("disk4");
+  ASSERT_GT(vmm, 0);
+  std::vector<v1::MigrationEvent> events = MigrateCollectingEvents(*stubs_[0], StorageMove("disk4"));
+  ASSERT_FALSE(events.empty());
+  const v1::MigrationEvent& last = events.back();
+  ASSERT_EQ(last.phase(), v1::MIGRATION_PHASE_FAILED) << last.error();
+  EXPECT_THAT(last.error(), HasSubstr("PEER_ERROR_CODE_DATA_PATH"));
+  EXPECT_THAT(last.error(), HasSubstr("are outside disk 0 of 4096 blocks"));
+
+  auto holder = VmLock::CurrentHolder((dir_ / "ds-a" / "disk4" / "vm.lock").string());
+  ASSERT_TRUE(holder.ok()) << holder.status();
+  ASSERT_TRUE(holder->has_value()) << "nobody holds the source directory's lock";
+  EXPECT_EQ((*holder)->pid, vmm) << "the source's VMM does not hold its lock";
+  v1::VmInfo info;
+  ASSERT_TRUE(GetVm(*stubs_[0], "disk4", &info).ok());
+  EXPECT_EQ(info.datastore(), "local-a");
+  EXPECT_EQ(VmsAfterSettling(*stubs_[1], 30), 0) << "a VM was left on the destination";
+  for (int i = 0; i < 600 && fs::exists(dir_ / "ds-b" / "disk4"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "ds-b" / "disk4")) << "the destination's partial directory outlived the failure";
+  ExpectGuestHealthy(*stubs_[0], "disk4", 1.0);
+  ExpectDiskIntact(0, "disk4");
 }
 
 // Cancelled in pre-copy (a 1 MiB/s cap keeps the guest's memory in round 1 for seconds): the VM

@@ -21,7 +21,7 @@ absl::Status DropDiskBlockChannel::Send(const v1::PeerMessage& msg) {
       r->set_count(r->count() - 1);
       r->mutable_data()->resize(uint64_t{r->count()} * kDiskBlockBytes);
     }
-    spdlog::warn("event=test_fault_dropped_disk_block disk={} block={} round={} (a test agent that loses a block)",
+    spdlog::warn("event=test_fault_dropped_disk_block via=control-stream disk={} block={} round={} (a test agent that loses a block)",
                  b->disk(), lost, b->round());
     break;
   }

@@ -3,7 +3,9 @@
 // migration's final round (the first DiskBlocks message sent while the guest is paused loses the
 // last block of its first data run). The destination then holds an older copy of that block, and
 // the guest's disk workload must report it (CORRUPTION block=...): the lost-block negative control
-// of docs/storage_migration.md. Only the first migration through the agent loses a block.
+// of docs/storage_migration.md. Only the first migration through the agent loses a block. This
+// seam sees disk blocks only on the gRPC transport; on the data connections
+// disk_fault_sender.h drops one.
 
 #include <atomic>
 

@@ -19,7 +19,8 @@ uint64_t DropFinalPageSender::PageHash(const GuestMemory& mem, uint64_t page) co
 }
 
 absl::Status DropFinalPageSender::SendRound(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t round,
-                                            const DirtyBitmap* populated, RoundCounters& out) {
+                                            const DirtyBitmap* populated, std::span<const RoundDisk> disks,
+                                            RoundCounters& out) {
   if (vm_.run_state() == VmRunState::kPaused && !dropped_) {
     // The final round: forget the highest page whose destination copy is known to be stale.
     DirtyBitmap without_one = pages;
@@ -35,7 +36,7 @@ absl::Status DropFinalPageSender::SendRound(const GuestMemory& mem, const DirtyB
         break;
       }
     }
-    return inner_->SendRound(mem, without_one, round, populated, out);
+    return inner_->SendRound(mem, without_one, round, populated, disks, out);
   }
   std::unordered_map<uint64_t, uint64_t> before;
   pages.ForEachRun([&](uint64_t first, uint64_t count) {
@@ -43,7 +44,7 @@ absl::Status DropFinalPageSender::SendRound(const GuestMemory& mem, const DirtyB
       if (!populated || populated->Test(p)) before[p] = PageHash(mem, p);
     }
   });
-  absl::Status st = inner_->SendRound(mem, pages, round, populated, out);
+  absl::Status st = inner_->SendRound(mem, pages, round, populated, disks, out);
   for (const auto& [p, h] : before) sent_hashes_[p] = PageHash(mem, p) == h ? h : kUnknownHash;
   // Let the guest dirty a little more after the round, so the final round surely holds a page
   // whose destination copy is stale (a smallest-pause switch-over may otherwise leave it empty).

@@ -18,7 +18,9 @@ class DropFinalPageSender : public PageSender {
   DropFinalPageSender(std::unique_ptr<PageSender> inner, Vm& vm) : inner_(std::move(inner)), vm_(vm) {}
 
   absl::Status SendRound(const GuestMemory& mem, const DirtyBitmap& pages, uint32_t round,
-                         const DirtyBitmap* populated, RoundCounters& out) override;
+                         const DirtyBitmap* populated, std::span<const RoundDisk> disks,
+                         RoundCounters& out) override;
+  bool carries_disk_blocks() const override { return inner_->carries_disk_blocks(); }
   void Cancel() override { inner_->Cancel(); }
   void SetMaxBandwidth(double mibps) override { inner_->SetMaxBandwidth(mibps); }
   uint32_t connections() const override { return inner_->connections(); }

@@ -4,7 +4,12 @@
 //                             must catch it: the lost-page negative control)
 //   --fault drop-final-disk-block
 //                             leave out one block of a storage migration's final round (the
-//                             guest must catch it: drop_disk_block_channel.h)
+//                             guest must catch it): on the data connections disk_fault_sender.h,
+//                             on the gRPC transport drop_disk_block_channel.h
+//   --fault disk-block-outside-disk
+//                             send one block past the end of the disk on a data connection in the
+//                             first storage migration (the destination must refuse it:
+//                             disk_fault_sender.h)
 //   --hold-at PHASE --hold-file PATH
 //                             hold the first outgoing migration at state-loaded, commit-sent or
 //                             resumed until the test removes PATH (holding_channel.h)
@@ -23,6 +28,7 @@
 
 #include "engine/agent/agent_server.h"
 #include "engine/agent/agent_tls.h"
+#include "tests/fault_agent/disk_fault_sender.h"
 #include "tests/fault_agent/drop_disk_block_channel.h"
 #include "tests/fault_agent/drop_final_page_sender.h"
 #include "tests/fault_agent/holding_channel.h"
@@ -50,8 +56,8 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", config.tls_cert);
   app.add_option("--tls-key", config.tls_key);
   app.add_flag("--insecure", config.insecure);
-  app.add_option("--fault", fault, "drop-final-page|drop-final-disk-block")
-      ->check(CLI::IsMember({"drop-final-page", "drop-final-disk-block"}));
+  app.add_option("--fault", fault, "drop-final-page|drop-final-disk-block|disk-block-outside-disk")
+      ->check(CLI::IsMember({"drop-final-page", "drop-final-disk-block", "disk-block-outside-disk"}));
   app.add_option("--hold-at", hold_at, "state-loaded|commit-sent|resumed")
       ->check(CLI::IsMember({"state-loaded", "commit-sent", "resumed"}));
   app.add_option("--hold-file", hold_file);
@@ -88,7 +94,19 @@ int main(int argc, char** argv) {
     (*server)->context().wrap_migration_channel = [](MigrationChannel& inner) {
       return std::unique_ptr<MigrationChannel>(new DropDiskBlockChannel(inner, dropped_block));
     };
+    (*server)->context().wrap_page_sender = [](std::unique_ptr<PageSender> inner, Vm& vm) {
+      return std::unique_ptr<PageSender>(
+          new DiskFaultSender(std::move(inner), vm, DiskFault::kDropFinalBlock, dropped_block));
+    };
     spdlog::warn("event=test_fault_enabled fault=drop-final-disk-block (a test agent that loses a disk block)");
+  }
+  static std::atomic<bool> sent_outside{false};
+  if (fault == "disk-block-outside-disk") {
+    (*server)->context().wrap_page_sender = [](std::unique_ptr<PageSender> inner, Vm& vm) {
+      return std::unique_ptr<PageSender>(
+          new DiskFaultSender(std::move(inner), vm, DiskFault::kBlockOutsideDisk, sent_outside));
+    };
+    spdlog::warn("event=test_fault_enabled fault=disk-block-outside-disk (a test agent that sends a block past the disk)");
   }
   static std::atomic<bool> held{false};
   if (!hold_at.empty()) {

@@ -2,8 +2,12 @@
 // IncomingSession writing into real guest memory, a DataSender (or a hand-driven raw client that
 // completes the real handshake) on the other side. Covers byte-exact delivery across rounds and
 // connection counts, every bad-input rule of a data connection, a destination that goes away
-// mid-round, and the round barrier that keeps a stale copy from overwriting a newer one.
+// mid-round, and the round barrier that keeps a stale copy from overwriting a newer one. A
+// storage migration's disk frames: blocks land in the destination's disk file byte for byte
+// beside the pages, and a block outside the disk is refused before anything is written.
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -12,6 +16,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -23,6 +29,7 @@
 #include "engine/memory/dirty_bitmap.h"
 #include "engine/memory/guest_memory.h"
 #include "engine/memory/page.h"
+#include "engine/migration/disk_copy.h"
 #include "engine/transport/data_handshake.h"
 #include "engine/transport/data_listener.h"
 #include "engine/transport/data_receiver.h"
@@ -313,7 +320,7 @@ TEST_P(DataPathDeliveryTest, ThreeRoundsArriveByteForByte) {
   DirtyBitmap all(kPages);
   all.SetAll();
   RoundCounters c1;
-  absl::Status st = (*sender)->SendRound(*src, all, 1, &populated, c1);
+  absl::Status st = (*sender)->SendRound(*src, all, 1, &populated, {}, c1);
   ASSERT_TRUE(st.ok()) << st;
   EXPECT_EQ(c1.pages, kPages);
   EXPECT_EQ(c1.hole_pages, holes);
@@ -349,7 +356,7 @@ TEST_P(DataPathDeliveryTest, ThreeRoundsArriveByteForByte) {
   zero2(1001);
   write2(kPages - 1);
   RoundCounters c2;
-  st = (*sender)->SendRound(*src, d2, 2, nullptr, c2);
+  st = (*sender)->SendRound(*src, d2, 2, nullptr, {}, c2);
   ASSERT_TRUE(st.ok()) << st;
   EXPECT_EQ(c2.pages, data2 + zeros2);
   EXPECT_EQ(c2.zero_pages, zeros2);
@@ -371,7 +378,7 @@ TEST_P(DataPathDeliveryTest, ThreeRoundsArriveByteForByte) {
   WritePage(*src, 2000, 3);
   d3.Set(2000);
   RoundCounters c3;
-  st = (*sender)->SendRound(*src, d3, 3, nullptr, c3);
+  st = (*sender)->SendRound(*src, d3, 3, nullptr, {}, c3);
   ASSERT_TRUE(st.ok()) << st;
   EXPECT_EQ(c3.pages, 22u);
   EXPECT_EQ(c3.zero_pages, 10u);
@@ -418,7 +425,7 @@ void ExpectSessionWorks(DataListener& l, IncomingPages& session, GuestMemory& ds
   DirtyBitmap all(dst.num_pages());
   all.SetAll();
   RoundCounters c;
-  ASSERT_TRUE((*sender)->SendRound(*src, all, 1, nullptr, c).ok());
+  ASSERT_TRUE((*sender)->SendRound(*src, all, 1, nullptr, {}, c).ok());
   absl::Status st = session.WaitRoundComplete(1, 5000);
   ASSERT_TRUE(st.ok()) << st;
   EXPECT_EQ(0, std::memcmp(src->data(), dst.data(), dst.size()));
@@ -747,7 +754,7 @@ void ExpectSendRoundFailsPromptly(const std::function<void(std::unique_ptr<DataL
   Clock::time_point returned_at;
   std::thread round([&] {
     RoundCounters c;
-    result = (*sender)->SendRound(*src, all, 1, nullptr, c);
+    result = (*sender)->SendRound(*src, all, 1, nullptr, {}, c);
     returned_at = Clock::now();
     returned.store(true);
   });
@@ -822,14 +829,14 @@ OrderingOutcome RunOrdering(bool disable_round_barrier) {
   for (uint64_t p = 0; p < kPages; ++p) WritePage(*src, p, 1);
   // 5 ms a 1 MiB frame: the connections take chunks in turn, so connection 1 carries part of round 1.
   (*sender)->SetMaxBandwidth(200);
-  absl::Status st = (*sender)->SendRound(*src, all, 1, nullptr, c);
+  absl::Status st = (*sender)->SendRound(*src, all, 1, nullptr, {}, c);
   EXPECT_TRUE(st.ok()) << st;
   (*sender)->SetMaxBandwidth(0);
   for (uint64_t p = 0; p < kPages; ++p) out.unapplied_after_round1 += GenerationOf(*dst, p) != 1;
   for (uint64_t p = 0; p < kPages; ++p) WritePage(*src, p, 2);
-  st = (*sender)->SendRound(*src, all, 2, nullptr, c);
+  st = (*sender)->SendRound(*src, all, 2, nullptr, {}, c);
   EXPECT_TRUE(st.ok()) << st;
-  st = (*sender)->SendRound(*src, DirtyBitmap(kPages), 3, nullptr, c);
+  st = (*sender)->SendRound(*src, DirtyBitmap(kPages), 3, nullptr, {}, c);
   EXPECT_TRUE(st.ok()) << st;
   st = session->WaitRoundComplete(3, 10000);
   EXPECT_TRUE(st.ok()) << st;
@@ -924,6 +931,206 @@ TEST(DataPathOrderingTest, HandMadeStaleCopyWinsWithoutTheBarrier) {
   RawOrderingOutcome o = RunRawOrdering(true);
   EXPECT_TRUE(o.newer_seen_while_held);
   EXPECT_EQ(o.stale, 16u);
+}
+
+// --- disk frames (a storage migration's blocks on the data connections) -----------------------
+
+namespace fs = std::filesystem;
+
+// A disk file of `bytes` in a fresh directory, and the receiver writing into it.
+class DiskFiles {
+ public:
+  explicit DiskFiles(uint64_t bytes) : bytes_(bytes) {
+    static int n = 0;
+    dir_ = fs::path(::testing::TempDir()) / ("ferry-data-disk-" + std::to_string(getpid()) + "-" + std::to_string(++n));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    for (const char* name : {"src.raw", "dst.raw"}) {
+      std::ofstream(dir_ / name).close();
+      fs::resize_file(dir_ / name, bytes);
+    }
+    src_fd_ = UniqueFd(open((dir_ / "src.raw").c_str(), O_RDWR | O_CLOEXEC));
+    EXPECT_TRUE(src_fd_.valid());
+    VmSpec spec;
+    spec.name = "vm1";
+    spec.disks.push_back(DiskSpec{DiskKind::kFile, (dir_ / "dst.raw").string(), "", bytes});
+    auto r = DiskCopyReceiver::Open(spec, {bytes});
+    EXPECT_TRUE(r.ok()) << r.status();
+    receiver_ = std::move(*r);
+  }
+  ~DiskFiles() { fs::remove_all(dir_); }
+
+  // Block `b` of the source: a pattern naming (block, gen), or zeros when gen is 0.
+  void WriteSource(uint64_t b, uint32_t gen) { Write(src_fd_.get(), b, gen); }
+  void WriteDestination(uint64_t b, uint32_t gen) {
+    UniqueFd fd(open((dir_ / "dst.raw").c_str(), O_RDWR | O_CLOEXEC));
+    Write(fd.get(), b, gen);
+  }
+  std::string Read(const char* name) {
+    std::ifstream in(dir_ / name, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  RoundDisk Disk(const DirtyBitmap& blocks) const { return RoundDisk{0, src_fd_.get(), bytes_, &blocks}; }
+  DiskCopyReceiver& receiver() { return *receiver_; }
+  uint64_t blocks() const { return (bytes_ + kPageSize - 1) / kPageSize; }
+
+ private:
+  void Write(int fd, uint64_t b, uint32_t gen) {
+    std::vector<uint64_t> w(kPageSize / 8, 0);
+    for (uint64_t i = 0; gen != 0 && i < w.size(); ++i) w[i] = (uint64_t{gen} << 40) | (b << 10) | i;
+    const uint64_t n = std::min<uint64_t>(kPageSize, bytes_ - b * kPageSize);
+    ASSERT_EQ(pwrite(fd, w.data(), n, static_cast<off_t>(b * kPageSize)), static_cast<ssize_t>(n));
+  }
+
+  uint64_t bytes_;
+  fs::path dir_;
+  UniqueFd src_fd_;
+  std::unique_ptr<DiskCopyReceiver> receiver_;
+};
+
+struct DiskCase {
+  const char* name;
+  uint32_t connections;
+  bool encrypted;
+};
+
+class DataPathDiskTest : public ::testing::TestWithParam<DiskCase> {};
+
+// Two rounds of a disk whose last block is partial, beside guest pages: the destination's file
+// ends up equal to the source's (data blocks written, zero blocks punched, holes untouched), and
+// the counters add up.
+TEST_P(DataPathDiskTest, DiskBlocksRideTheRoundsIntoTheDiskFile) {
+  const DiskCase& dc = GetParam();
+  constexpr uint64_t kPages = 64;
+  DiskFiles disk(699 * kPageSize + 1000);  // 700 blocks, 3 chunks of the bitmap
+  auto src = NewMemory(kPages);
+  auto dst = NewMemory(kPages);
+  for (uint64_t p = 0; p < kPages; p += 2) WritePage(*src, p, 1);
+  ErrorLog errors;
+  auto listener = StartListener();
+  IncomingOptions in = Incoming(dc.connections, dc.encrypted);
+  in.on_error = errors.Callback();
+  in.disks = &disk.receiver();
+  auto session = listener->Expect(in, *dst);
+  auto sender = DataSender::Connect("127.0.0.1", listener->port(), Outgoing(dc.connections, dc.encrypted));
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  EXPECT_TRUE((*sender)->carries_disk_blocks());
+
+  // Round 1: blocks 0..399 (every fifth one written as zeros) and the partial last block; block
+  // 2 of the destination holds old data that the zero marker must remove.
+  DirtyBitmap r1(disk.blocks());
+  uint64_t zeros = 0;
+  for (uint64_t b = 0; b < 400; ++b) {
+    disk.WriteSource(b, b % 5 == 2 ? 0 : 1);
+    zeros += b % 5 == 2;
+    r1.Set(b);
+  }
+  disk.WriteSource(699, 1);
+  r1.Set(699);
+  disk.WriteDestination(2, 7);
+  DirtyBitmap all(kPages);
+  all.SetAll();
+  std::vector<RoundDisk> disks{disk.Disk(r1)};
+  RoundCounters c1;
+  absl::Status st = (*sender)->SendRound(*src, all, 1, nullptr, disks, c1);
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_TRUE(session->WaitRoundComplete(1, 5000).ok());
+  EXPECT_EQ(c1.disk_blocks, 401u);
+  EXPECT_EQ(c1.disk_zero_blocks, zeros);
+  EXPECT_EQ(c1.disk_data_bytes, (401 - zeros) * kPageSize);
+  EXPECT_EQ(c1.pages, kPages);
+  EXPECT_GE(c1.wire_bytes, c1.data_bytes + c1.disk_data_bytes);
+  EXPECT_EQ(disk.Read("dst.raw"), disk.Read("src.raw"));
+  EXPECT_EQ(0, std::memcmp(src->data(), dst->data(), dst->size()));
+
+  // Round 2: a rewritten range and a block that became zero.
+  DirtyBitmap r2(disk.blocks());
+  for (uint64_t b = 10; b < 20; ++b) {
+    disk.WriteSource(b, 2);
+    r2.Set(b);
+  }
+  disk.WriteSource(30, 0);
+  r2.Set(30);
+  disks = {disk.Disk(r2)};
+  RoundCounters c2;
+  st = (*sender)->SendRound(*src, DirtyBitmap(kPages), 2, nullptr, disks, c2);
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_TRUE(session->WaitRoundComplete(2, 5000).ok());
+  EXPECT_EQ(c2.disk_blocks, 11u);
+  EXPECT_EQ(c2.disk_zero_blocks, 1u);
+  EXPECT_EQ(disk.Read("dst.raw"), disk.Read("src.raw"));
+  EXPECT_EQ(disk.receiver().blocks_written(), 412u);
+  EXPECT_EQ(errors.count(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, DataPathDiskTest,
+                         ::testing::Values(DiskCase{"Plain1", 1, false}, DiskCase{"Sealed2", 2, true},
+                                           DiskCase{"Plain4", 4, false}),
+                         [](const ::testing::TestParamInfo<DiskCase>& i) { return std::string(i.param.name); });
+
+std::vector<uint8_t> DiskFrame(uint32_t disk, uint32_t round, uint64_t index, const std::vector<WireRun>& runs,
+                               const std::vector<uint8_t>& data) {
+  FrameHeader h;
+  h.type = FrameType::kDiskBatch;
+  h.disk = disk;
+  h.run_count = static_cast<uint16_t>(runs.size());
+  h.round = round;
+  h.data_pages = static_cast<uint32_t>(data.size() / kPageSize);
+  h.index = index;
+  std::vector<uint8_t> f(kDataHeaderBytes + runs.size() * kDataRunBytes);
+  EncodeFrameHeader(h, f.data());
+  for (size_t i = 0; i < runs.size(); ++i) EncodeRun(runs[i], f.data() + kDataHeaderBytes + i * kDataRunBytes);
+  f.insert(f.end(), data.begin(), data.end());
+  return f;
+}
+
+TEST(DataPathTest, DiskBlockOutsideTheDiskIsRefusedAndWritesNothing) {
+  DiskFiles disk(10 * kPageSize + 100);  // 11 blocks, the last one partial
+  auto dst = NewMemory(16);
+  ErrorLog errors;
+  auto listener = StartListener();
+  IncomingOptions in = Incoming(1, false);
+  in.on_error = errors.Callback();
+  in.disks = &disk.receiver();
+  auto session = listener->Expect(in, *dst);
+  UniqueFd c0 = Join(listener->port(), 0);
+  // A good run first, then one that ends a block past the disk: nothing of the frame is written.
+  SendBytes(c0.get(), DiskFrame(0, 1, 0, {{0, 1, 0}, {10, 2, 0}}, PageData(0, 3, 5)));
+  absl::Status st = errors.WaitFirst(5s);
+  EXPECT_EQ(st.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(st.message(), HasSubstr("data connection 0"));
+  EXPECT_THAT(st.message(), HasSubstr("disk blocks 10..11 are outside disk 0 of 11 blocks"));
+  EXPECT_EQ(disk.Read("dst.raw"), std::string(10 * kPageSize + 100, '\0'));
+  EXPECT_EQ(disk.receiver().blocks_written(), 0u);
+  EXPECT_FALSE(session->WaitRoundComplete(1, 1000).ok());
+}
+
+TEST(DataPathTest, DiskFrameOfAnUnknownDiskOrWithoutStorageIsRefused) {
+  {
+    DiskFiles disk(4 * kPageSize);
+    auto dst = NewMemory(16);
+    ErrorLog errors;
+    auto listener = StartListener();
+    IncomingOptions in = Incoming(1, false);
+    in.on_error = errors.Callback();
+    in.disks = &disk.receiver();
+    auto session = listener->Expect(in, *dst);
+    UniqueFd c0 = Join(listener->port(), 0);
+    SendBytes(c0.get(), DiskFrame(1, 1, 0, {{0, 1, 0}}, PageData(0, 1, 5)));
+    absl::Status st = errors.WaitFirst(5s);
+    EXPECT_THAT(st.message(), HasSubstr("carries blocks of disk 1; the VM has 1 file disks"));
+    EXPECT_EQ(disk.receiver().blocks_written(), 0u);
+  }
+  auto dst = NewMemory(16);
+  ErrorLog errors;
+  auto listener = StartListener();
+  IncomingOptions in = Incoming(1, false);
+  in.on_error = errors.Callback();
+  auto session = listener->Expect(in, *dst);
+  UniqueFd c0 = Join(listener->port(), 0);
+  SendBytes(c0.get(), DiskFrame(0, 1, 0, {{0, 1, 0}}, PageData(0, 1, 5)));
+  absl::Status st = errors.WaitFirst(5s);
+  EXPECT_THAT(st.message(), HasSubstr("carries disk blocks, but this migration moves no disk"));
 }
 
 }  // namespace

@@ -101,7 +101,7 @@ TEST(DataWireTest, RefusesBadMagic) {
 }
 
 TEST(DataWireTest, RefusesUnknownType) {
-  for (uint8_t type : {0, 3, 255}) {
+  for (uint8_t type : {0, 4, 255}) {
     std::vector<uint8_t> b = Header(Batch(1, 1));
     b[4] = type;
     absl::Status st = DecodeHeader(b, 7);
@@ -118,6 +118,31 @@ TEST(DataWireTest, RefusesNonZeroReservedBytes) {
     EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << at;
     EXPECT_THAT(st.message(), HasSubstr("non-zero reserved bytes")) << at;
   }
+}
+
+TEST(DataWireTest, DiskFrameCarriesItsDiskIndexAndChecksRunsAgainstTheDisk) {
+  FrameHeader in = Batch(2, 1);
+  in.type = FrameType::kDiskBatch;
+  in.disk = 3;
+  std::vector<uint8_t> b = Header(in);
+  FrameHeader out;
+  ASSERT_TRUE(DecodeFrameHeader(b.data(), in.index, out).ok());
+  EXPECT_EQ(out.type, FrameType::kDiskBatch);
+  EXPECT_EQ(out.disk, 3u);
+  // Bytes 28..31 stay reserved; a page batch's disk field too.
+  b[28] = 1;
+  EXPECT_THAT(DecodeHeader(b, 7).message(), HasSubstr("non-zero reserved bytes"));
+  std::vector<uint8_t> batch = Header(Batch(1, 1));
+  batch[24] = 3;
+  EXPECT_THAT(DecodeHeader(batch, 7).message(), HasSubstr("non-zero reserved bytes"));
+  std::vector<WireRun> runs;
+  std::vector<uint8_t> t = Table({{0, 1, kRunZero}, {99, 2, 0}});
+  absl::Status st = DecodeRuns(out, t.data(), 100, runs);
+  EXPECT_EQ(st.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(st.message(), HasSubstr("disk blocks 99..100 are outside disk 3 of 100 blocks"));
+  in.run_count = 0;
+  in.data_pages = 0;
+  EXPECT_THAT(DecodeHeader(Header(in), 7).message(), HasSubstr("has no runs"));
 }
 
 TEST(DataWireTest, RefusesReplayedOrDroppedFrame) {
