@@ -26,10 +26,11 @@
 
 namespace ferry::cluster::testing {
 
-// ferry-agent flags that join `cluster` as `host` with a certificate from etcd's CA.
+// ferry-agent flags that join `cluster` as `host` with a certificate from etcd's CA (naming
+// 127.0.0.1 and `ips`).
 inline std::vector<std::string> AgentEtcdFlags(cli::LocalEtcd& etcd, const std::string& cluster,
-                                               const std::string& host) {
-  auto cert = etcd.IssueHostCert(host);
+                                               const std::string& host, const std::vector<std::string>& ips = {}) {
+  auto cert = etcd.IssueHostCert(host, ips);
   EXPECT_TRUE(cert.ok()) << cert.status();
   const std::string certs = etcd.dir() + "/certs/";
   return {"--cluster", cluster, "--etcd-endpoints", etcd.endpoints_flag(), "--etcd-ca", etcd.ca_path(),
@@ -103,9 +104,18 @@ inline void CrashHost(cli::LocalCluster& agents, int index, const std::vector<st
   }
 }
 
+// Where the agents run when not all on loopback in the test's namespace (ha_netns_test.cc): agent
+// i in network namespace netns[i], listening on ips[i], probing `isolation_address` when its lease
+// lapses (cluster.isolation_addresses in its config file).
+struct AgentPlacement {
+  std::vector<std::string> netns;
+  std::vector<std::string> ips;
+  std::string isolation_address;
+};
+
 // Three agents (host-a, host-b, host-c) in cluster c1, sharing datastore `shared` (a directory of
-// this machine), no host file (admission by MemAvailable): a test creates protected VMs on them,
-// crashes hosts and watches the cluster's status.
+// this machine), host files of 4 GiB each: a test creates protected VMs on them, crashes hosts and
+// watches the cluster's status.
 class ThreeAgentsSharingADatastore : public ::testing::Test {
  protected:
   void TearDown() override {
@@ -116,7 +126,7 @@ class ThreeAgentsSharingADatastore : public ::testing::Test {
     }
   }
 
-  void StartAgents(cli::LocalEtcd& etcd, const ClusterConfig& config) {
+  void StartAgents(cli::LocalEtcd& etcd, const ClusterConfig& config, const AgentPlacement& placement = {}) {
     namespace fs = std::filesystem;
     dir_ = fs::temp_directory_path() / ("ferry-ha-agents-" + std::to_string(getpid()));
     fs::remove_all(dir_);
@@ -127,14 +137,24 @@ class ThreeAgentsSharingADatastore : public ::testing::Test {
     ASSERT_TRUE(CreateCluster(*client_, "c1", config).ok());
     cli::LocalClusterOptions o;
     o.agents = 3;
-    for (const char* name : {"host-a", "host-b", "host-c"}) {
-      const fs::path facts = dir_ / (std::string(name) + ".yaml");
+    for (int i = 0; i < 3; ++i) {
+      const std::string name = std::string("host-") + static_cast<char>('a' + i);
+      const std::string ip = i < static_cast<int>(placement.ips.size()) ? placement.ips[i] : "127.0.0.1";
+      const fs::path facts = dir_ / (name + ".yaml");
       std::ofstream(facts) << "name: " << name << "\nmemory: {total: 4GiB}\n"
-                           << "migration_interface: {address: 127.0.0.1, link_speed_mbps: 10000}\n"
+                           << "migration_interface: {address: " << ip << ", link_speed_mbps: 10000}\n"
                            << "datastores:\n  - {name: shared, path: " << (dir_ / "shared").string() << "}\n";
       o.host_facts.push_back(facts.string());
-      o.extra_args.push_back(AgentEtcdFlags(etcd, "c1", name));
+      o.extra_args.push_back(AgentEtcdFlags(etcd, "c1", name, {ip}));
+      if (!placement.isolation_address.empty()) {
+        const fs::path config_file = dir_ / (name + "-agent.yaml");
+        std::ofstream(config_file) << "name: " << name << "\ncluster:\n  isolation_addresses: ["
+                                   << placement.isolation_address << "]\n";
+        o.extra_args.back().insert(o.extra_args.back().end(), {"--config", config_file.string()});
+      }
     }
+    o.netns = placement.netns;
+    o.listen_hosts = placement.ips;
     auto agents = cli::LocalCluster::Start(o);
     ASSERT_TRUE(agents.ok()) << agents.status();
     agents_ = std::move(*agents);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/agent/certs.h"
 #include "engine/base/status.h"
+#include "tools/client/netns_exec.h"
 
 extern char** environ;
 
@@ -25,6 +26,11 @@ namespace {
 
 // host-a, host-b, ...: each agent's name and the name on its certificate.
 std::string AgentName(int index) { return absl::StrCat("host-", std::string(1, static_cast<char>('a' + index))); }
+
+// Agent `index`'s entry of a per-agent list, or `fallback`.
+std::string PerAgent(const std::vector<std::string>& list, int index, const std::string& fallback) {
+  return index < static_cast<int>(list.size()) && !list[index].empty() ? list[index] : fallback;
+}
 
 }  // namespace
 
@@ -61,7 +67,10 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClu
     if (auto st = WriteCertAndKey(*ca, certs, "ca"); !st.ok()) return st;
     for (int i = 0; i < options.agents; ++i) {
       std::string name = AgentName(i);
-      auto host = IssueHostCert(*ca, name, {"127.0.0.1"});
+      const std::string listen_host = PerAgent(options.listen_hosts, i, "127.0.0.1");
+      std::vector<std::string> ips = {"127.0.0.1"};
+      if (listen_host != "127.0.0.1") ips.push_back(listen_host);
+      auto host = IssueHostCert(*ca, name, ips);
       if (!host.ok()) return host.status();
       if (auto st = WriteCertAndKey(*host, certs, name); !st.ok()) return st;
     }
@@ -114,8 +123,9 @@ absl::Status LocalCluster::Restart(int i) {
 absl::Status LocalCluster::Spawn(int index, const LocalClusterOptions& options, const std::string& agent_bin) {
   Agent a;
   a.name = AgentName(index);
+  a.host = PerAgent(options.listen_hosts, index, "127.0.0.1");
   std::vector<std::string> args = {agent_bin,   "--name",     a.name,
-                                   "--listen",  "127.0.0.1:0", "--port-file",
+                                   "--listen",  a.host + ":0", "--port-file",
                                    absl::StrCat(dir_, "/", a.name, ".port"),
                                    "--data-dir", absl::StrCat(dir_, "/", a.name)};
   if (index < static_cast<int>(options.host_facts.size()) && !options.host_facts[index].empty()) {
@@ -131,6 +141,8 @@ absl::Status LocalCluster::Spawn(int index, const LocalClusterOptions& options, 
   if (index < static_cast<int>(options.extra_args.size())) {
     args.insert(args.end(), options.extra_args[index].begin(), options.extra_args[index].end());
   }
+  const std::string netns = PerAgent(options.netns, index, "");
+  args = InNetns(netns, std::move(args));
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     if (std::string(*e).rfind("FERRY_TEST_FAULTS=", 0) != 0) env.push_back(*e);
@@ -155,7 +167,8 @@ absl::Status LocalCluster::Spawn(int index, const LocalClusterOptions& options, 
   posix_spawnattr_init(&attr);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
   posix_spawnattr_setpgroup(&attr, 0);
-  int rc = posix_spawn(&a.pid, agent_bin.c_str(), &fa, &attr, argv.data(), envp.data());
+  int rc = netns.empty() ? posix_spawn(&a.pid, agent_bin.c_str(), &fa, &attr, argv.data(), envp.data())
+                         : posix_spawnp(&a.pid, argv[0], &fa, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) return absl::InternalError(absl::StrCat("cannot start ", agent_bin, ": ", strerror(rc)));

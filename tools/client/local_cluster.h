@@ -22,6 +22,11 @@ struct LocalClusterOptions {
   bool keep_dir = false;     // keep the temporary directory (logs) after teardown
   std::vector<std::string> host_facts;  // per agent: --host-facts (empty entries: none)
   std::vector<std::vector<std::string>> extra_args;  // per agent: more ferry-agent flags
+  // Per agent (empty entries: 127.0.0.1): the address it listens on; its host certificate names it.
+  std::vector<std::string> listen_hosts{};
+  // Per agent (empty entries: this process's): the network namespace it runs in, with its VMMs
+  // (`ip netns exec`, tools/client/netns_exec.h).
+  std::vector<std::string> netns{};
 };
 
 class LocalCluster {
@@ -32,7 +37,7 @@ class LocalCluster {
 
   int size() const { return static_cast<int>(agents_.size()); }
   const std::string& name(int i) const { return agents_[i].name; }
-  std::string address(int i) const { return "127.0.0.1:" + std::to_string(agents_[i].port); }
+  std::string address(int i) const { return agents_[i].host + ":" + std::to_string(agents_[i].port); }
   pid_t pid(int i) const { return agents_[i].pid; }
   const std::string& dir() const { return dir_; }
   std::string log_path(int i) const { return dir_ + "/" + agents_[i].name + ".log"; }
@@ -50,6 +55,7 @@ class LocalCluster {
  private:
   struct Agent {
     std::string name;
+    std::string host = "127.0.0.1";  // where it listens
     pid_t pid = -1;
     int port = 0;
   };

@@ -1,5 +1,6 @@
 #include "tools/client/local_etcd.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -8,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
@@ -15,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "tools/client/netns_exec.h"
 
 extern char** environ;
 
@@ -45,12 +48,15 @@ absl::StatusOr<std::vector<int>> PickPorts(int n) {
   return ports;
 }
 
-bool PortAccepts(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+bool PortAccepts(const std::string& ip, int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (inet_pton(AF_INET, ip.c_str(), &a.sin_addr) != 1) {
+    close(fd);
+    return false;
+  }
   a.sin_port = htons(static_cast<uint16_t>(port));
   bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
   close(fd);
@@ -67,6 +73,15 @@ std::string FindOnPath(const std::string& name) {
   return "";
 }
 
+// 127.0.0.1 and `ips`, each once: the addresses a member's or a host's certificate names.
+std::vector<std::string> CertIps(const std::vector<std::string>& ips) {
+  std::vector<std::string> out = {"127.0.0.1"};
+  for (const auto& ip : ips) {
+    if (std::find(out.begin(), out.end(), ip) == out.end()) out.push_back(ip);
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LocalEtcd>> LocalEtcd::Start(const LocalEtcdOptions& options) {
@@ -78,7 +93,15 @@ absl::StatusOr<std::unique_ptr<LocalEtcd>> LocalEtcd::Start(const LocalEtcdOptio
     return absl::NotFoundError(absl::StrCat("etcd is not installed ('", options.etcd_binary,
                                             "' not found; Debian: apt-get install etcd-server)"));
   }
+  for (const auto* list : {&options.member_ips, &options.member_netns}) {
+    if (!list->empty() && static_cast<int>(list->size()) != options.members) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a local etcd of ", options.members, " members needs as many member addresses and namespaces, not ",
+                       list->size()));
+    }
+  }
   std::unique_ptr<LocalEtcd> e(new LocalEtcd());
+  e->options_ = options;
   e->keep_dir_ = options.keep_dir;
   e->member_count_ = options.members;
   std::string tmpl = (fs::temp_directory_path() / "ferry-etcd-XXXXXX").string();
@@ -110,21 +133,24 @@ absl::Status LocalEtcd::SpawnAll(const std::string& etcd_bin) {
   for (int i = 0; i < member_count_; ++i) {
     Member m;
     m.name = absl::StrCat("etcd-", i);
-    m.client_port = (*ports)[2 * i];
-    m.peer_port = (*ports)[2 * i + 1];
+    if (!options_.member_ips.empty()) m.ip = options_.member_ips[i];
+    if (!options_.member_netns.empty()) m.netns = options_.member_netns[i];
+    // A member alone in its namespace cannot collide with anything: etcd's own ports.
+    m.client_port = m.netns.empty() ? (*ports)[2 * i] : 2379;
+    m.peer_port = m.netns.empty() ? (*ports)[2 * i + 1] : 2380;
     members_.push_back(m);
-    initial.push_back(absl::StrCat(m.name, "=https://127.0.0.1:", m.peer_port));
-    endpoints_.push_back(absl::StrCat("127.0.0.1:", m.client_port));
+    initial.push_back(absl::StrCat(m.name, "=https://", m.ip, ":", m.peer_port));
+    endpoints_.push_back(absl::StrCat(m.ip, ":", m.client_port));
   }
   const std::string certs = dir_ + "/certs/";
   for (auto& m : members_) {
     if (!fs::exists(certs + m.name + ".crt")) {
-      auto cert = ::ferry::IssueHostCert(ca_, m.name, {"127.0.0.1"});
+      auto cert = ::ferry::IssueHostCert(ca_, m.name, CertIps({m.ip}));
       if (!cert.ok()) return cert.status();
       if (auto st = WriteCertAndKey(*cert, dir_ + "/certs", m.name); !st.ok()) return st;
     }
-    const std::string client_url = absl::StrCat("https://127.0.0.1:", m.client_port);
-    const std::string peer_url = absl::StrCat("https://127.0.0.1:", m.peer_port);
+    const std::string client_url = absl::StrCat("https://", m.ip, ":", m.client_port);
+    const std::string peer_url = absl::StrCat("https://", m.ip, ":", m.peer_port);
     std::vector<std::string> args = {
         etcd_bin, "--name", m.name, "--data-dir", absl::StrCat(dir_, "/", m.name, ".data"),
         "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
@@ -139,6 +165,7 @@ absl::Status LocalEtcd::SpawnAll(const std::string& etcd_bin) {
         // leases can be as short as 1 s (etcd's minimum TTL follows its election timeout).
         "--heartbeat-interval", "50", "--election-timeout", "500",
         "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"};
+    args = InNetns(m.netns, std::move(args));
     std::vector<char*> argv;
     for (auto& s : args) argv.push_back(s.data());
     argv.push_back(nullptr);
@@ -152,7 +179,8 @@ absl::Status LocalEtcd::SpawnAll(const std::string& etcd_bin) {
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&attr, 0);
-    int rc = posix_spawn(&m.pid, etcd_bin.c_str(), &fa, &attr, argv.data(), environ);
+    int rc = m.netns.empty() ? posix_spawn(&m.pid, etcd_bin.c_str(), &fa, &attr, argv.data(), environ)
+                             : posix_spawnp(&m.pid, argv[0], &fa, &attr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     if (rc != 0) return absl::InternalError(absl::StrCat("cannot start ", etcd_bin, ": ", strerror(rc)));
@@ -166,7 +194,7 @@ absl::Status LocalEtcd::WaitReady() {
   const absl::Time deadline = absl::Now() + absl::Seconds(20);
   for (size_t i = 0; i < members_.size(); ++i) {
     // Wait for the port first: a gRPC channel that failed to connect backs off before retrying.
-    while (!PortAccepts(members_[i].client_port)) {
+    while (!PortAccepts(members_[i].ip, members_[i].client_port)) {
       if (!Alive(static_cast<int>(i)) || absl::Now() > deadline) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -195,8 +223,8 @@ absl::Status LocalEtcd::WaitReady() {
 
 std::string LocalEtcd::endpoints_flag() const { return absl::StrJoin(endpoints_, ","); }
 
-absl::StatusOr<CertAndKey> LocalEtcd::IssueHostCert(const std::string& name) {
-  auto cert = ::ferry::IssueHostCert(ca_, name, {"127.0.0.1"});
+absl::StatusOr<CertAndKey> LocalEtcd::IssueHostCert(const std::string& name, const std::vector<std::string>& ips) {
+  auto cert = ::ferry::IssueHostCert(ca_, name, CertIps(ips));
   if (!cert.ok()) return cert.status();
   if (auto st = WriteCertAndKey(*cert, dir_ + "/certs", name); !st.ok()) return st;
   return cert;
