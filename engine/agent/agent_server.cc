@@ -9,6 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "engine/agent/commit_resolver.h"
 #include "engine/agent/peer_keepalive.h"
 #include "engine/agent/remote_vm.h"
 #include "engine/agent/host_facts_source.h"
@@ -57,6 +58,7 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
     AdoptionSummary on_datastores = AdoptDatastoreVmms(*host, s->ctx_.config.name, s->ctx_.vms, s->ctx_.ownership);
     adopted.adopted += on_datastores.adopted;
     adopted.lost += on_datastores.lost;
+    for (auto& c : on_datastores.paused_after_commit) adopted.paused_after_commit.push_back(std::move(c));
   }
   if (adopted.adopted || adopted.lost) {
     spdlog::info("event=vmms_adopted adopted={} lost={}", adopted.adopted, adopted.lost);
@@ -65,6 +67,13 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
   jobs.max_concurrent = std::max<uint32_t>(s->ctx_.config.max_migrations, 1);
   jobs.history = s->ctx_.config.migration_history;
   s->ctx_.migrations = std::make_unique<MigrationManager>(jobs);
+  // Guests a previous agent left paused after a commit: settled in the background by asking
+  // their destinations (never resumed blindly).
+  for (AdoptedCommit& c : adopted.paused_after_commit) {
+    if (absl::Status st = StartSettlingAdoptedCommit(s->ctx_, c.migration_id, std::move(c.commit)); !st.ok()) {
+      spdlog::error("event=migration_settle_failed migration={} error=\"{}\"", c.migration_id, std::string(st.message()));
+    }
+  }
   s->agent_service_ = std::make_unique<AgentService>(s->ctx_);
   s->peer_service_ = std::make_unique<PeerService>(s->ctx_);
   grpc::ServerBuilder builder;
@@ -96,7 +105,9 @@ AgentServer::~AgentServer() { Shutdown(); }
 void AgentServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
-  // Outgoing jobs are cancelled (their VMs stay here, running) and their threads end.
+  // Outgoing jobs are cancelled (their VMs stay here, running) and their threads end; settle jobs
+  // stop asking (their guests stay paused and marked in their VMMs).
+  ctx_.unconfirmed_commits.Stop();
   if (ctx_.migrations) ctx_.migrations->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   for (const auto& [name, e] : ctx_.vms.List()) {

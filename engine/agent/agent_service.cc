@@ -10,6 +10,7 @@
 #include "engine/agent/commit_resolver.h"
 #include "engine/agent/migration_precheck.h"
 #include "engine/agent/peer_keepalive.h"
+#include "engine/agent/remote_vm.h"
 #include "engine/host/cpu_model.h"
 #include "engine/agent/vm_announce.h"
 #include "engine/agent/vm_directory.h"
@@ -283,6 +284,15 @@ std::optional<std::string> AgentService::TryOutgoing(MigrationJob& job, const v1
       ASSIGN_OR_RETURN(auto sender, DataSender::Connect(host, static_cast<uint16_t>(accept.port()), o));
       return std::unique_ptr<PageSender>(std::move(sender));
     };
+  }
+  if (auto* remote = dynamic_cast<RemoteVm*>(&vm)) {
+    // Should this agent die once the commit went out, the VMM keeps the guest paused and tells
+    // the next agent whom to ask (docs/vmm_process.md "Adopting a guest paused after a commit").
+    v1::VmmHandover target;
+    target.set_migration_id(id);
+    target.set_destination(req->destination());
+    target.set_destination_name(ExpectedPeerName(req->destination(), req->destination_name()));
+    remote->SetHandoverTarget(std::move(target));
   }
   if (ctx_.adjust_source_config) ctx_.adjust_source_config(config);  // test seam (tests/fault_agent)
   std::unique_ptr<MigrationChannel> wrapped_channel =

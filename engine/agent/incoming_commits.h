@@ -3,7 +3,9 @@
 // commit answer was lost can ask (Peer.QueryMigration) and get a final answer: RUNS_HERE once the
 // commit took effect; NOT_HERE otherwise — and then the migration is fenced: its stream is broken
 // and a commit of it arriving later is refused, so the source may safely resume its copy. An
-// agent that restarted knows no migration and answers NOT_HERE: its VMs ended with it.
+// agent that restarted knows no migration and answers NOT_HERE, unless a VM that arrived by it
+// still runs here in its VMM (PeerService::QueryMigration asks the registry first: the VMM
+// reports the migration it arrived by, VmmReply.arrived_by_migration).
 
 #include <chrono>
 #include <condition_variable>

@@ -134,6 +134,26 @@ absl::Status MigrationManager::StartOutgoing(JobSpec spec, Body body) {
   return absl::OkStatus();
 }
 
+absl::Status MigrationManager::StartSettling(JobSpec spec, Body body) {
+  {
+    std::lock_guard lock(mu_);
+    if (shutting_down_) return absl::UnavailableError("the agent is shutting down");
+    if (FindLocked(spec.id) != nullptr) return absl::AlreadyExistsError(absl::StrCat("migration '", spec.id, "' exists"));
+    auto job = std::make_unique<Job>();
+    job->handle.reset(new MigrationJob(*this, spec.id, spec.vm_name));
+    job->spec = std::move(spec);
+    job->body = std::move(body);
+    job->created_unix_s = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+    job->created_ns = MonotonicNanos();
+    Job& j = *job;
+    active_[j.spec.id] = std::move(job);
+    Launch(j);  // holds no slot
+  }
+  cv_.notify_all();
+  JoinDoneThreads();
+  return absl::OkStatus();
+}
+
 void MigrationManager::AdmitQueuedLocked() {
   const int64_t now = MonotonicNanos();
   while (!queue_.empty() && RunningLocked() < options_.max_concurrent) {

@@ -107,6 +107,9 @@ class MigrationManager {
   // Queues an outgoing job; `body` runs on the job's own thread once a slot is free (at once when
   // one is) and must end by recording a terminal event. AlreadyExists for a known id.
   absl::Status StartOutgoing(JobSpec spec, Body body);
+  // An outgoing job that moves nothing (settling a commit nobody confirmed, commit_resolver.h):
+  // `body` runs at once on its own thread, outside the slots. AlreadyExists for a known id.
+  absl::Status StartSettling(JobSpec spec, Body body);
   // Takes a slot for an incoming migration now, or refuses (ResourceExhausted, naming the limit).
   // The caller records its events and calls FinishIncoming.
   absl::StatusOr<std::shared_ptr<MigrationJob>> AdmitIncoming(JobSpec spec);

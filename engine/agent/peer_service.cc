@@ -56,6 +56,7 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     return peer;
   }
   std::string reserved_name;
+  std::string begun_id;  // the migration this stream carries, once its start arrived
   std::optional<VmDirectoryClaim> vm_dir;  // removed again unless the VM ends up running here
   VmSpec arrived_spec;  // for the announcement once it runs here
   std::optional<v1::VmHome> home;  // a VM on a shared datastore: where it lives
@@ -82,7 +83,7 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
     // A datastore VM's VMM holds its lock from commit on (taken by take_ownership below).
     const VmmLockRequest lock = storage ? arriving_storage.LockRequest(ctx_.config.name)
                                         : arriving_home.LockRequest(ctx_.config.name);
-    ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, CreateAgentVm(ctx_.config, spec, /*for_restore=*/true, lock));
+    ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, CreateAgentVm(ctx_.config, spec, /*for_restore=*/true, lock, begun_id));
     arriving_home.RunsIn(vm.get());
     arriving_storage.RunsIn(vm.get());
     return vm;
@@ -135,7 +136,6 @@ grpc::Status PeerService::Migrate(grpc::ServerContext* context,
   v1::PeerMessage msg;
   grpc::Status result = grpc::Status::OK;
   uint64_t stream_bytes = 0;
-  std::string begun_id;  // the migration this stream carries, once its start arrived
   std::shared_ptr<MigrationJob> job;  // this host's slot for the migration (docs/jobs.md)
   while (stream->Read(&msg)) {
     stream_bytes += msg.ByteSizeLong();

@@ -37,6 +37,10 @@ absl::StatusOr<std::unique_ptr<RemoteVm>> RemoteVm::Attach(VmmConnection conn, p
   vm->throttle_ = described.throttle_percent();
   vm->ever_started_ = described.run_state() == v1::VMM_RUN_STATE_RUNNING ||
                       described.run_state() == v1::VMM_RUN_STATE_PAUSED;
+  vm->arrived_by_migration_ = described.arrived_by_migration();
+  if (described.has_handover() && described.run_state() == v1::VMM_RUN_STATE_PAUSED) {
+    vm->adopted_handover_ = described.handover();
+  }
   UniqueFd memfd;
   ASSIGN_OR_RETURN(v1::VmmReply mem, vm->Call(Verb(&v1::VmmRequest::set_memory), kQueryTimeoutMs, &memfd));
   if (!memfd.valid()) return absl::DataLossError("the VMM sent no guest memory descriptor");
@@ -154,8 +158,22 @@ absl::StatusOr<RemoteVm::HandedFiles> RemoteVm::HandOverFiles() {
   return files;
 }
 
+void RemoteVm::SetHandoverTarget(v1::VmmHandover target) {
+  std::lock_guard lock(mu_);
+  handover_target_ = std::move(target);
+}
+
 absl::Status RemoteVm::MarkHandoverCommitted() {
-  return Call(Verb(&v1::VmmRequest::set_handover_committed), kOperationTimeoutMs).status();
+  v1::VmmRequest r;
+  {
+    std::lock_guard lock(mu_);
+    *r.mutable_handover() = handover_target_;
+  }
+  absl::Status st = Call(std::move(r), kOperationTimeoutMs).status();
+  // A VMM older than the mark with its target reads an empty request: the bare mark still keeps
+  // the guest paused (a successor then has nothing to ask; docs/vmm_process.md).
+  if (absl::IsInvalidArgument(st)) st = Call(Verb(&v1::VmmRequest::set_handover_committed), kOperationTimeoutMs).status();
+  return st;
 }
 
 absl::Status RemoteVm::EnableDirtyTracking() {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,6 +36,8 @@ class RemoteVm : public Vm {
   absl::Status Pause() override;
   absl::Status Resume() override;
   absl::Status Stop() override;
+  // Sends the handover mark with the target set by SetHandoverTarget (a VMM whose agent dies
+  // then keeps the guest paused, and tells the next agent where to ask).
   absl::Status MarkHandoverCommitted() override;
   absl::Status EnableDirtyTracking() override;
   absl::Status DisableDirtyTracking() override;
@@ -57,6 +60,16 @@ class RemoteVm : public Vm {
   // holder). A migration's commit and a same-host VMM upgrade pass the lock with these two.
   absl::Status ReleaseLock();
   absl::Status TakeLock();
+  // Where the coming migration's commit goes (its id, the destination's address and certificate
+  // name): the agent sets it before the migration runs; MarkHandoverCommitted passes it on.
+  void SetHandoverTarget(v1::VmmHandover target);
+  // The handover mark the VMM reported when this agent attached: its guest was kept paused after a
+  // commit went out under a previous agent (docs/vmm_process.md "Adopting a guest paused after a
+  // commit"). nullopt: no such mark.
+  const std::optional<v1::VmmHandover>& adopted_handover() const { return adopted_handover_; }
+  // The migration the VM arrived by, as its VMM reported it when this agent attached ("" if none).
+  const std::string& arrived_by_migration() const { return arrived_by_migration_; }
+
   // The VM's lock file as the VMM was created with it; "" for a VM without one.
   const std::string& lock_path() const { return lock_path_; }
 
@@ -107,6 +120,9 @@ class RemoteVm : public Vm {
   VmSpec spec_;
   std::string console_log_path_;
   std::string lock_path_;
+  std::optional<v1::VmmHandover> adopted_handover_;
+  std::string arrived_by_migration_;
+  v1::VmmHandover handover_target_ ABSL_GUARDED_BY(mu_);
   std::string claimed_socket_path_ ABSL_GUARDED_BY(mu_);  // "" = the connection's own
   std::unique_ptr<GuestMemory> memory_;
   pid_t child_pid_;

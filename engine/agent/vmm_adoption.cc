@@ -46,22 +46,37 @@ void RemoveStale(const fs::path& vmm_dir) {
   fs::remove(vmm_dir / kVmmPidFileName, ec);
 }
 
-bool Register(const std::string& name, std::unique_ptr<RemoteVm> vm, VmRegistry& vms) {
+bool Register(const std::string& name, std::unique_ptr<RemoteVm> vm, VmRegistry& vms, AdoptionSummary& summary) {
   const std::string log = vm->console_log_path();
   const VmRunState state = vm->run_state();
   const pid_t pid = vm->vmm_pid();
   const std::string lock = vm->lock_path();
+  const std::optional<v1::VmmHandover> handover = vm->adopted_handover();
+  const std::string arrived_by = vm->arrived_by_migration();
   if (absl::Status st = vms.Reserve(name); !st.ok()) {
     spdlog::error("event=vmm_adopt_failed vm={} error=\"{}\"", name, std::string(st.message()));
     return false;
   }
-  if (absl::Status st = vms.Adopt(name, std::move(vm), {log, ""}); !st.ok()) {
+  if (absl::Status st = vms.Adopt(name, std::move(vm), {log, arrived_by}); !st.ok()) {
     spdlog::error("event=vmm_adopt_failed vm={} error=\"{}\"", name, std::string(st.message()));
     vms.Release(name);
     return false;
   }
   spdlog::info("event=vm_adopted vm={} pid={} state={}{}", name, pid, VmRunStateName(state),
                lock.empty() ? "" : absl::StrCat(" lock=", lock));
+  if (handover) {
+    if (handover->migration_id().empty() || handover->destination().empty()) {
+      // Marked by an agent that did not say where to: nobody can be asked. Never resumed blindly.
+      spdlog::error("event=vm_adopted_paused_after_commit vm={} action=kept_paused (the mark names no destination; "
+                    "find where the VM runs, then stop or resume it here)",
+                    name);
+    } else {
+      spdlog::warn("event=vm_adopted_paused_after_commit vm={} migration={} destination={} action=settle",
+                   name, handover->migration_id(), handover->destination());
+      summary.paused_after_commit.push_back(
+          {handover->migration_id(), {name, handover->destination(), handover->destination_name()}});
+    }
+  }
   return true;
 }
 
@@ -87,7 +102,7 @@ AdoptionSummary AdoptRunningVmms(const std::string& data_dir, VmRegistry& vms) {
       ++summary.lost;
       continue;
     }
-    if (Register(name, std::move(*vm), vms)) ++summary.adopted;
+    if (Register(name, std::move(*vm), vms, summary)) ++summary.adopted;
   }
   return summary;
 }
@@ -121,7 +136,7 @@ AdoptionSummary AdoptDatastoreVmms(const HostFacts& host, const std::string& age
         continue;
       }
       auto defined = OpenDatastoreVm(ds, dir);
-      if (!Register(name, std::move(*vm), vms)) continue;
+      if (!Register(name, std::move(*vm), vms, summary)) continue;
       if (defined.ok()) {
         ownership.Put(std::move(*defined));
       } else {

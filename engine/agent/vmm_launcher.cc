@@ -118,7 +118,8 @@ std::string DefaultVmmBinaryPath() {
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> LaunchVmm(const VmSpec& spec, bool for_restore, const std::string& vm_dir,
-                                              const std::string& vmm_binary, const VmmLockRequest& lock) {
+                                              const std::string& vmm_binary, const VmmLockRequest& lock,
+                                              const std::string& arriving_migration) {
   const std::string socket = vm_dir + "/" + kVmmSocketName;
   if (!lock.path.empty()) {
     // A VM another VMM holds (this host's or, on a shared datastore, another's) is refused naming
@@ -140,6 +141,7 @@ absl::StatusOr<std::unique_ptr<Vm>> LaunchVmm(const VmSpec& spec, bool for_resto
   create.mutable_create()->set_mode(for_restore ? v1::VMM_START_MODE_RESTORE : v1::VMM_START_MODE_BOOT);
   create.mutable_create()->set_console_log_path(spec.console_log_path);
   create.mutable_create()->set_image_path(spec.image_path);
+  if (for_restore) create.mutable_create()->set_arriving_migration(arriving_migration);
   if (!lock.path.empty()) {
     create.mutable_create()->mutable_lock()->set_path(lock.path);
     create.mutable_create()->mutable_lock()->set_agent(lock.agent);
@@ -162,7 +164,7 @@ bool RunsInAgentProcess(const AgentConfig& config, const VmSpec& spec) {
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> CreateAgentVm(const AgentConfig& config, const VmSpec& spec, bool for_restore,
-                                                  const VmmLockRequest& lock) {
+                                                  const VmmLockRequest& lock, const std::string& arriving_migration) {
   if (RunsInAgentProcess(config, spec)) {
     return for_restore ? CreateVmForRestore(spec) : CreateVmForBoot(spec);
   }
@@ -174,7 +176,7 @@ absl::StatusOr<std::unique_ptr<Vm>> CreateAgentVm(const AgentConfig& config, con
     if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", vm_dir, ": ", ec.message()));
   }
   return LaunchVmm(spec, for_restore, vm_dir,
-                   config.vmm_binary.empty() ? DefaultVmmBinaryPath() : config.vmm_binary, lock);
+                   config.vmm_binary.empty() ? DefaultVmmBinaryPath() : config.vmm_binary, lock, arriving_migration);
 }
 
 }  // namespace ferry

@@ -40,15 +40,18 @@ absl::StatusOr<pid_t> SpawnVmm(const std::string& binary, const std::string& vm_
 // Connects once `socket` listens; fails (with the log's tail) if `pid` exits first or after 10 s.
 absl::StatusOr<VmmConnection> WaitForVmmSocket(const std::string& socket, pid_t pid, const std::string& log);
 
-// Spawns ferry-vmm for `spec` in `vm_dir` and builds its VM for boot or for restore.
+// Spawns ferry-vmm for `spec` in `vm_dir` and builds its VM for boot or for restore (by migration
+// `arriving_migration`, which the VMM reports once the VM ran: VmmCreate.arriving_migration).
 absl::StatusOr<std::unique_ptr<Vm>> LaunchVmm(const VmSpec& spec, bool for_restore, const std::string& vm_dir,
-                                              const std::string& vmm_binary, const VmmLockRequest& lock = {});
+                                              const std::string& vmm_binary, const VmmLockRequest& lock = {},
+                                              const std::string& arriving_migration = "");
 
 // The agent's way to make a VM: in a VMM process, unless the configuration keeps VMs in-process
 // or the VM has no directory (an agent without data_dir). `lock` goes to the VMM; a VM kept
 // in-process ignores it (its lock, if any, is the agent's to hold: VmOwnership).
 absl::StatusOr<std::unique_ptr<Vm>> CreateAgentVm(const AgentConfig& config, const VmSpec& spec, bool for_restore,
-                                                  const VmmLockRequest& lock = {});
+                                                  const VmmLockRequest& lock = {},
+                                                  const std::string& arriving_migration = "");
 // Whether CreateAgentVm runs `spec` in this agent's own process.
 bool RunsInAgentProcess(const AgentConfig& config, const VmSpec& spec);
 

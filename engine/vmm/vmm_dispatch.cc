@@ -49,7 +49,9 @@ void VmmDispatcher::OnAgentGone() {
   }
   if (handover_committed_) {
     // The commit may have arrived: the guest may run on the destination. Never resume blindly.
-    spdlog::warn("event=vmm_migration_abandoned vm={} action=kept_paused (the commit went out)", name);
+    spdlog::warn("event=vmm_migration_abandoned vm={} action=kept_paused migration={} destination={} (the commit "
+                 "went out; the next agent asks the destination)",
+                 name, handover_.migration_id(), handover_.destination());
     return;
   }
   absl::Status st = lock_.RequireHeldToRun();
@@ -107,6 +109,7 @@ absl::Status VmmDispatcher::Create(const v1::VmmCreate& create, std::vector<Uniq
   }
   vm_ = std::move(*vm);
   console_log_path_ = spec.console_log_path;
+  if (mode == v1::VMM_START_MODE_RESTORE) arriving_migration_ = create.arriving_migration().substr(0, 128);
   spdlog::info("event=vmm_vm_created vm={} mode={} memory_mib={}", spec.name,
                mode == v1::VMM_START_MODE_BOOT      ? "boot"
                : mode == v1::VMM_START_MODE_RESTORE ? "restore"
@@ -125,6 +128,21 @@ void VmmDispatcher::Describe(v1::VmmReply& reply) const {
   reply.set_memory_bytes(vm_->memory().size());
   reply.set_lock_path(lock_.path());
   reply.set_lock_held(lock_.held());
+  if (ever_started_) reply.set_arrived_by_migration(arriving_migration_);
+  // A successor agent settles a guest kept paused after a commit from this mark.
+  if (handover_committed_ && vm_->run_state() == VmRunState::kPaused) *reply.mutable_handover() = handover_;
+}
+
+absl::Status VmmDispatcher::MarkHandover(const v1::VmmHandover& mark) {
+  if (vm_->run_state() != VmRunState::kPaused) {
+    return absl::FailedPreconditionError("handover_committed: the VM is not paused");
+  }
+  if (mark.migration_id().size() > 128 || mark.destination().size() > 1024 || mark.destination_name().size() > 1024) {
+    return absl::InvalidArgumentError("handover: migration id or destination too long");
+  }
+  handover_committed_ = true;
+  handover_ = mark;
+  return absl::OkStatus();
 }
 
 absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply& reply, std::vector<int>* pass_fds,
@@ -161,13 +179,11 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       RETURN_IF_ERROR(lock_.RequireHeldToRun());
       RETURN_IF_ERROR(vm_->Resume());
       paused_by_migration_ = false;
+      handover_committed_ = false;  // the guest runs here: no commit is pending any more
+      handover_.Clear();
       return absl::OkStatus();
-    case v1::VmmRequest::kHandoverCommitted:
-      if (vm_->run_state() != VmRunState::kPaused) {
-        return absl::FailedPreconditionError("handover_committed: the VM is not paused");
-      }
-      handover_committed_ = true;
-      return absl::OkStatus();
+    case v1::VmmRequest::kHandoverCommitted: return MarkHandover(v1::VmmHandover());
+    case v1::VmmRequest::kHandover: return MarkHandover(request.handover());
     case v1::VmmRequest::kStop: {
       stop_requested_ = true;
       absl::Status st = vm_->Stop();
@@ -201,6 +217,7 @@ absl::Status VmmDispatcher::Dispatch(const v1::VmmRequest& request, v1::VmmReply
       RETURN_IF_ERROR(vm_->EnableDirtyTracking());
       migration_tracking_ = true;  // only a migration tracks dirty pages
       handover_committed_ = false;
+      handover_.Clear();
       return absl::OkStatus();
     case v1::VmmRequest::kDisableDirtyTracking:
       RETURN_IF_ERROR(vm_->DisableDirtyTracking());

@@ -44,17 +44,21 @@ class VmmDispatcher {
   absl::Status HandOverFiles(v1::VmmReply& reply, std::vector<int>* pass_fds);
   // A storage migration's synchronous disk mirror (VmmRequest.disk_mirror).
   absl::Status DiskMirror(const v1::VmmDiskMirror& m, v1::VmmReply& reply);
+  // handover_committed / handover: marks the commit as going out (`mark` says where to).
+  absl::Status MarkHandover(const v1::VmmHandover& mark);
   void Describe(v1::VmmReply& reply) const;
 
   std::unique_ptr<Vm> vm_;
   std::string console_log_path_;
+  std::string arriving_migration_;  // a restore's migration (VmmCreate.arriving_migration)
   bool ever_started_ = false;
   bool stop_requested_ = false;
   bool retired_ = false;
   std::function<absl::Status()> claim_socket_;  // set by the server
   bool migration_tracking_ = false;   // dirty tracking on: an outgoing migration is under way
   bool paused_by_migration_ = false;  // paused while it was
-  bool handover_committed_ = false;   // its commit is going out (handover_committed)
+  bool handover_committed_ = false;   // its commit is going out (handover_committed / handover)
+  v1::VmmHandover handover_;          // where to: described while the guest waits paused for a successor
   VmmLockKeeper lock_;  // the VM's datastore lock, held by this process
 };
 

@@ -339,3 +339,36 @@ TEST(MigrationManager, ShutdownCancelsQueuedAndRunningJobsAndRefusesNewOnes) {
 
 }  // namespace
 }  // namespace ferry
+
+namespace ferry {
+namespace {
+
+TEST(MigrationManager, ASettleJobRunsAtOnceOutsideTheSlotsAndLeavesThemToMigrations) {
+  MigrationManagerOptions o;
+  o.max_concurrent = 1;
+  MigrationManager m(o);
+  Gate running, settling;
+  ASSERT_TRUE(m.StartOutgoing(Spec("a"), GatedBody(running)).ok());
+  ASSERT_TRUE(WaitFor([&] { return PhaseOf(m, "a") == v1::MIGRATION_PHASE_PRECOPY; }));
+  // The one slot is busy, yet the settle job runs at once.
+  ASSERT_TRUE(m.StartSettling(Spec("s"), [&](MigrationJob& job) {
+    job.Record(Event(v1::MIGRATION_PHASE_COMMIT, "commit unconfirmed"));
+    job.Record(settling.Wait(job) ? Event(v1::MIGRATION_PHASE_COMPLETED) : Event(v1::MIGRATION_PHASE_FAILED));
+  }).ok());
+  ASSERT_TRUE(WaitFor([&] { return PhaseOf(m, "s") == v1::MIGRATION_PHASE_COMMIT; }));
+  EXPECT_EQ(m.List().running(), 1u);  // it holds no slot
+  EXPECT_FALSE(m.StartSettling(Spec("s"), [](MigrationJob&) {}).ok());  // a known id
+  running.Open();
+  ASSERT_TRUE(WaitFor([&] { return Finished(m, "a"); }));
+  // A migration queued meanwhile gets the slot although the settle job still runs.
+  Gate next;
+  ASSERT_TRUE(m.StartOutgoing(Spec("b"), GatedBody(next)).ok());
+  ASSERT_TRUE(WaitFor([&] { return PhaseOf(m, "b") == v1::MIGRATION_PHASE_PRECOPY; }));
+  next.Open();
+  settling.Open();
+  ASSERT_TRUE(WaitFor([&] { return Finished(m, "s") && Finished(m, "b"); }));
+  EXPECT_EQ(PhaseOf(m, "s"), v1::MIGRATION_PHASE_COMPLETED);
+}
+
+}  // namespace
+}  // namespace ferry

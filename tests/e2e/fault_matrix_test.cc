@@ -13,18 +13,25 @@
 // "Destination refuses" after setup is the destination's ferry-agent-faults --refuse-at (a round,
 // the state, the commit, the step after the resume). After a source SIGKILL the cell restarts the
 // source agent: its surviving ferry-vmm must have resumed the guest before the commit, and kept it
-// paused from the commit on.
+// paused from the commit on, marked with the migration and its destination; the restarted agent
+// then settles it by itself (docs/vmm_process.md "Adopting a guest paused after a commit"): the
+// source's copy stops where the destination runs the VM, and resumes where the destination
+// refused the commit (RefuseThenKillSource: the destination refuses the commit, then the source
+// agent dies). In CommitSent_KillSource the destination is unreachable while the restarted agent
+// first asks: the guest stays paused, listed as an unconfirmed commit, until a retry gets through.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <thread>
 
+#include "engine/vmm/vmm_client.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/e2e/tcp_proxy.h"
 
@@ -37,7 +44,10 @@ using cli::LocalClusterOptions;
 
 enum class Phase { kSetup, kRoundOne, kLaterRound, kStopAndCopy, kStateLoaded, kCommitSent, kAfterResume };
 // kLoseAnswers: only the destination's answers stall (what the source sends still arrives).
-enum class Fault { kCancel, kKillSource, kKillDestination, kCutLink, kStallLink, kDestinationRefuses, kLoseAnswers };
+// kRefuseThenKillSource: the destination refuses the commit, then the source agent is SIGKILLed.
+enum class Fault {
+  kCancel, kKillSource, kKillDestination, kCutLink, kStallLink, kDestinationRefuses, kLoseAnswers, kRefuseThenKillSource
+};
 
 struct Cell {
   Phase phase;
@@ -66,6 +76,7 @@ const char* FaultName(Fault f) {
     case Fault::kStallLink: return "StallLink";
     case Fault::kDestinationRefuses: return "DestinationRefuses";
     case Fault::kLoseAnswers: return "LoseAnswers";
+    case Fault::kRefuseThenKillSource: return "RefuseThenKillSource";
   }
   return "?";
 }
@@ -154,6 +165,51 @@ bool WaitRunning(v1::Agent::Stub& stub, const std::string& name, double timeout_
   return false;
 }
 
+// The source's VMM for `vm`, asked directly (no agent in between): its describe reply.
+absl::StatusOr<v1::VmmReply> DescribeFromVmm(const LocalCluster& c, int agent, const std::string& vm) {
+  auto conn = VmmConnection::Connect(c.dir() + "/" + c.name(agent) + "/vms/" + vm + "/vmm.sock", 2000);
+  if (!conn.ok()) return conn.status();
+  v1::VmmRequest describe;
+  describe.set_describe(true);
+  return conn->Call(describe, 5000);
+}
+
+pid_t VmmPid(const LocalCluster& c, int agent, const std::string& vm) {
+  std::ifstream in(c.dir() + "/" + c.name(agent) + "/vms/" + vm + "/vmm.pid");
+  pid_t pid = -1;
+  in >> pid;
+  return pid;
+}
+
+// Whether process `pid` ended (gone, or a zombie nobody reaped yet), waiting up to `timeout_s`.
+bool ProcessEnded(pid_t pid, double timeout_s) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  for (;;) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    std::getline(stat, text);
+    const size_t paren = text.rfind(')');
+    if (text.empty() || (paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z')) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// The job `id` on this agent once `done` says so (up to `timeout_s`); its last state otherwise.
+v1::MigrationInfo WaitForJob(v1::Agent::Stub& stub, const std::string& id, double timeout_s,
+                             const std::function<bool(const v1::MigrationInfo&)>& done) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  v1::MigrationInfo info;
+  for (;;) {
+    grpc::ClientContext ctx;
+    v1::GetMigrationRequest req;
+    req.set_migration_id(id);
+    if (stub.GetMigration(&ctx, req, &info).ok() && done(info)) return info;
+    if (std::chrono::steady_clock::now() >= deadline) return info;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 // Agent.ResolveMigration, what `migrate migration resolve ID` asks.
 grpc::Status Resolve(v1::Agent::Stub& stub, const std::string& id, v1::ResolveMigrationResponse* out) {
   grpc::ClientContext ctx;
@@ -179,7 +235,8 @@ TEST_P(FaultMatrix, OneHostRunsTheGuestAndTheOutcomeIsTrue) {
     options.extra_args = {{"--hold-at", hold, "--hold-file", hold_file, "--resolve-timeout-ms",
                            std::to_string(kResolveTimeoutMs)}};
   }
-  const std::string refuse = cell.fault == Fault::kDestinationRefuses ? RefuseStep(cell.phase) : "";
+  const std::string refuse =
+      cell.fault == Fault::kDestinationRefuses || cell.fault == Fault::kRefuseThenKillSource ? RefuseStep(cell.phase) : "";
   if (!refuse.empty()) {
     // The destination is the test-only agent, refusing one step (tests/fault_agent/refusing_destination.h).
     options.agent_binary = "ferry-agent-faults";
@@ -221,6 +278,12 @@ TEST_P(FaultMatrix, OneHostRunsTheGuestAndTheOutcomeIsTrue) {
         break;
       }
       case Fault::kKillSource: (*c)->Kill(0); break;
+      case Fault::kRefuseThenKillSource:
+        // The destination refused the commit and discarded its copy; the source has not read the
+        // refusal yet (held) and dies.
+        EXPECT_EQ(VmsAfterSettling(**b, 10), 0) << "the destination kept the VM whose commit it refused";
+        (*c)->Kill(0);
+        break;
       case Fault::kKillDestination: (*c)->Kill(1); break;
       case Fault::kCutLink:
         if (cell.phase == Phase::kCommitSent) {
@@ -277,13 +340,15 @@ TEST_P(FaultMatrix, OneHostRunsTheGuestAndTheOutcomeIsTrue) {
     EXPECT_GT(proxy->connections(static_cast<uint16_t>(data_port)), 0) << "the data connections bypassed the proxy";
   }
 
-  if (cell.fault == Fault::kKillSource) {
+  if (cell.fault == Fault::kKillSource || cell.fault == Fault::kRefuseThenKillSource) {
     // The source's VM outlives its agent in its ferry-vmm process. The rule (docs/vmm_process.md
     // "An agent that dies mid-migration"): before the commit the VMM ends the migration and
     // resumes a guest it paused; from the commit on it keeps the guest paused (it may run on the
     // destination). A restarted source agent adopts the VMM and shows which.
     bool on_destination = false;
-    if (BeforeCommit(cell.phase)) {
+    if (cell.fault == Fault::kRefuseThenKillSource) {
+      EXPECT_EQ(VmsAfterSettling(**b, 10), 0) << "the destination kept the VM whose commit it refused";
+    } else if (BeforeCommit(cell.phase)) {
       // The destination must not keep a half copy of a dead source's migration.
       EXPECT_EQ(VmsAfterSettling(**b, 10), 0) << "the destination kept a half-received VM of a dead source";
     } else if (cell.phase == Phase::kAfterResume || WaitRunning(**b, "vm1", 5)) {
@@ -293,15 +358,65 @@ TEST_P(FaultMatrix, OneHostRunsTheGuestAndTheOutcomeIsTrue) {
     } else {
       EXPECT_EQ(VmsAfterSettling(**b, 10), 0) << "the destination kept a VM it never committed";
     }
+    if (BeforeCommit(cell.phase)) {
+      ASSERT_TRUE((*c)->Restart(0).ok());
+      auto restarted = (*c)->Stub(0);
+      ASSERT_TRUE(restarted.ok());
+      v1::VmInfo kept;
+      ASSERT_TRUE(GetVm(**restarted, "vm1", &kept).ok()) << "the source's VMM did not survive its agent";
+      ExpectRunsHere(**restarted, "vm1");  // resumed by its VMM, within the pause bound
+      return;
+    }
+    // From the commit on: the VMM kept the guest paused, marked with where the commit went.
+    std::string id;
+    {
+      std::lock_guard lock(id_mu);
+      id = migration_id;
+    }
+    auto described = DescribeFromVmm(**c, 0, "vm1");
+    ASSERT_TRUE(described.ok()) << "the source's VMM did not survive its agent: " << described.status();
+    EXPECT_EQ(described->run_state(), v1::VMM_RUN_STATE_PAUSED) << "the source's VMM resumed a committed guest";
+    EXPECT_EQ(described->handover().migration_id(), id);
+    EXPECT_EQ(described->handover().destination(), req.destination());
+    const pid_t source_vmm = VmmPid(**c, 0, "vm1");
+    // CommitSent: the restarted agent first finds the destination unreachable.
+    const bool unreachable_first = cell.phase == Phase::kCommitSent && cell.fault == Fault::kKillSource;
+    if (unreachable_first) proxy->Cut();
     ASSERT_TRUE((*c)->Restart(0).ok());
     auto restarted = (*c)->Stub(0);
     ASSERT_TRUE(restarted.ok());
-    v1::VmInfo kept;
-    ASSERT_TRUE(GetVm(**restarted, "vm1", &kept).ok()) << "the source's VMM did not survive its agent";
-    if (on_destination || !BeforeCommit(cell.phase)) {
-      EXPECT_NE(kept.state(), v1::VM_POWER_STATE_RUNNING) << "the source's VMM resumed a committed guest";
+    if (unreachable_first) {
+      v1::MigrationInfo waiting = WaitForJob(**restarted, id, 30, [](const v1::MigrationInfo& m) {
+        return m.finished() || !m.last_event().error().empty();
+      });
+      std::cout << "[ cell     ] unreachable: " << waiting.last_event().message() << " / "
+                << waiting.last_event().error() << "\n";
+      EXPECT_FALSE(waiting.finished()) << "settled without an answer: " << waiting.last_event().message();
+      EXPECT_EQ(waiting.last_event().phase(), v1::MIGRATION_PHASE_COMMIT);
+      EXPECT_NE(waiting.last_event().message().find("migrate migration resolve " + id), std::string::npos)
+          << waiting.last_event().message();
+      v1::VmInfo held;
+      ASSERT_TRUE(GetVm(**restarted, "vm1", &held).ok()) << "the source let go of a VM nobody confirmed";
+      EXPECT_EQ(held.state(), v1::VM_POWER_STATE_PAUSED) << "resumed blindly";
+      proxy->Restore();  // the next retry gets through
+    }
+    v1::MigrationInfo settled = WaitForJob(**restarted, id, 60, [](const v1::MigrationInfo& m) { return m.finished(); });
+    std::cout << "[ cell     ] settled: " << v1::MigrationPhase_Name(settled.last_event().phase()) << " "
+              << settled.last_event().message() << "\n";
+    ASSERT_TRUE(settled.finished()) << "the restarted agent never settled the commit: " << settled.last_event().message();
+    if (on_destination) {
+      // Exactly one host: the destination. The source's copy stopped and its VMM is gone.
+      EXPECT_EQ(settled.last_event().phase(), v1::MIGRATION_PHASE_COMPLETED) << settled.last_event().error();
+      EXPECT_FALSE(HasVm(**restarted, "vm1")) << "the source still lists the VM the destination runs";
+      EXPECT_TRUE(source_vmm <= 0 || ProcessEnded(source_vmm, 20)) << "the source's VMM (pid " << source_vmm
+                                                                   << ") still runs";
+      ExpectRunsHere(**b, "vm1", /*bounded=*/false);
     } else {
-      ExpectRunsHere(**restarted, "vm1");  // resumed by its VMM, within the pause bound
+      // The commit never took effect: the guest resumes on the source, and only there.
+      EXPECT_EQ(settled.last_event().phase(), v1::MIGRATION_PHASE_FAILED);
+      EXPECT_NE(settled.last_event().message().find("resumed here"), std::string::npos) << settled.last_event().message();
+      ExpectRunsHere(**restarted, "vm1", /*bounded=*/false);
+      EXPECT_EQ(VmsAfterSettling(**b, 10), 0);
     }
     return;
   }
@@ -443,7 +558,10 @@ INSTANTIATE_TEST_SUITE_P(
         Cell{Phase::kAfterResume, Fault::kKillDestination}, Cell{Phase::kAfterResume, Fault::kCutLink},
         Cell{Phase::kAfterResume, Fault::kStallLink}, Cell{Phase::kAfterResume, Fault::kDestinationRefuses},
         // The commit arrives and runs, its answer is lost: settled by the operator's resolve.
-        Cell{Phase::kStateLoaded, Fault::kLoseAnswers}),
+        Cell{Phase::kStateLoaded, Fault::kLoseAnswers},
+        // The destination refuses the commit and the source agent dies before it hears so: the
+        // restarted agent asks and resumes the guest.
+        Cell{Phase::kCommitSent, Fault::kRefuseThenKillSource}),
     CellName);
 
 }  // namespace

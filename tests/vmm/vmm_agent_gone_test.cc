@@ -68,6 +68,28 @@ TEST_F(VmmAgentGone, AGuestWhoseCommitWentOutStaysPaused) {
   EXPECT_EQ(Verb(&v1::VmmRequest::set_describe).run_state(), v1::VMM_RUN_STATE_PAUSED);
 }
 
+TEST_F(VmmAgentGone, TheHandoverMarkTellsTheNextAgentWhomToAskUntilTheGuestResumes) {
+  ASSERT_EQ(Verb(&v1::VmmRequest::set_enable_dirty_tracking).code(), 0);
+  ASSERT_EQ(Verb(&v1::VmmRequest::set_pause).code(), 0);
+  v1::VmmRequest mark;
+  mark.mutable_handover()->set_migration_id("mig-0000abcd");
+  mark.mutable_handover()->set_destination("127.0.0.2:7002");
+  mark.mutable_handover()->set_destination_name("host-b");
+  ASSERT_EQ(Ask(mark).code(), 0);
+  d_.OnAgentGone();
+  v1::VmmReply described = Verb(&v1::VmmRequest::set_describe);
+  EXPECT_EQ(described.run_state(), v1::VMM_RUN_STATE_PAUSED);
+  ASSERT_TRUE(described.has_handover());
+  EXPECT_EQ(described.handover().migration_id(), "mig-0000abcd");
+  EXPECT_EQ(described.handover().destination(), "127.0.0.2:7002");
+  EXPECT_EQ(described.handover().destination_name(), "host-b");
+  // The next agent learned the commit never took effect and resumed the guest: no mark any more.
+  ASSERT_EQ(Verb(&v1::VmmRequest::set_resume).code(), 0);
+  EXPECT_FALSE(Verb(&v1::VmmRequest::set_describe).has_handover());
+  // A mark with a target also needs a paused guest.
+  EXPECT_NE(Ask(mark).code(), 0);
+}
+
 TEST_F(VmmAgentGone, APauseOutsideAMigrationIsNotUndoneAndACommitMarkNeedsAPausedGuest) {
   EXPECT_NE(Verb(&v1::VmmRequest::set_handover_committed).code(), 0);  // running: refused
   ASSERT_EQ(Verb(&v1::VmmRequest::set_pause).code(), 0);

@@ -97,8 +97,10 @@ void AddMigrationCommands(CLI::App& app, Globals& g) {
       std::printf("%-14s %-16s %-3s %-22s %-8s %-14s %7.0f%% %10s\n", m.migration_id().c_str(), m.vm_name().c_str(),
                   DirectionName(m.direction()), m.peer().c_str(), PriorityText(m.options().priority()).c_str(),
                   PhaseName(e.phase()), e.progress() * 100, downtime.c_str());
-      // Why a job waits: the host's slots, or a destination that refused it for now.
-      if (e.phase() == v1::MIGRATION_PHASE_QUEUED && !e.message().empty()) {
+      // Why a job waits: the host's slots, a destination that refused it for now, or a commit
+      // whose outcome the destination has not confirmed yet.
+      const bool waits = e.phase() == v1::MIGRATION_PHASE_QUEUED || (e.phase() == v1::MIGRATION_PHASE_COMMIT && !m.finished());
+      if (waits && !e.message().empty()) {
         std::printf("  %s%s%s\n", e.message().c_str(), e.error().empty() ? "" : ": ", e.error().c_str());
       }
     }
