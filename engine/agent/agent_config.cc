@@ -62,7 +62,8 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path) {
     }
   }
   for (auto [key, field, lo, hi] : {std::tuple<const char*, uint32_t*, int, int>{"max_migrations", &c.max_migrations, 1, 64},
-                                    {"migration_history", &c.migration_history, 0, 10000}}) {
+                                    {"migration_history", &c.migration_history, 0, 10000},
+                                    {"busy_retry_s", &c.busy_retry_s, 1, 86400}}) {
     if (!root[key]) continue;
     try {
       int n = root[key].as<int>();

@@ -12,6 +12,7 @@
 //   connections: 0             # data connections per outgoing migration (0: from the cores)
 //   max_migrations: 4          # migrations running at once, incoming + outgoing (docs/jobs.md)
 //   migration_history: 64      # finished migration jobs kept with their statistics
+//   busy_retry_s: 300          # how long an outgoing job retries a destination that refuses it for now
 //   metrics_listen: 127.0.0.1:9477   # Prometheus /metrics over HTTP (default: off)
 
 #include <cstdint>
@@ -35,6 +36,9 @@ struct AgentConfig {
   uint32_t connections = 0;  // 0 = DefaultDataConnections()
   uint32_t max_migrations = 4;      // concurrent migrations, incoming and outgoing; more queue (out) or are refused (in)
   uint32_t migration_history = 64;  // finished jobs kept
+  // An outgoing job whose destination refuses it for now (busy: PeerError.temporary) queues again
+  // and retries with back-off; it fails once refused for this long (docs/jobs.md).
+  uint32_t busy_retry_s = 300;
   std::string metrics_listen;  // HOST:PORT serving /metrics; "" = no metrics
   // VMs run in their own ferry-vmm processes (docs/vmm_process.md) unless this is set (or there
   // is no data_dir to hold their sockets).

@@ -66,6 +66,7 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(
   MigrationManagerOptions jobs;
   jobs.max_concurrent = std::max<uint32_t>(s->ctx_.config.max_migrations, 1);
   jobs.history = s->ctx_.config.migration_history;
+  jobs.busy_retry_for = std::chrono::seconds(s->ctx_.config.busy_retry_s);
   s->ctx_.migrations = std::make_unique<MigrationManager>(jobs);
   // Guests a previous agent left paused after a commit: settled in the background by asking
   // their destinations (never resumed blindly).

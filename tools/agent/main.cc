@@ -51,6 +51,11 @@ int main(int argc, char** argv) {
                                             "migrations running at once, incoming and outgoing (default 4); "
                                             "more outgoing ones queue, more incoming ones are refused")
                                  ->check(CLI::Range(1, 64));
+  uint32_t busy_retry_s = 0;
+  auto* busy_retry_opt = app.add_option("--busy-retry-s", busy_retry_s,
+                                        "how long an outgoing migration retries a destination that refuses it "
+                                        "for now (busy) before it fails, in seconds (default 300)")
+                             ->check(CLI::Range(1, 86400));
   auto* connections_opt = app.add_option("--connections", connections,
                                          "data connections per outgoing migration (default: one per core, 2..8)")
                               ->check(CLI::Range(1, 16));
@@ -92,6 +97,7 @@ int main(int argc, char** argv) {
   if (*data_listen_opt) config.data_listen = data_listen;
   if (*connections_opt) config.connections = connections;
   if (*max_migrations_opt) config.max_migrations = max_migrations;
+  if (*busy_retry_opt) config.busy_retry_s = busy_retry_s;
   if (*metrics_listen_opt) config.metrics_listen = metrics_listen;
   cluster::ClusterJoinConfig cluster_config;
   if (!config_path.empty()) {
