@@ -107,7 +107,8 @@ absl::StatusOr<std::unique_ptr<AgentCluster>> AgentCluster::Join(AgentContext& c
       ctx, *c->etcd_, *c->member_, join.name, join.isolation_addresses, join.etcd_endpoints,
       [self](const std::string& vm, const std::string& reason) {
         return cluster::RequestRestart(*self->etcd_, self->cluster_, vm, self->ctx_.config.name, reason);
-      });
+      },
+      *c->heartbeats_);
   if (!protection.ok()) return protection.status();
   c->protection_ = std::move(*protection);
   c->thread_ = std::thread([self] { self->Run(); });

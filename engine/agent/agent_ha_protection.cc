@@ -50,7 +50,7 @@ absl::Status AgentHaVms::PowerOff(const std::string& vm) {
 absl::StatusOr<std::unique_ptr<AgentHaProtection>> AgentHaProtection::Start(
     AgentContext& ctx, cluster::EtcdClient& etcd, cluster::ClusterMember& member, const std::string& cluster,
     std::vector<std::string> isolation_addresses, const std::vector<std::string>& etcd_endpoints,
-    cluster::RestartHandoff handoff) {
+    cluster::RestartHandoff handoff, cluster::HeartbeatWriter& heartbeats) {
   std::unique_ptr<AgentHaProtection> p(new AgentHaProtection(ctx));
   const cluster::ClusterConfig& config = member.config();
   cluster::IsolationOptions iso;
@@ -59,6 +59,11 @@ absl::StatusOr<std::unique_ptr<AgentHaProtection>> AgentHaProtection::Start(
   iso.isolation_addresses = isolation_addresses.empty() ? etcd_endpoints : std::move(isolation_addresses);
   iso.response = config.isolation_response;
   iso.check_interval = absl::Milliseconds(config.heartbeat_interval_ms);
+  // The datastore heartbeats say whether this host, cut off, is isolated or partitioned: the
+  // master cannot ask it over the network. `heartbeats` outlives the protection (AgentCluster).
+  iso.on_change = [&heartbeats](cluster::IsolationState s) {
+    heartbeats.SetOwnView(s == cluster::IsolationState::kConnected ? "" : cluster::IsolationStateName(s));
+  };
   auto isolation = cluster::IsolationMonitor::Start(iso, [&member] { return member.state(); }, p->vms_);
   if (!isolation.ok()) return isolation.status();
   p->isolation_ = std::move(*isolation);

@@ -14,6 +14,7 @@
 #include "engine/cluster/cluster_member.h"
 #include "engine/cluster/etcd_client.h"
 #include "engine/cluster/ha_vm_control.h"
+#include "engine/cluster/heartbeat_writer.h"
 #include "engine/cluster/isolation.h"
 #include "engine/cluster/vmcp_monitor.h"
 
@@ -43,7 +44,8 @@ class AgentHaProtection {
                                                                   const std::string& cluster,
                                                                   std::vector<std::string> isolation_addresses,
                                                                   const std::vector<std::string>& etcd_endpoints,
-                                                                  cluster::RestartHandoff handoff);
+                                                                  cluster::RestartHandoff handoff,
+                                                                  cluster::HeartbeatWriter& heartbeats);
   ~AgentHaProtection();
 
  private:

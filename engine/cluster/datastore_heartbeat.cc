@@ -59,6 +59,7 @@ std::string HeartbeatPath(const std::string& root, const std::string& cluster, c
 std::string EncodeHeartbeat(const HeartbeatRecord& r) {
   std::string body = absl::StrCat(kMagic, "\ncluster ", r.cluster, "\nhost ", r.host, "\nsequence ", r.sequence,
                                   "\ntime_unix_ns ", r.time_unix_ns, "\n");
+  if (!r.own_view.empty()) absl::StrAppend(&body, "own_view ", r.own_view, "\n");
   return absl::StrCat(body, absl::StrFormat("fnv1a64 %016x\n", Fnv1a64(body)));
 }
 
@@ -72,7 +73,9 @@ absl::StatusOr<HeartbeatRecord> DecodeHeartbeat(const std::string& text) {
   if (sum != absl::StrFormat("%016x", Fnv1a64(body))) return absl::DataLossError("heartbeat record checksum mismatch");
   HeartbeatRecord r;
   std::vector<std::string> lines = absl::StrSplit(body, '\n', absl::SkipEmpty());
-  if (lines.size() != 5) return absl::DataLossError("heartbeat record has the wrong number of fields");
+  if (lines.size() != 5 && lines.size() != 6) {
+    return absl::DataLossError("heartbeat record has the wrong number of fields");
+  }
   auto field = [&](int i, const char* name) -> std::string {
     std::string prefix = absl::StrCat(name, " ");
     return lines[i].rfind(prefix, 0) == 0 ? lines[i].substr(prefix.size()) : std::string();
@@ -82,6 +85,12 @@ absl::StatusOr<HeartbeatRecord> DecodeHeartbeat(const std::string& text) {
   if (r.cluster.empty() || r.host.empty() || !absl::SimpleAtoi(field(3, "sequence"), &r.sequence) ||
       !absl::SimpleAtoi(field(4, "time_unix_ns"), &r.time_unix_ns)) {
     return absl::DataLossError("heartbeat record has a malformed field");
+  }
+  if (lines.size() == 6) {
+    r.own_view = field(5, "own_view");
+    if (r.own_view != "isolated" && r.own_view != "partitioned") {
+      return absl::DataLossError("heartbeat record's own_view is neither isolated nor partitioned");
+    }
   }
   return r;
 }

@@ -4,7 +4,12 @@
 // 0700, files 0600, root only). The master reads them for a host whose lease lapsed: a record
 // still moving means the host is alive but isolated or partitioned, a still one that it failed.
 // Format (text, one field a line, the last a checksum of all before it):
-//   ferry-ha-heartbeat 1 / cluster C / host H / sequence N / time_unix_ns T / fnv1a64 HEX
+//   ferry-ha-heartbeat 1 / cluster C / host H / sequence N / time_unix_ns T / [own_view V] / fnv1a64 HEX
+// `own_view` is written only while the host has lost its network heartbeat: `isolated` (no
+// isolation address answers) or `partitioned` (one does). The master, which cannot reach such a
+// host over the network, reads from it which of the two the host is (as vSphere HA reads an
+// isolated host's marker on the heartbeat datastores). A record without it was written by a
+// connected host (or an older one).
 
 #include <cstdint>
 #include <string>
@@ -18,6 +23,7 @@ struct HeartbeatRecord {
   std::string host;
   uint64_t sequence = 0;      // +1 on every write: what "moving" means
   int64_t time_unix_ns = 0;   // for people reading it; never compared across hosts
+  std::string own_view;       // "", "isolated" or "partitioned" (see above)
 };
 
 std::string HeartbeatPath(const std::string& datastore_root, const std::string& cluster, const std::string& host);

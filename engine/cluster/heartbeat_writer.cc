@@ -65,6 +65,11 @@ std::vector<MountedDatastore> HeartbeatWriter::datastores() const {
   return datastores_;
 }
 
+void HeartbeatWriter::SetOwnView(std::string view) {
+  std::lock_guard lock(mu_);
+  own_view_ = std::move(view);
+}
+
 uint64_t HeartbeatWriter::sequence() const {
   std::lock_guard lock(mu_);
   return sequence_;
@@ -85,6 +90,7 @@ void HeartbeatWriter::BeatOnce() {
     std::lock_guard lock(mu_);
     targets = datastores_;
     record.sequence = ++sequence_;
+    record.own_view = own_view_;
   }
   record.cluster = cluster_;
   record.host = host_;

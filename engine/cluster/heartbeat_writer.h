@@ -41,6 +41,9 @@ class HeartbeatWriter {
   // Where to write from the next beat on.
   void SetDatastores(std::vector<MountedDatastore> datastores);
   std::vector<MountedDatastore> datastores() const;
+  // What this host sees of itself while its network heartbeat is lost ("isolated" or
+  // "partitioned"; "" when connected): written into every record from the next beat on.
+  void SetOwnView(std::string view);
   uint64_t sequence() const;
 
  private:
@@ -57,6 +60,7 @@ class HeartbeatWriter {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<MountedDatastore> datastores_ ABSL_GUARDED_BY(mu_);
   uint64_t sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string own_view_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

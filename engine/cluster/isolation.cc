@@ -149,6 +149,7 @@ void IsolationMonitor::CheckOnce() {
     log->info("ha: event=host_reconnected cluster={} host={} was={}", options_.cluster, options_.host,
               IsolationStateName(before));
   }
+  if (options_.on_change) options_.on_change(next);
   std::lock_guard lock(mu_);
   state_ = next;
   changed_.notify_all();

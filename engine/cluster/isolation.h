@@ -48,6 +48,9 @@ struct IsolationOptions {
   IsolationResponse response = IsolationResponse::kLeaveRunning;
   absl::Duration check_interval = absl::Seconds(1);
   absl::Duration connect_timeout = absl::Milliseconds(500);
+  // Told every change of state (from the monitor's thread), e.g. so the datastore heartbeats
+  // carry it (HeartbeatWriter::SetOwnView). Must outlive the monitor.
+  std::function<void(IsolationState)> on_change;
 };
 
 class IsolationMonitor {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -110,6 +111,15 @@ void RestartCoordinator::JudgeLostHosts(EtcdClient& etcd, const std::map<std::st
   }
 }
 
+std::string RestartCoordinator::OwnViewOf(const HostRecord& host) const {
+  std::optional<HeartbeatRecord> newest;
+  for (const auto& path : HeartbeatPathsOf(host)) {
+    auto r = ReadHeartbeat(path, options_.cluster, host.host);
+    if (r.ok() && (!newest || r->sequence > newest->sequence)) newest = *r;
+  }
+  return newest ? newest->own_view : "";
+}
+
 DatastoreHeartbeatState RestartCoordinator::ReadDatastoreHeartbeat(const HostRecord& host) {
   const std::vector<std::string> paths = HeartbeatPathsOf(host);
   if (paths.empty()) return DatastoreHeartbeatState::kNone;
@@ -139,10 +149,17 @@ void RestartCoordinator::PublishHostHealth(EtcdClient& etcd, const std::map<std:
       } else if (*sample->second.verdict == LostHostVerdict::kUnknown) {
         r.health = HostHealth::kUnknown;
       } else {
-        // Alive on its datastores: cut from etcd only (partitioned) if its agent still answers us.
-        auto answers = view.record.address.empty() ? absl::StatusOr<bool>(false)
-                                                   : TcpAnswers(view.record.address, absl::Milliseconds(300));
-        r.health = answers.ok() && *answers ? HostHealth::kPartitioned : HostHealth::kIsolated;
+        // Alive on its datastores. Isolated or partitioned: what the host wrote of itself there
+        // (own_view); a host that has not said (older, or not yet noticed): partitioned if its
+        // agent still answers us.
+        const std::string own = OwnViewOf(view.record);
+        if (own == "partitioned" || own == "isolated") {
+          r.health = own == "partitioned" ? HostHealth::kPartitioned : HostHealth::kIsolated;
+        } else {
+          auto answers = view.record.address.empty() ? absl::StatusOr<bool>(false)
+                                                     : TcpAnswers(view.record.address, absl::Milliseconds(300));
+          r.health = answers.ok() && *answers ? HostHealth::kPartitioned : HostHealth::kIsolated;
+        }
       }
     }
     auto last = published_.find(name);

@@ -72,6 +72,8 @@ class RestartCoordinator {
   // host-health/<host> for every other host (cluster_events.h), rewritten when it changed.
   void PublishHostHealth(EtcdClient& etcd, const std::map<std::string, HostView>& hosts);
   DatastoreHeartbeatState ReadDatastoreHeartbeat(const HostRecord& host);
+  // The newest datastore heartbeat's own_view of a host ("" when none says).
+  std::string OwnViewOf(const HostRecord& host) const;
   // Logged by the caller; this also publishes it (events/) for `cluster status`.
   void Event(EtcdClient& etcd, const std::string& kind, const std::string& subject, const std::string& detail);
   std::vector<std::string> HeartbeatPathsOf(const HostRecord& host) const;

@@ -8,6 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+
 namespace ferry::cluster {
 namespace {
 
@@ -27,7 +30,7 @@ class HaDatastoreHeartbeat : public ::testing::Test {
 };
 
 TEST_F(HaDatastoreHeartbeat, WrittenRecordReadsBackWithRootOnlyModes) {
-  ASSERT_TRUE(WriteHeartbeat(root_, {"c1", "host-a", 7, 123}).ok());
+  ASSERT_TRUE(WriteHeartbeat(root_, {"c1", "host-a", 7, 123, ""}).ok());
   auto r = ReadHeartbeat(root_, "c1", "host-a");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->sequence, 7u);
@@ -38,9 +41,9 @@ TEST_F(HaDatastoreHeartbeat, WrittenRecordReadsBackWithRootOnlyModes) {
 }
 
 TEST_F(HaDatastoreHeartbeat, CorruptedRecordIsReportedNotTrusted) {
-  ASSERT_TRUE(WriteHeartbeat(root_, {"c1", "host-a", 7, 123}).ok());
+  ASSERT_TRUE(WriteHeartbeat(root_, {"c1", "host-a", 7, 123, ""}).ok());
   const std::string path = HeartbeatPath(root_, "c1", "host-a");
-  std::string text = EncodeHeartbeat({"c1", "host-a", 7, 123});
+  std::string text = EncodeHeartbeat({"c1", "host-a", 7, 123, ""});
   text[text.find("sequence 7") + 9] = '8';  // a flipped digit, checksum left as it was
   std::ofstream(path, std::ios::trunc) << text;
   auto r = ReadHeartbeat(root_, "c1", "host-a");
@@ -49,8 +52,29 @@ TEST_F(HaDatastoreHeartbeat, CorruptedRecordIsReportedNotTrusted) {
   EXPECT_TRUE(absl::IsDataLoss(ReadHeartbeat(root_, "c1", "host-a").status()));
 }
 
+// A host cut off from etcd says on its datastores whether it is isolated or partitioned; a
+// connected host's record carries no such line (the format older readers know).
+TEST_F(HaDatastoreHeartbeat, OwnViewOfACutOffHostReadsBackAndIsCheckedLikeTheRest) {
+  EXPECT_EQ(EncodeHeartbeat({"c1", "host-a", 3, 9, ""}).find("own_view"), std::string::npos);
+  for (const char* view : {"isolated", "partitioned"}) {
+    ASSERT_TRUE(WriteHeartbeat(root_, {"c1", "host-a", 4, 10, view}).ok());
+    auto r = ReadHeartbeat(root_, "c1", "host-a");
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->own_view, view);
+    EXPECT_EQ(r->sequence, 4u);
+  }
+  // Any other value in that line, even under a valid checksum, is not trusted.
+  const std::string text = EncodeHeartbeat({"c1", "host-a", 5, 11, "partitioned"});
+  const std::string body = text.substr(0, text.find("own_view")) + "own_view connected\n";
+  uint64_t h = 14695981039346656037ull;  // FNV-1a 64, as the record's last line
+  for (unsigned char c : body) h = (h ^ c) * 1099511628211ull;
+  auto forged = DecodeHeartbeat(body + absl::StrFormat("fnv1a64 %016x\n", h));
+  EXPECT_TRUE(absl::IsDataLoss(forged.status())) << forged.status();
+  EXPECT_NE(std::string(forged.status().message()).find("own_view"), std::string::npos) << forged.status();
+}
+
 TEST_F(HaDatastoreHeartbeat, ForeignRecordOrOpenModeIsReportedNotTrusted) {
-  ASSERT_TRUE(WriteHeartbeat(root_, {"c1", "host-b", 1, 1}).ok());
+  ASSERT_TRUE(WriteHeartbeat(root_, {"c1", "host-b", 1, 1, ""}).ok());
   // host-b's record copied over host-a's name: valid checksum, wrong host.
   std::filesystem::copy_file(HeartbeatPath(root_, "c1", "host-b"), HeartbeatPath(root_, "c1", "host-a"));
   auto r = ReadHeartbeat(root_, "c1", "host-a");
@@ -62,7 +86,7 @@ TEST_F(HaDatastoreHeartbeat, ForeignRecordOrOpenModeIsReportedNotTrusted) {
 }
 
 TEST_F(HaDatastoreHeartbeat, MovingRecordMeansIsolatedStillOneMeansFailed) {
-  HeartbeatRecord a{"c1", "host-a", 1, 1};
+  HeartbeatRecord a{"c1", "host-a", 1, 1, ""};
   HeartbeatRecord b = a;
   b.sequence = 2;
   EXPECT_EQ(ClassifyLostHost(a, b), LostHostVerdict::kIsolatedOrPartitioned);

@@ -301,7 +301,7 @@ TEST(HaPartition, TheCutOffGroupKeepsItsVmsAndIsJudgedPartitionedNotFailed) {
   std::atomic<bool> writing{true};
   std::thread writer([&] {
     for (uint64_t seq = 1; writing.load(); ++seq) {
-      for (const auto& s : group) (void)WriteHeartbeat(ds, {"c1", s->name, seq, absl::ToUnixNanos(absl::Now())});
+      for (const auto& s : group) (void)WriteHeartbeat(ds, {"c1", s->name, seq, absl::ToUnixNanos(absl::Now()), ""});
       absl::SleepFor(absl::Milliseconds(200));
     }
   });
