@@ -29,6 +29,47 @@ struct IncomingSession::Conn {
   std::vector<uint8_t> record;  // a sealed data record
 };
 
+namespace {
+
+// Receives frame `frame`'s sealed data record into `record`, unopened, after checking that its
+// length is exactly what the authenticated table announced (`data_bytes` of plaintext).
+// Returns the record's length.
+absl::StatusOr<size_t> ReceiveSealedDataRecord(UringSocket& io, std::vector<uint8_t>& record, uint64_t frame,
+                                               size_t data_bytes) {
+  const size_t want = kSealOverheadBytes + data_bytes;
+  if (record.size() < want) record.resize(kSealOverheadBytes + size_t{kMaxDataPagesPerFrame} * kPageSize);
+  iovec head{record.data(), kSealHeaderBytes};
+  RETURN_IF_ERROR(io.RecvAll(&head, 1, kSealHeaderBytes, false, true).status());
+  ASSIGN_OR_RETURN(size_t size, SealedRecordSize(record.data(), kSealHeaderBytes));
+  if (size != want) {
+    return absl::DataLossError(absl::StrCat("frame ", frame, " data record is ", size, " bytes, expected ", want));
+  }
+  iovec rest{record.data() + kSealHeaderBytes, want - kSealHeaderBytes};
+  RETURN_IF_ERROR(io.RecvAll(&rest, 1, rest.iov_len, false, true).status());
+  return want;
+}
+
+// Receives frame `frame`'s `data_bytes` of data into `record` (sealed: opened in place there, so
+// nothing unauthenticated is handed on) and returns where they start.
+absl::StatusOr<const uint8_t*> ReceiveDataInRecord(UringSocket& io, RecordOpener* opener,
+                                                   std::vector<uint8_t>& record, uint64_t frame,
+                                                   size_t data_bytes) {
+  if (opener == nullptr) {
+    if (record.size() < kSealOverheadBytes + data_bytes) {
+      record.resize(kSealOverheadBytes + size_t{kMaxDataPagesPerFrame} * kPageSize);
+    }
+    iovec bounce{record.data(), data_bytes};
+    RETURN_IF_ERROR(io.RecvAll(&bounce, 1, data_bytes, false, true).status());
+    return record.data();
+  }
+  ASSIGN_OR_RETURN(size_t want, ReceiveSealedDataRecord(io, record, frame, data_bytes));
+  ASSIGN_OR_RETURN(size_t plain, opener->OpenInPlace(record.data(), want));
+  if (plain != data_bytes) return absl::DataLossError(absl::StrCat("frame ", frame, " data record opened short"));
+  return record.data() + kSealHeaderBytes;
+}
+
+}  // namespace
+
 IncomingSession::IncomingSession(IncomingOptions options, GuestMemory& mem)
     : options_(std::move(options)), mem_(mem) {
   conns_.resize(options_.connections);
@@ -239,31 +280,14 @@ absl::Status IncomingSession::ReceiveLoop(Conn& c) {
     // Later rounds mostly rewrite pages round 1 mapped: straight into guest memory.
     const bool through_file = round == 1 && options_.fresh_pages_through_file;
     if (data_bytes > 0) {
-      if (c.record.size() < kSealOverheadBytes + data_bytes) {
-        c.record.resize(kSealOverheadBytes + size_t{kMaxDataPagesPerFrame} * kPageSize);
-      }
-      if (c.opener) {
-        // The data record's length must be exactly what the authenticated table announced.
-        size_t want = kSealOverheadBytes + data_bytes;
-        iovec head{c.record.data(), kSealHeaderBytes};
-        RETURN_IF_ERROR(c.io->RecvAll(&head, 1, kSealHeaderBytes, false, true).status());
-        ASSIGN_OR_RETURN(size_t size, SealedRecordSize(c.record.data(), kSealHeaderBytes));
-        if (size != want) {
-          return absl::DataLossError(absl::StrCat("frame ", h.index, " data record is ", size, " bytes, expected ", want));
-        }
-        iovec rest{c.record.data() + kSealHeaderBytes, want - kSealHeaderBytes};
-        RETURN_IF_ERROR(c.io->RecvAll(&rest, 1, rest.iov_len, false, true).status());
-        if (through_file) {
-          ASSIGN_OR_RETURN(size_t plain, c.opener->OpenInPlace(c.record.data(), want));
-          if (plain != data_bytes) return absl::DataLossError(absl::StrCat("frame ", h.index, " data record opened short"));
-          RETURN_IF_ERROR(WriteRunsThroughFile(runs, c.record.data() + kSealHeaderBytes));
-        } else {
-          RETURN_IF_ERROR(c.opener->OpenScatter(c.record.data(), want, data.data(), data.size()));
-        }
-      } else if (through_file) {
-        iovec bounce{c.record.data(), data_bytes};
-        RETURN_IF_ERROR(c.io->RecvAll(&bounce, 1, data_bytes, false, true).status());
-        RETURN_IF_ERROR(WriteRunsThroughFile(runs, c.record.data()));
+      RecordOpener* opener = c.opener ? &*c.opener : nullptr;
+      if (through_file) {
+        ASSIGN_OR_RETURN(const uint8_t* bytes, ReceiveDataInRecord(*c.io, opener, c.record, h.index, data_bytes));
+        RETURN_IF_ERROR(WriteRunsThroughFile(runs, bytes));
+      } else if (opener) {
+        // Opened straight into guest memory.
+        ASSIGN_OR_RETURN(size_t want, ReceiveSealedDataRecord(*c.io, c.record, h.index, data_bytes));
+        RETURN_IF_ERROR(opener->OpenScatter(c.record.data(), want, data.data(), data.size()));
       } else {
         RETURN_IF_ERROR(c.io->RecvAll(data.data(), data.size(), data_bytes, false, true).status());
       }
@@ -291,28 +315,8 @@ absl::Status IncomingSession::ReceiveDiskFrame(Conn& c, const FrameHeader& h, co
   const size_t data_bytes = size_t{h.data_pages} * kPageSize;
   const uint8_t* data = nullptr;
   if (data_bytes > 0) {
-    if (c.record.size() < kSealOverheadBytes + data_bytes) {
-      c.record.resize(kSealOverheadBytes + size_t{kMaxDataPagesPerFrame} * kPageSize);
-    }
-    if (c.opener) {
-      // Opened in place: nothing unauthenticated reaches the disk.
-      const size_t want = kSealOverheadBytes + data_bytes;
-      iovec head{c.record.data(), kSealHeaderBytes};
-      RETURN_IF_ERROR(c.io->RecvAll(&head, 1, kSealHeaderBytes, false, true).status());
-      ASSIGN_OR_RETURN(size_t size, SealedRecordSize(c.record.data(), kSealHeaderBytes));
-      if (size != want) {
-        return absl::DataLossError(absl::StrCat("frame ", h.index, " data record is ", size, " bytes, expected ", want));
-      }
-      iovec rest{c.record.data() + kSealHeaderBytes, want - kSealHeaderBytes};
-      RETURN_IF_ERROR(c.io->RecvAll(&rest, 1, rest.iov_len, false, true).status());
-      ASSIGN_OR_RETURN(size_t plain, c.opener->OpenInPlace(c.record.data(), want));
-      if (plain != data_bytes) return absl::DataLossError(absl::StrCat("frame ", h.index, " data record opened short"));
-      data = c.record.data() + kSealHeaderBytes;
-    } else {
-      iovec bounce{c.record.data(), data_bytes};
-      RETURN_IF_ERROR(c.io->RecvAll(&bounce, 1, data_bytes, false, true).status());
-      data = c.record.data();
-    }
+    // Opened in place when sealed: nothing unauthenticated reaches the disk.
+    ASSIGN_OR_RETURN(data, ReceiveDataInRecord(*c.io, c.opener ? &*c.opener : nullptr, c.record, h.index, data_bytes));
   }
   for (const WireRun& r : runs) {
     RETURN_IF_ERROR(disks->WriteBlocks(h.disk, r.first_page, r.count, r.zero() ? nullptr : data));
