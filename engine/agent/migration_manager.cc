@@ -105,20 +105,25 @@ void MigrationManager::RecordLocked(Job& job, const v1::MigrationEvent& event) {
   }
 }
 
+MigrationManager::Job& MigrationManager::AddJobLocked(JobSpec spec, Body body) {
+  auto job = std::make_unique<Job>();
+  job->handle.reset(new MigrationJob(*this, spec.id, spec.vm_name));
+  job->handle->link_weight_ = PriorityWeight(spec.options.priority());  // a settle job: unset, 1
+  job->spec = std::move(spec);
+  job->body = std::move(body);
+  job->created_unix_s = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  job->created_ns = MonotonicNanos();
+  Job& j = *job;
+  active_[j.spec.id] = std::move(job);
+  return j;
+}
+
 absl::Status MigrationManager::StartOutgoing(JobSpec spec, Body body) {
   {
     std::lock_guard lock(mu_);
     if (shutting_down_) return absl::UnavailableError("the agent is shutting down; no new migration starts");
     if (FindLocked(spec.id) != nullptr) return absl::AlreadyExistsError(absl::StrCat("migration '", spec.id, "' exists"));
-    auto job = std::make_unique<Job>();
-    job->handle.reset(new MigrationJob(*this, spec.id, spec.vm_name));
-    job->handle->link_weight_ = PriorityWeight(spec.options.priority());
-    job->spec = std::move(spec);
-    job->body = std::move(body);
-    job->created_unix_s = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
-    job->created_ns = MonotonicNanos();
-    Job& j = *job;
-    active_[j.spec.id] = std::move(job);
+    Job& j = AddJobLocked(std::move(spec), std::move(body));
     queue_.push_back(j.spec.id);
     AdmitQueuedLocked();
     if (j.state == JobState::kQueued) {
@@ -139,15 +144,7 @@ absl::Status MigrationManager::StartSettling(JobSpec spec, Body body) {
     std::lock_guard lock(mu_);
     if (shutting_down_) return absl::UnavailableError("the agent is shutting down");
     if (FindLocked(spec.id) != nullptr) return absl::AlreadyExistsError(absl::StrCat("migration '", spec.id, "' exists"));
-    auto job = std::make_unique<Job>();
-    job->handle.reset(new MigrationJob(*this, spec.id, spec.vm_name));
-    job->spec = std::move(spec);
-    job->body = std::move(body);
-    job->created_unix_s = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
-    job->created_ns = MonotonicNanos();
-    Job& j = *job;
-    active_[j.spec.id] = std::move(job);
-    Launch(j);  // holds no slot
+    Launch(AddJobLocked(std::move(spec), std::move(body)));  // holds no slot
   }
   cv_.notify_all();
   JoinDoneThreads();
@@ -283,17 +280,12 @@ absl::StatusOr<std::shared_ptr<MigrationJob>> MigrationManager::AdmitIncoming(Jo
                           "try again when one ends",
                           running, options_.max_concurrent));
     }
-    auto job = std::make_unique<Job>();
-    job->handle.reset(new MigrationJob(*this, spec.id, spec.vm_name));
-    job->handle->link_weight_ = PriorityWeight(spec.options.priority());
-    job->direction = v1::MIGRATION_DIRECTION_INCOMING;
-    job->spec = std::move(spec);
-    job->state = JobState::kRunning;
-    job->holds_slot = true;
-    job->created_unix_s = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
-    job->created_ns = job->started_ns = MonotonicNanos();
-    handle = job->handle;
-    active_[job->spec.id] = std::move(job);
+    Job& job = AddJobLocked(std::move(spec), nullptr);
+    job.direction = v1::MIGRATION_DIRECTION_INCOMING;
+    job.state = JobState::kRunning;
+    job.holds_slot = true;
+    job.started_ns = job.created_ns;
+    handle = job.handle;
   }
   cv_.notify_all();
   return handle;

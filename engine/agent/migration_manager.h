@@ -164,6 +164,8 @@ class MigrationManager {
     int64_t retry_at_ns = 0;
   };
 
+  // A new job for `spec` in active_ (the caller checked its id is free there), created now.
+  Job& AddJobLocked(JobSpec spec, Body body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordLocked(Job& job, const v1::MigrationEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Launch(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AdmitQueuedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
