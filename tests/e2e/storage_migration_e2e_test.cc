@@ -317,7 +317,12 @@ TEST_F(StorageMigrationE2E, MirrorModeGuestDiskIsIntactAndTheSourceGoesOnlyAfter
   StartAgents();
   CreateGuest("mirror1");
   grpc::ClientContext ctx;
-  auto reader = stubs_[0]->Migrate(&ctx, StorageMove("mirror1", v1::DISK_COPY_MODE_MIRROR));
+  // The mirror starts once round 1 is acknowledged; on a quiet host an uncapped link can reach the
+  // pause right after round 1, before the mirror took a cut (the final round then carries the
+  // writes). A 16 MiB/s cap makes the rounds after round 1 last long enough for cuts.
+  v1::MigrateRequest req = StorageMove("mirror1", v1::DISK_COPY_MODE_MIRROR);
+  req.mutable_options()->set_max_bandwidth_mibps(16);
+  auto reader = stubs_[0]->Migrate(&ctx, req);
   v1::MigrationEvent e, last;
   bool saw_mirroring = false;
   int events_before_commit = 0;
